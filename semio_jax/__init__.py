@@ -1,0 +1,45 @@
+"""semio_jax: exact dynamical-systems analysis of autoregressive language models.
+
+The data flow, one module per stage:
+
+    model -> logits for every state -> sampling procedure -> exact Operator
+          -> analyses -> Monte Carlo from the model -> agreement -> report / CLI
+
+Importing semio_jax enables JAX's float64 support (``jax_enable_x64``): the
+analyses are exact in float64 with respect to the model's own logits. Models
+keep computing in float32; only the procedure and everything after it is float64.
+"""
+
+import jax as _jax
+
+_jax.config.update("jax_enable_x64", True)
+
+from . import sampling  # noqa: E402
+from .analysis import (  # noqa: E402
+    attractors,
+    basins,
+    basins_result,
+    class_structure,
+    greedy_dynamics,
+    periods,
+    stationary,
+    stationary_result,
+    strict_basins,
+    transient_states,
+)
+from .errors import *  # noqa: E402,F401,F403
+from .errors import __all__ as _errors_all  # noqa: E402
+from .model import FunctionModel, NGramModel, as_model  # noqa: E402
+from .operator import Operator, build_operator, estimate_memory  # noqa: E402
+from .space import StateSpace  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "StateSpace", "Operator", "build_operator", "estimate_memory", "sampling",
+    "FunctionModel", "NGramModel", "as_model",
+    "attractors", "transient_states", "periods", "class_structure",
+    "stationary", "stationary_result", "basins", "basins_result", "strict_basins",
+    "greedy_dynamics",
+    *_errors_all,
+]

@@ -1,0 +1,167 @@
+"""Communicating classes, attractors (closed classes), transient states, periods.
+
+Write s -> t when the chain can move from s to t in one step (q(y|s) > 0 with
+t = succ(s, y)). Two states *communicate* when each reaches the other; the
+communicating classes are the strongly connected components of this support
+graph. A class C is **closed** when no edge leaves it; closed classes are the
+**attractors**: once entered, never left. Every state outside the closed
+classes is **transient** (prefix states always are: nothing leads back into
+them). The **period** of a closed class is the gcd of the lengths of its cycles,
+computed as gcd over edges u -> v inside C of (level(u) + 1 - level(v)) for any
+BFS levelling of C.
+
+Only the support graph matters here, so these results are exact (no floating
+point): a probability is either zero or not. For deterministic operators
+(greedy decoding, top-k = 1) the attractors are the cycles of the map, found
+by the functional-graph algorithm of :mod:`semio_jax.analysis.greedy`.
+
+Order: attractors are sorted by their smallest state index, and each is a
+sorted int64 array of state indices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import gcd
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse import csgraph
+
+from ._cache import cached_analysis
+from .greedy import functional_graph
+
+__all__ = ["ClassStructure", "class_structure", "attractors", "transient_states", "periods",
+           "classes_reference"]
+
+
+@dataclass(frozen=True)
+class ClassStructure:
+    """Result of the class decomposition.
+
+    Attributes:
+      labels: int64[S], communicating-class id of each state.
+      n_classes: number of communicating classes.
+      attractors: list of sorted int64 arrays, the closed classes.
+      attractor_of: int64[S], index of the attractor containing s, or -1.
+      transient: sorted int64 array of transient states.
+      periods: period of each attractor.
+    """
+
+    labels: np.ndarray
+    n_classes: int
+    attractors: list
+    attractor_of: np.ndarray
+    transient: np.ndarray
+    periods: list
+
+
+@cached_analysis("class_structure")
+def class_structure(op) -> ClassStructure:
+    """Decompose the operator's support graph (see module docstring)."""
+    if op.is_deterministic:
+        return _from_functional_graph(op)
+    adj = op.adjacency()
+    n_classes, labels = csgraph.connected_components(adj, directed=True, connection="strong")
+    labels = labels.astype(np.int64)
+    coo = adj.tocoo()
+    leaving = labels[coo.row] != labels[coo.col]
+    open_class = np.zeros(n_classes, dtype=bool)
+    open_class[labels[coo.row[leaving]]] = True
+    closed_ids = np.flatnonzero(~open_class)
+    members = [np.flatnonzero(labels == c) for c in closed_ids]
+    members.sort(key=lambda m: int(m[0]))
+    attractor_of = np.full(op.num_states, -1, dtype=np.int64)
+    for i, m in enumerate(members):
+        attractor_of[m] = i
+    per = [_period(adj, m) for m in members]
+    return ClassStructure(labels=labels, n_classes=int(n_classes), attractors=members,
+                          attractor_of=attractor_of, transient=np.flatnonzero(attractor_of < 0), periods=per)
+
+
+def _from_functional_graph(op) -> ClassStructure:
+    # The map defined by the table itself (each row has a single token of mass 1).
+    g = functional_graph(op.successors[np.arange(op.num_states), np.argmax(op.probs, axis=1)])
+    labels = np.where(g.on_cycle, g.cycle_of, -1)
+    # Off-cycle states are singleton classes (a map visits each at most once).
+    off = np.flatnonzero(~g.on_cycle)
+    labels[off] = len(g.cycles) + np.arange(off.size)
+    members = [np.sort(c) for c in g.cycles]
+    attractor_of = np.where(g.on_cycle, g.cycle_of, -1).astype(np.int64)
+    return ClassStructure(labels=labels.astype(np.int64), n_classes=len(g.cycles) + off.size,
+                          attractors=members, attractor_of=attractor_of,
+                          transient=off.astype(np.int64), periods=[len(c) for c in g.cycles])
+
+
+def _period(adj: sp.csr_matrix, members: np.ndarray) -> int:
+    """gcd of cycle lengths of the closed class ``members`` (BFS levelling)."""
+    sub = adj[members][:, members].tocsr()
+    order, pred = csgraph.breadth_first_order(sub, 0, directed=True, return_predecessors=True)
+    level = np.zeros(members.size, dtype=np.int64)
+    for v in order[1:]:  # BFS order: a predecessor's level is final before its children
+        level[v] = level[pred[v]] + 1
+    coo = sub.tocoo()
+    diffs = np.abs(level[coo.row] + 1 - level[coo.col])
+    g = 0
+    for d in np.unique(diffs):
+        g = gcd(g, int(d))
+        if g == 1:
+            break
+    return g if g > 0 else 1
+
+
+def attractors(op) -> list[np.ndarray]:
+    """The closed classes of the chain, each a sorted int64 array, sorted by smallest state."""
+    return class_structure(op).attractors
+
+
+def transient_states(op) -> np.ndarray:
+    """Sorted indices of the states outside every closed class."""
+    return class_structure(op).transient
+
+
+def periods(op) -> list[int]:
+    """Period of each attractor (1 = aperiodic)."""
+    return class_structure(op).periods
+
+
+def classes_reference(probs: np.ndarray, succ: np.ndarray) -> tuple[list[list[int]], list[int]]:
+    """Slow reference: closed classes and periods by transitive closure (tiny spaces only).
+
+    Returns (closed classes as sorted lists sorted by first element, periods).
+    """
+    s = probs.shape[0]
+    reach = np.zeros((s, s), dtype=bool)
+    for i in range(s):
+        for y in range(probs.shape[1]):
+            if probs[i, y] > 0:
+                reach[i, succ[i, y]] = True
+    step = reach.copy()
+    closure = reach | np.eye(s, dtype=bool)
+    while True:  # Warshall-style squaring
+        nxt = closure | (closure.astype(np.int64) @ closure.astype(np.int64) > 0)
+        if (nxt == closure).all():
+            break
+        closure = nxt
+    closed = []
+    seen = set()
+    for i in range(s):
+        if i in seen:
+            continue
+        cls = [j for j in range(s) if closure[i, j] and closure[j, i]]
+        seen.update(cls)
+        if all(not reach[a, b] or b in cls for a in cls for b in range(s)):
+            closed.append(sorted(cls))
+    closed.sort(key=lambda c: c[0])
+    per = []
+    for cls in closed:  # period = gcd of n with (P^n)_{ii} > 0, n <= 2|C|
+        i = cls[0]
+        m = step.astype(np.int64)
+        g = 0
+        power = np.eye(s, dtype=np.int64)
+        for n in range(1, 2 * len(cls) + 1):
+            power = (power @ m > 0).astype(np.int64)
+            if power[i, i]:
+                g = gcd(g, n)
+        per.append(g)
+    return closed, per

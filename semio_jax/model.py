@@ -1,0 +1,149 @@
+"""The model interface: anything that maps contexts to next-token logits.
+
+A **model** is any callable ``f(contexts) -> logits`` with
+
+  contexts: int32[B, k], 1 <= k <= L, tokens oldest first, the model sees them
+            at positions 0..k-1;
+  logits:   float[B, N], the logits of the next token after each context.
+
+Flax checkpoints (``semio_models.checkpoint.load``), hand-written n-gram tables
+(:class:`NGramModel`) and random-weight transformers all pass through this
+door. Optional attributes a model may carry, read by the engine when present:
+
+  n_tokens:        alphabet size N (otherwise taken from the StateSpace);
+  context_length:  the largest k the model accepts;
+  jittable:        False if the callable cannot be traced by ``jax.jit``
+                   (a numpy or external model); default True.
+
+``as_model`` wraps a bare function so these attributes are always present.
+Logits are float32 or float64; -inf means "impossible token" and is allowed,
+NaN and +inf are not (the operator build raises NonFiniteLogitsError).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .errors import LogitsShapeError
+
+__all__ = ["NextTokenModel", "FunctionModel", "NGramModel", "as_model", "describe_model"]
+
+
+@runtime_checkable
+class NextTokenModel(Protocol):
+    """Structural type of a model: ``contexts int32[B, k] -> logits[B, N]``."""
+
+    def __call__(self, contexts: Any) -> Any: ...
+
+
+class FunctionModel:
+    """A plain function made into a model with explicit metadata.
+
+    Args:
+      fn: ``contexts int32[B, k] -> logits[B, N]``.
+      n_tokens: alphabet size N.
+      context_length: the largest context the function accepts (None: any).
+      jittable: whether ``fn`` can be traced by ``jax.jit`` (False for numpy code).
+      name: shown in reports.
+    """
+
+    def __init__(self, fn: Callable, n_tokens: int, context_length: int | None = None,
+                 jittable: bool = True, name: str | None = None):
+        self.fn = fn
+        self.n_tokens = int(n_tokens)
+        self.context_length = context_length
+        self.jittable = jittable
+        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+
+    def __call__(self, contexts):
+        return self.fn(contexts)
+
+    def __repr__(self) -> str:
+        return (f"FunctionModel({self.name}, n_tokens={self.n_tokens}, "
+                f"context_length={self.context_length}, jittable={self.jittable})")
+
+
+class NGramModel:
+    """A hand-written n-gram model: the next token depends on the last ``order`` tokens.
+
+    Args:
+      logits: float array of shape [N]*order + [N]; ``logits[a_1, ..., a_n, y]``
+        is the logit of y after the tokens a_1..a_n (oldest first). -inf marks
+        an impossible token.
+      context_length: optional L, stored for the engine's checks.
+
+    Contexts shorter than ``order`` use the log of the *average* next-token
+    distribution over all completions of the missing oldest tokens (uniform
+    weights), so every prefix state has a well-defined rule.
+    """
+
+    def __init__(self, logits, context_length: int | None = None, name: str = "ngram"):
+        table = np.asarray(logits, dtype=np.float64)
+        if table.ndim < 1:
+            raise LogitsShapeError("n-gram logits need at least one axis (the next token)")
+        n = table.shape[-1]
+        if any(d != n for d in table.shape):
+            raise LogitsShapeError(f"n-gram logits must have shape [N]*order + [N], got {table.shape}")
+        if np.isnan(table).any() or np.isposinf(table).any():
+            from .errors import NonFiniteLogitsError
+            raise NonFiniteLogitsError("n-gram logits contain NaN or +inf; use -inf for impossible tokens")
+        self.order = table.ndim - 1
+        self.n_tokens = n
+        self.context_length = context_length
+        self.jittable = True
+        self.name = name
+        self.table = table
+        # Flattened tables, one per available context length m = min(k, order).
+        self._tables = {}
+        for m in range(0, self.order + 1):
+            t = table
+            if m < self.order:
+                probs = np.exp(t - np.max(t, axis=-1, keepdims=True))
+                probs = probs / probs.sum(axis=-1, keepdims=True)
+                probs = probs.reshape((n ** (self.order - m), n**m, n)).mean(axis=0)  # [N^m, N]
+                with np.errstate(divide="ignore"):
+                    t = np.log(probs)
+            self._tables[m] = jnp.asarray(t.reshape(n**m, n), dtype=jnp.float32)  # [N^m, N]
+
+    def __call__(self, contexts):
+        ctx = jnp.asarray(contexts)
+        k = ctx.shape[1]
+        m = min(k, self.order)
+        weights = jnp.asarray(self.n_tokens ** np.arange(m - 1, -1, -1), dtype=jnp.int32)  # [m]
+        idx = (ctx[:, k - m:] * weights[None, :]).sum(axis=1) if m else jnp.zeros(ctx.shape[0], jnp.int32)
+        return self._tables[m][idx]  # [B, N]
+
+    def __repr__(self) -> str:
+        return f"NGramModel(order={self.order}, n_tokens={self.n_tokens}, context_length={self.context_length})"
+
+
+def as_model(obj, n_tokens: int | None = None) -> Any:
+    """Return ``obj`` if it already carries ``n_tokens``; otherwise wrap it in FunctionModel."""
+    if not callable(obj):
+        raise TypeError(f"a model must be callable contexts -> logits, got {type(obj).__name__}")
+    if getattr(obj, "n_tokens", None) is not None:
+        return obj
+    if n_tokens is None:
+        raise TypeError("this callable has no n_tokens attribute; pass n_tokens= (or wrap it with FunctionModel)")
+    return FunctionModel(obj, n_tokens=n_tokens)
+
+
+def describe_model(model) -> dict:
+    """JSON-able description of a model for reports (name, class, sizes, hash if known)."""
+    out = {"class": type(model).__name__, "repr": repr(model)[:500]}
+    for attr in ("name", "n_tokens", "context_length", "weights_sha256", "source_path"):
+        v = getattr(model, attr, None)
+        if v is not None and isinstance(v, (str, int, float)):
+            out[attr] = v
+    return out
+
+
+def evaluate(model, contexts: np.ndarray, jitted: Callable | None = None) -> np.ndarray:
+    """Call ``model`` on int32[B, k] contexts and return its logits as a numpy array."""
+    fn = jitted if jitted is not None else model
+    out = fn(jnp.asarray(contexts, dtype=jnp.int32))
+    return np.asarray(jax.device_get(out))
