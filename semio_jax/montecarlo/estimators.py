@@ -1,0 +1,238 @@
+"""Estimators from rollouts, with standard errors that respect Markov correlation.
+
+Successive states of one chain are correlated, so the naive standard error of a
+time average is wrong. semio_jax uses **independent replicas**: C chains with
+independent seeds and independent starting states; each chain yields one time
+average Y_c of the observable, the estimate is the mean of the Y_c and its
+standard error is sd(Y_c) / sqrt(C). The Y_c are i.i.d., so this is valid
+whatever the autocorrelation inside a chain (the error bars already contain it),
+and (Y - mu) / se follows Student's t with C - 1 degrees of freedom for
+approximately normal Y_c (long chains, by the Markov-chain CLT).
+
+Every stationary observable used here (state occupation, token and n-gram
+frequencies) is a linear function of the per-chain visit counts of the full
+states, which is what :func:`sample_occupation` records.
+
+Absorption experiments (:func:`sample_absorption`) run independent chains from
+one start until they enter an attractor or reach a horizon; the outcome counts
+are multinomial, so their error bars are exact binomial ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import StateSpaceTooLargeError
+from ..space import StateSpace
+from .rollout import Sampler
+
+__all__ = ["ReplicaEstimate", "replica_mean", "OccupationSample", "AbsorptionSample",
+           "sample_occupation", "sample_absorption", "window_indices", "batch_means_se"]
+
+_MAX_COUNT_CELLS = 2**27  # C * N^L counters (1 GiB of int64)
+
+
+@dataclass
+class ReplicaEstimate:
+    """Mean over independent replicas with its standard error.
+
+    Attributes:
+      value: float64[d], the mean of the per-replica values.
+      se: float64[d], their standard deviation / sqrt(C).
+      n_replicas: C.
+      per_replica: float64[C, d].
+    """
+
+    value: np.ndarray
+    se: np.ndarray
+    n_replicas: int
+    per_replica: np.ndarray = field(repr=False)
+
+
+def replica_mean(per_replica: np.ndarray) -> ReplicaEstimate:
+    """Mean and standard error over axis 0 of ``per_replica`` [C, d]."""
+    x = np.asarray(per_replica, dtype=np.float64)
+    c = x.shape[0]
+    se = x.std(axis=0, ddof=1) / np.sqrt(c) if c > 1 else np.full(x.shape[1:], np.inf)
+    return ReplicaEstimate(value=x.mean(axis=0), se=se, n_replicas=c, per_replica=x)
+
+
+def batch_means_se(series: np.ndarray, n_batches: int = 20) -> float:
+    """Standard error of the mean of one correlated series by non-overlapping batch means."""
+    x = np.asarray(series, dtype=np.float64)
+    b = x.size // n_batches
+    if b < 1:
+        raise ValueError(f"a series of {x.size} values is too short for {n_batches} batches")
+    means = x[: b * n_batches].reshape(n_batches, b).mean(axis=1)
+    return float(means.std(ddof=1) / np.sqrt(n_batches))
+
+
+def window_indices(history: np.ndarray, n_tokens: int, length: int) -> np.ndarray:
+    """Full-state index of every length-L window of each row: int[C, T] -> int64[C, T - L + 1]."""
+    h = np.asarray(history, dtype=np.int64)
+    if h.shape[1] < length:
+        return np.zeros((h.shape[0], 0), dtype=np.int64)
+    weights = n_tokens ** np.arange(length - 1, -1, -1, dtype=np.int64)  # [L]
+    windows = np.lib.stride_tricks.sliding_window_view(h, length, axis=1)  # [C, W, L]
+    return windows @ weights  # [C, W]
+
+
+def _stream_states(sampler: Sampler, prompts: np.ndarray, n_steps: int, seed: int, chunk: int):
+    """Yield (t_first, idx[C, w]): full-state indices after t_first, t_first+1, ... generated tokens."""
+    length, n = sampler.context_length, sampler.n_tokens
+    k0 = prompts.shape[1]
+    tail = prompts.astype(np.int64)
+    t_end = 0  # generated tokens consumed so far
+    for ys in sampler.generate(prompts, n_steps, seed, chunk):
+        hist = np.concatenate([tail, ys], axis=1)
+        new = ys.shape[1]
+        idx = window_indices(hist, n, length)  # windows ending anywhere in hist
+        # keep only windows that end on a newly generated token
+        keep = min(new, idx.shape[1])
+        t_end += new
+        if keep:
+            yield t_end - keep + 1, idx[:, idx.shape[1] - keep:]
+        tail = hist[:, max(0, hist.shape[1] - (length - 1)):] if length > 1 else hist[:, :0]
+    del k0
+
+
+@dataclass
+class OccupationSample:
+    """Per-chain visit counts of the full states over n_steps steps after burn-in.
+
+    Attributes:
+      space: the StateSpace.
+      counts: int64[C, N^L]; counts[c, s] = number of steps t in (burn_in, burn_in + n_steps]
+        at which chain c was in full state s.
+      n_steps, burn_in, seed: the run's parameters.
+      starts: int64[C], starting full states.
+      procedure: the procedure's spec.
+    """
+
+    space: StateSpace
+    counts: np.ndarray
+    n_steps: int
+    burn_in: int
+    seed: int
+    starts: np.ndarray
+    procedure: str
+
+    @property
+    def n_chains(self) -> int:
+        return self.counts.shape[0]
+
+    def observable(self, g: np.ndarray) -> ReplicaEstimate:
+        """Time average of g(X_t) per chain, then over chains: g is float[N^L] or [N^L, d]."""
+        g = np.asarray(g, dtype=np.float64)
+        g2 = g[:, None] if g.ndim == 1 else g
+        est = replica_mean(self.counts @ g2 / self.n_steps)  # [C, d]
+        if g.ndim == 1:
+            est = ReplicaEstimate(est.value[0], est.se[0], est.n_replicas, est.per_replica[:, 0])
+        return est
+
+    def state_frequencies(self) -> ReplicaEstimate:
+        """Occupation frequency of every full state."""
+        return replica_mean(self.counts / self.n_steps)
+
+    def ngram_frequencies(self, n: int) -> ReplicaEstimate:
+        """Frequency of each n-gram (the last n tokens of the window), index big-endian, n <= L."""
+        sp_ = self.space
+        if not 1 <= n <= sp_.length:
+            raise ValueError(f"n-gram order must be in 1..L={sp_.length}, got {n}")
+        per = self.counts.reshape(self.n_chains, sp_.n_tokens ** (sp_.length - n), sp_.n_tokens**n).sum(axis=1)
+        return replica_mean(per / self.n_steps)
+
+    def token_frequencies(self) -> ReplicaEstimate:
+        return self.ngram_frequencies(1)
+
+
+def sample_occupation(model, procedure, space: StateSpace, starts: np.ndarray, n_steps: int, seed: int,
+                      burn_in: int = 0, chunk: int = 1024) -> OccupationSample:
+    """Run one chain from each full state in ``starts`` and count visits after ``burn_in`` steps."""
+    starts = np.asarray(starts, dtype=np.int64)
+    if starts.size and starts.max() >= space.num_full:
+        raise ValueError("occupation chains must start in full states (indices < N^L)")
+    cells = starts.size * space.num_full
+    if cells > _MAX_COUNT_CELLS:
+        raise StateSpaceTooLargeError(
+            f"per-chain visit counts need {starts.size} chains x {space.num_full} states = {cells:.2e} counters "
+            f"(> {_MAX_COUNT_CELLS:.1e}); use fewer chains or a smaller space"
+        )
+    sampler = Sampler(model, procedure, space.length, space.n_tokens)
+    prompts = np.stack([space.tokens(int(s)) for s in starts]) if starts.size else np.zeros((0, space.length))
+    c, nf = starts.size, space.num_full
+    counts = np.zeros(c * nf, dtype=np.int64)
+    offs = (np.arange(c, dtype=np.int64) * nf)[:, None]
+    for t0, idx in _stream_states(sampler, prompts, burn_in + n_steps, seed, chunk):
+        times = t0 + np.arange(idx.shape[1])
+        sel = times > burn_in
+        if sel.any():
+            counts += np.bincount((offs + idx[:, sel]).ravel(), minlength=c * nf)
+    return OccupationSample(space, counts.reshape(c, nf), n_steps, burn_in, seed, starts,
+                            sampler.procedure.spec)
+
+
+@dataclass
+class AbsorptionSample:
+    """Where independent chains from one start were absorbed.
+
+    Attributes:
+      start: the starting state index.
+      horizon: the maximum number of steps run.
+      outcome: int64[C]; the attractor entered (-1 if none within the horizon).
+      time: int64[C]; steps until entry (-1 if none).
+    """
+
+    start: int
+    horizon: int
+    outcome: np.ndarray
+    time: np.ndarray
+    n_attractors: int
+    seed: int
+
+    @property
+    def n_chains(self) -> int:
+        return self.outcome.size
+
+    def counts(self) -> np.ndarray:
+        """int64[m + 1]: chains absorbed in each attractor, then the unabsorbed ones."""
+        c = np.bincount(self.outcome[self.outcome >= 0], minlength=self.n_attractors)
+        return np.concatenate([c, [np.sum(self.outcome < 0)]])
+
+    def frequencies(self) -> tuple[np.ndarray, np.ndarray]:
+        """(p_hat[m + 1], binomial standard errors)."""
+        p = self.counts() / self.n_chains
+        return p, np.sqrt(p * (1 - p) / self.n_chains)
+
+
+def sample_absorption(model, procedure, space: StateSpace, start: int, attractor_of: np.ndarray,
+                      n_chains: int, horizon: int, seed: int, chunk: int = 256) -> AbsorptionSample:
+    """Run ``n_chains`` chains from state ``start`` for at most ``horizon`` steps each.
+
+    ``attractor_of[s]`` (from the exact class decomposition) names the
+    attractor containing full state s, or -1; a chain is absorbed at its first
+    visit to a state with attractor_of >= 0. Only this membership table is
+    taken from the exact analysis; the dynamics are the model's own.
+    """
+    attractor_of = np.asarray(attractor_of)
+    m = int(attractor_of.max()) + 1 if attractor_of.size else 0
+    outcome = np.full(n_chains, -1, dtype=np.int64)
+    time = np.full(n_chains, -1, dtype=np.int64)
+    if attractor_of[start] >= 0:
+        outcome[:] = attractor_of[start]
+        time[:] = 0
+        return AbsorptionSample(int(start), horizon, outcome, time, m, seed)
+    sampler = Sampler(model, procedure, space.length, space.n_tokens)
+    prompt = np.tile(space.tokens(int(start)), (n_chains, 1))
+    for t0, idx in _stream_states(sampler, prompt, horizon, seed, chunk):
+        att = attractor_of[idx]  # [C, w]
+        hit = att >= 0
+        first = np.argmax(hit, axis=1)
+        newly = hit.any(axis=1) & (outcome < 0)
+        outcome[newly] = att[newly, first[newly]]
+        time[newly] = t0 + first[newly]
+        if (outcome >= 0).all():
+            break
+    return AbsorptionSample(int(start), horizon, outcome, time, m, seed)
