@@ -1,0 +1,183 @@
+"""The ``semio`` command.
+
+  semio zoo                                   list the shipped models
+  semio train  --source SPEC --out DIR ...    train a tiny transformer on a source
+  semio analyze MODEL [-p SPEC ...] [--out DIR] [--no-sample]
+  semio sample  MODEL -p SPEC --prompt 0,1 --steps 20 --chains 4 --seed 0
+  semio check   MODEL -p SPEC [--chains C --steps T --level A] [--out DIR]
+  semio demo    [--out DIR]
+
+MODEL is a zoo name (``coin``, ``markov2``, ``dyck``) or a folder holding
+``weights.msgpack`` and ``card.json``. SPEC is a procedure such as
+``temperature=0.8,top_k=3`` or ``greedy`` (see semio_jax.sampling).
+Exit status: 0 on success, 1 when an agreement check fails, 2 on bad input
+(a named semio_jax error, printed without a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main", "build_parser", "load_model"]
+
+
+def load_model(name: str):
+    """A zoo name or checkpoint folder -> model (hash verified on load)."""
+    from semio_models.checkpoint import load
+
+    return load(name)
+
+
+def _add_sampling_args(p: argparse.ArgumentParser, chains: int, steps: int) -> None:
+    p.add_argument("--seed", type=int, default=0, help="master seed of every sampled quantity (default 0)")
+    p.add_argument("--chains", type=int, default=chains, help=f"independent chains per stationary check (default {chains})")
+    p.add_argument("--steps", type=int, default=steps, help=f"steps per chain (default {steps})")
+    p.add_argument("--basin-chains", type=int, default=2000, help="chains per start in the basin check (default 2000)")
+    p.add_argument("--level", type=float, default=0.01, help="family-wise significance level (default 0.01)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="semio", description="Exact dynamical-systems analysis of tiny language models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("zoo", help="list the shipped models")
+
+    p = sub.add_parser("train", help="train a tiny transformer on a data source (see semio_models.train)")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments of python -m semio_models.train")
+
+    for name, helptext in (("analyze", "exact analysis (+ sampling checks) written to a report"),
+                           ("check", "exact-vs-sampled agreement tests only; exit 1 on failure")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("model", help="zoo name or checkpoint folder")
+        p.add_argument("-p", "--procedure", action="append", default=None,
+                       help="sampling procedure spec, repeatable (default temperature=1)")
+        p.add_argument("--length", type=int, default=None, help="context length L (default: the model's)")
+        p.add_argument("--out", default=None, help="report folder (default reports/<model>)")
+        _add_sampling_args(p, chains=64, steps=2000)
+        if name == "analyze":
+            p.add_argument("--no-sample", action="store_true", help="exact analyses only, no sampling checks")
+
+    p = sub.add_parser("sample", help="print sampled continuations of a prompt")
+    p.add_argument("model")
+    p.add_argument("-p", "--procedure", default="temperature=1")
+    p.add_argument("--prompt", default=None, help="comma-separated token ids (default: token 0)")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("demo", help="the main job on the shipped zoo, written to a report")
+    p.add_argument("--out", default="reports/demo", help="report folder (default reports/demo)")
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+DEMO_PLAN = [
+    # (zoo model, procedures): one ergodic procedure and one with several attractors each.
+    ("coin", ["temperature=1", "greedy"]),
+    ("markov2", ["temperature=1", "top_k=2"]),
+    ("dyck", ["temperature=1", "top_p=0.8"]),
+]
+
+
+def _run_analyze(args, sample: bool) -> int:
+    from .pipeline import analyze
+    from .report import Report
+
+    model = load_model(args.model)
+    name = Path(args.model).name
+    out = args.out or f"reports/{name}"
+    report = Report(out, title=f"semio {args.command}: {name}")
+    ok = True
+    for spec in args.procedure or ["temperature=1"]:
+        summary = analyze(model, spec, length=args.length, sample=sample, seed=args.seed, n_chains=args.chains,
+                          n_steps=args.steps, basin_chains=args.basin_chains, level=args.level, report=report,
+                          model_name=name)
+        ok &= summary["all_checks_passed"]
+    path = report.write(model_card=getattr(model, "card", None))
+    print(f"\nreport written to {path}")
+    if sample:
+        print("all agreement checks passed" if ok else "SOME AGREEMENT CHECKS FAILED")
+    return 0 if ok else 1
+
+
+def _run_sample(args) -> int:
+    import numpy as np
+
+    from .montecarlo import Sampler
+    from .sampling import parse
+
+    model = load_model(args.model)
+    prompt = [0] if args.prompt is None else [int(t) for t in args.prompt.split(",") if t.strip()]
+    sampler = Sampler(model, parse(args.procedure), model.context_length)
+    toks = sampler.sample(np.tile(np.asarray(prompt), (args.chains, 1)), args.steps, seed=args.seed)
+    print(f"model {args.model}, procedure {parse(args.procedure).spec}, prompt {prompt}, seed {args.seed}")
+    for c in range(args.chains):
+        print(f"  chain {c}: " + "".join(map(str, prompt)) + " | " + "".join(str(int(t)) for t in toks[c]))
+    return 0
+
+
+def _run_demo(args) -> int:
+    from .pipeline import analyze
+    from .report import Report
+
+    t0 = time.perf_counter()
+    report = Report(args.out, title="semio demo: the shipped zoo as exact dynamical systems")
+    ok = True
+    for name, procs in DEMO_PLAN:
+        model = load_model(name)
+        for spec in procs:
+            summary = analyze(model, spec, seed=args.seed, report=report, model_name=name)
+            ok &= summary["all_checks_passed"]
+    report.section("Run", f"Total wall time {time.perf_counter() - t0:.1f} s. Re-run with `semio demo --seed {args.seed}`.")
+    path = report.write(plan=DEMO_PLAN)
+    print(f"\ndemo finished in {time.perf_counter() - t0:.1f} s; report written to {path}")
+    print("all agreement checks passed" if ok else "SOME AGREEMENT CHECKS FAILED")
+    return 0 if ok else 1
+
+
+def _run_zoo() -> int:
+    from semio_models.checkpoint import load_card, zoo_names
+
+    from .report import text_table
+
+    rows = []
+    for name in zoo_names():
+        card = load_card(name)
+        cfg = card.get("config", {})
+        rows.append([name, cfg.get("n_tokens"), cfg.get("context_length"), str(card.get("source", {}).get("kind", card.get("source"))),
+                     card.get("exact_last_position_loss", card.get("exact_loss_last")), card.get("source_conditional_entropy_last",
+                     card.get("source_entropy_rate"))])
+    print(text_table(["name", "N", "L", "source", "exact loss (nats)", "source entropy (nats)"], rows))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import SemioError
+
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            from semio_models.train import main as train_main
+
+            return int(train_main(args.args) or 0)
+        if args.command == "zoo":
+            return _run_zoo()
+        if args.command == "analyze":
+            return _run_analyze(args, sample=not args.no_sample)
+        if args.command == "check":
+            return _run_analyze(args, sample=True)
+        if args.command == "sample":
+            return _run_sample(args)
+        if args.command == "demo":
+            return _run_demo(args)
+    except SemioError as e:
+        print(f"semio: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

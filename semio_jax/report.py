@@ -1,0 +1,145 @@
+"""Report folders: results.json, arrays.npz, report.md and PNG figures.
+
+Layout of a report folder (``--out DIR``):
+
+  results.json   every number, plus a ``provenance`` block: command line, model
+                 description and weights hash, space, procedures, seeds,
+                 package versions, semio_jax version, time;
+  arrays.npz     the arrays (full-state arrays in the StateSpace index order:
+                 big-endian, oldest token most significant, prefixes after);
+  report.md      the readable report, tables in Markdown;
+  *.png          figures.
+
+Every file is written atomically, so an interrupted run leaves the previous
+version of each file intact; ``report.md`` is written last.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from ._io import atomic_savez, atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_dir
+
+__all__ = ["Report", "provenance", "markdown_table", "text_table"]
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def provenance(**extra) -> dict:
+    """What is needed to reproduce a result: command line, versions, platform, time."""
+    import jax
+
+    return {
+        "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else None,
+        "argv": list(sys.argv),
+        "versions": {p: _version(p) for p in ("semio_jax", "jax", "jaxlib", "flax", "optax", "numpy", "scipy", "stormpy")},
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "jax_backend": jax.default_backend(),
+        "x64": bool(jax.config.jax_enable_x64),
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **extra,
+    }
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.6g}"
+        return str(v)
+
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def text_table(headers: list[str], rows: list[list], title: str | None = None) -> str:
+    """A fixed-width table for the terminal."""
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.6g}"
+        return str(v)
+
+    cells = [[fmt(v) for v in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    out = ([title] if title else []) + [line, "-" * len(line)]
+    out += ["  ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(r, widths)) for r in cells]
+    return "\n".join(out)
+
+
+def _numeric(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+class Report:
+    """Collects sections, numbers, arrays and figures; :meth:`write` saves them all.
+
+    Args:
+      out_dir: the report folder (created; must be writable).
+      title: heading of report.md.
+    """
+
+    def __init__(self, out_dir: str | Path, title: str):
+        self.out_dir = ensure_dir(out_dir)
+        self.title = title
+        self.sections: list[tuple[str, str]] = []
+        self.results: dict = {}
+        self.arrays: dict[str, np.ndarray] = {}
+        self.figures: list[str] = []
+
+    def section(self, heading: str, body: str) -> None:
+        self.sections.append((heading, body))
+
+    def result(self, key: str, value) -> None:
+        self.results[key] = value
+
+    def array(self, name: str, value) -> None:
+        self.arrays[name] = np.asarray(value)
+
+    def figure(self, name: str, fig) -> str:
+        """Save a matplotlib figure as ``name``.png (atomically) and close it."""
+        import io
+
+        import matplotlib.pyplot as plt
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        fname = f"{name}.png"
+        atomic_write_bytes(self.out_dir / fname, buf.getvalue())
+        self.figures.append(fname)
+        return fname
+
+    def write(self, **provenance_extra) -> Path:
+        self.results["provenance"] = provenance(**provenance_extra)
+        atomic_write_json(self.out_dir / "results.json", self.results)
+        if self.arrays:
+            atomic_savez(self.out_dir / "arrays.npz", self.arrays)
+        md = [f"# {self.title}", ""]
+        for heading, body in self.sections:
+            md += [f"## {heading}", "", body.rstrip(), ""]
+        prov = self.results["provenance"]
+        md += ["## Provenance", "",
+               f"- command: `{prov['command']}`",
+               f"- versions: " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items() if v),
+               f"- backend: {prov['jax_backend']}, float64 enabled: {prov['x64']}, at {prov['time_utc']}",
+               "- files: results.json (numbers), arrays.npz (arrays, StateSpace index order)"
+               + ("".join(f", {f}" for f in self.figures)), ""]
+        atomic_write_text(self.out_dir / "report.md", "\n".join(md))
+        return self.out_dir / "report.md"
