@@ -192,19 +192,24 @@ class Operator:
         h.update(np.ascontiguousarray(self.probs).tobytes())
         return h.hexdigest()[:16]
 
-    def to_scipy(self, fmt: str = "csr") -> sp.spmatrix:
-        """The operator as a scipy.sparse matrix [num_states, num_states] (zero entries dropped)."""
+    @cached_property
+    def csr(self) -> sp.csr_matrix:
+        """The operator as a CSR matrix, built once and shared: treat it as read-only (to_scipy gives a copy)."""
         s, n = self.num_states, self.n_tokens
         mat = sp.csr_matrix(
             (self.probs.ravel().copy(), self.successors.ravel().copy(), np.arange(0, s * n + 1, n, dtype=np.int64)),
             shape=(s, s),
         )
         mat.eliminate_zeros()
-        return mat.asformat(fmt)
+        return mat
+
+    def to_scipy(self, fmt: str = "csr") -> sp.spmatrix:
+        """The operator as a new scipy.sparse matrix [num_states, num_states] (zero entries dropped)."""
+        return self.csr.copy().asformat(fmt)
 
     def adjacency(self) -> sp.csr_matrix:
         """Boolean support graph of the chain: s -> succ[s, y] wherever probs[s, y] > 0."""
-        mat = self.to_scipy("csr")
+        mat = self.csr.copy()
         mat.data = np.ones_like(mat.data)
         return mat
 

@@ -112,7 +112,7 @@ def basins_result(op) -> BasinsResult:
     unknown = np.flatnonzero(count >= 2)
     residual, tmax, bound = 0.0, None, 0.0
     if unknown.size:
-        mat = op.to_scipy("csr")
+        mat = op.csr
         known = np.flatnonzero(count < 2)
         q = mat[unknown][:, unknown].tocsc()
         rhs = mat[unknown][:, known] @ h[known]  # [U, m]

@@ -101,7 +101,7 @@ def gth(block: np.ndarray) -> np.ndarray:
 
 
 def _class_matrix(op, members: np.ndarray) -> sp.csr_matrix:
-    return op.to_scipy("csr")[members][:, members].tocsr()
+    return op.csr[members][:, members].tocsr()
 
 
 def _reference_state(block: sp.csr_matrix, iters: int = 200) -> int:
