@@ -32,7 +32,15 @@ What is reported, per attractor:
 
   evaluated in floating point. On slowly mixing chains tau_j is large and the
   bound says so: a residual of 1e-16 with tau_j = 1e6 certifies only ~4e-10.
-  ``power`` gives no tau_j, so its bound is None (not certified).
+  ``power`` bounds tau_j instead of solving for it: with g_n(i) = P_i(hit j
+  within n steps), computed exactly by n structured pulls, the chain makes
+  independent n-step attempts each succeeding with probability >= min_i g_n(i),
+  so tau_j <= n / min_i g_n(i). n is doubled from L up to 64 L until the minimum
+  is positive; if it stays 0 (or the bound is astronomically large) the bound
+  is None and the report says the result is not certified.
+
+``auto`` uses GTH up to 1024 states per class, LU up to 8192 (its fill-in
+grows quickly on de Bruijn graphs, which are expanders) and power iteration above.
 """
 
 from __future__ import annotations
@@ -47,9 +55,10 @@ from ..errors import ConvergenceError
 from ._cache import cached_analysis
 from .classes import class_structure
 
-__all__ = ["StationaryResult", "stationary", "stationary_result", "gth", "stationary_reference"]
+__all__ = ["StationaryResult", "stationary", "stationary_result", "gth", "hitting_time_bound", "stationary_reference"]
 
 GTH_MAX = 1024
+LU_MAX = 8192
 
 
 @dataclass
@@ -160,13 +169,34 @@ def _solve_power(op, members: np.ndarray, tol: float, max_iter: int) -> np.ndarr
     )
 
 
+def hitting_time_bound(op, members: np.ndarray, j: int, max_factor: int = 64) -> float | None:
+    """Upper bound on max_{i in members} E_i[steps to hit j], from exact n-step hitting probabilities.
+
+    g_0 = 1_j; g_{t+1} = 1_j + (1 - 1_j) P g_t gives g_n(i) = P_i(tau_j <= n);
+    then E_i tau_j <= n / min_i g_n(i). None if no n <= max_factor * L works.
+    """
+    g = np.zeros(op.num_states)
+    g[j] = 1.0
+    n, target = 0, op.space.length
+    while target <= max_factor * op.space.length:
+        while n < target:
+            g = op.pull(g)
+            g[j] = 1.0
+            n += 1
+        p_min = float(np.min(g[members]))
+        if p_min > 0:
+            return n / p_min
+        target *= 2
+    return None
+
+
 @cached_analysis("stationary")
 def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: int = 100_000) -> StationaryResult:
     """Stationary distribution of every attractor with residuals and error bounds.
 
     Args:
       op: the Operator.
-      method: "auto" (GTH up to 1024 states per class, LU above), "gth", "lu" or "power".
+      method: "auto" (GTH <= 1024 states per class, LU <= 8192, power above), "gth", "lu" or "power".
       tol: residual target of the power method.
       max_iter: iteration budget of the power method.
     """
@@ -175,10 +205,13 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
     cs = class_structure(op)
     out = StationaryResult(distributions=np.zeros((len(cs.attractors), op.num_states)))
     for i, members in enumerate(cs.attractors):
-        m = method if method != "auto" else ("gth" if members.size <= GTH_MAX else "lu")
+        m = method
+        if m == "auto":
+            m = "gth" if members.size <= GTH_MAX else "lu" if members.size <= LU_MAX else "power"
         if m == "power":
             pi_full = _solve_power(op, members, tol, max_iter)
-            tau, j = None, int(members[np.argmax(pi_full[members])])
+            j = int(members[np.argmax(pi_full[members])])
+            tau = hitting_time_bound(op, members, j)
         else:
             block = _class_matrix(op, members)
             jl = _reference_state(block) if members.size > 1 else 0
@@ -191,7 +224,8 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
         out.distributions[i] = pi_full
         out.residuals.append(resid)
         out.hitting_times.append(tau)
-        out.error_bounds.append(None if tau is None else 4.0 * max(tau, 1.0) * resid)
+        bound = None if tau is None else 4.0 * max(tau, 1.0) * resid
+        out.error_bounds.append(bound if bound is not None and bound < 1.0 else None)
         out.reference_states.append(j)
         out.methods.append(m)
     return out
