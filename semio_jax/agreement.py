@@ -211,7 +211,11 @@ def _choose_horizon(op, start: int, tail: float = 1e-6, cap: int = 20_000) -> in
 
 
 def default_starts(op, max_starts: int = 6) -> list[int]:
-    """Starting states worth testing: the one-token prompts, then the most uncertain transient states."""
+    """Starting states worth testing: the one-token prompts, then the most uncertain transient states.
+
+    When no state can reach two attractors (deterministic maps), one transient
+    start per basin instead: the sampled outcome must then match exactly.
+    """
     b = basins_result(op)
     h = b.probabilities
     split = np.flatnonzero(b.reachable.sum(axis=1) >= 2)
@@ -225,6 +229,18 @@ def default_starts(op, max_starts: int = 6) -> list[int]:
             break
         if int(s) not in chosen:
             chosen.append(int(s))
+    if not chosen:  # no state can reach two attractors (e.g. greedy): one start per basin
+        cs = class_structure(op)
+        owner = np.argmax(b.reachable, axis=1)
+        candidates = list(op.space.group(1)) if op.space.prefixes else []
+        candidates += [int(s) for s in cs.transient]
+        seen = set()
+        for s in candidates:
+            if owner[s] not in seen:
+                seen.add(owner[s])
+                chosen.append(int(s))
+            if len(chosen) >= max_starts:
+                break
     return chosen[:max_starts]
 
 

@@ -77,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 DEMO_PLAN = [
     # (zoo model, procedures): one ergodic procedure and one with several attractors each.
     ("coin", ["temperature=1", "greedy"]),
-    ("markov2", ["temperature=1", "top_k=2"]),
-    ("dyck", ["temperature=1", "top_p=0.8"]),
+    ("markov2", ["temperature=1", "greedy"]),
+    ("dyck", ["temperature=1", "top_p=0.5"]),
 ]
 
 

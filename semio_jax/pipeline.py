@@ -86,8 +86,9 @@ def analyze(model, procedure, *, length: int | None = None, sample: bool = True,
     checks = []
     if sample:
         t0 = time.perf_counter()
-        checks.append(check_stationary(op, model, n_chains=n_chains, n_steps=n_steps, seed=seed, level=level))
-        if len(cs.attractors) > 1 and (bs.reachable.sum(axis=1) >= 2).any():
+        if any(m.size > 1 for m in cs.attractors):  # single-state attractors have nothing to sample
+            checks.append(check_stationary(op, model, n_chains=n_chains, n_steps=n_steps, seed=seed, level=level))
+        if len(cs.attractors) > 1:
             checks.append(check_basins(op, model, n_chains=basin_chains, seed=seed, level=level))
         timings["sampling_and_checks_s"] = time.perf_counter() - t0
         for c in checks:
