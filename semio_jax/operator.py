@@ -181,8 +181,13 @@ class Operator:
 
     @cached_property
     def is_deterministic(self) -> bool:
-        """True when every row puts all mass on one token (a map, e.g. greedy decoding)."""
-        return bool(np.all(np.max(self.probs, axis=1) == 1.0))
+        """True when every row puts all mass on one token (a map, e.g. greedy decoding).
+
+        Decided on the support (exactly one non-zero entry per row), not on
+        ``max == 1.0``: a row like [1.0, 1e-22] rounds its maximum to 1.0 but
+        still has a second edge, which the class decomposition must see.
+        """
+        return bool(np.all(np.count_nonzero(self.probs, axis=1) == 1))
 
     @cached_property
     def fingerprint(self) -> str:

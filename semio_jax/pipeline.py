@@ -46,7 +46,7 @@ def analyze(model, procedure, *, length: int | None = None, sample: bool = True,
     n = int(model.n_tokens)
     length = int(length or model.context_length)
     space = StateSpace(n, length)
-    tag = tag_of(proc.spec)
+    tag = tag_of(f"{model_name}_{proc.spec}")  # unique per (model, procedure) inside one report
     timings = {}
 
     t0 = time.perf_counter()

@@ -102,11 +102,11 @@ class Procedure:
             return "greedy"
         parts = []
         if self.temperature != 1.0:
-            parts.append(f"temperature={self.temperature:g}")
+            parts.append(f"temperature={_fmt(self.temperature)}")
         for name in ("top_k", "top_p", "min_p"):
             v = getattr(self, name)
             if v is not None:
-                parts.append(f"{name}={v:g}" if isinstance(v, float) else f"{name}={v}")
+                parts.append(f"{name}={_fmt(v)}" if isinstance(v, float) else f"{name}={v}")
         return ",".join(parts) if parts else "temperature=1"
 
     def __str__(self) -> str:
@@ -145,6 +145,12 @@ class Procedure:
     def log_probabilities(self, logits) -> jax.Array:
         """log of :meth:`probabilities` (-inf where the probability is 0)."""
         return jnp.log(self.probabilities(logits))
+
+
+def _fmt(v: float) -> str:
+    """Short text of a float that parses back to the same float (``:g`` when it is exact, else repr)."""
+    short = f"{v:g}"
+    return short if float(short) == v else repr(float(v))
 
 
 def _masked_softmax(z: jax.Array, keep: jax.Array) -> jax.Array:

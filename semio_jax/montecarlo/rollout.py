@@ -69,6 +69,15 @@ class Sampler:
             win = jnp.concatenate([win[:, 1:], y[:, None]], axis=1)  # [C, L] slide
             return (win, k), y
 
+        if not self.jittable:
+            # lax.scan traces its body even outside jit, which a numpy model cannot
+            # survive: run the same steps (same key splits, same draws) in Python.
+            carry, ys = (window, key), []
+            for _ in range(length):
+                carry, y = step(carry, None)
+                ys.append(y)
+            window, key = carry
+            return window, jnp.stack(ys, axis=1), key  # [C, length]
         (window, key), ys = jax.lax.scan(step, (window, key), None, length=length)
         return window, ys.T, key  # ys.T: [C, length]
 
