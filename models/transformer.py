@@ -198,6 +198,76 @@ class Transformer(nn.Module):
 
 
 # -----------------------------------------------------------------------------
+# Incremental evaluation over the prefix tree (shared-prefix operator build)
+#
+# With causal attention and absolute positions, the activations at position t
+# depend only on tokens x_0..x_t. So the N children (x_0..x_{t-1}, y) of a
+# prefix share everything at positions < t: their keys and values there are the
+# parent's. One step below computes position t for all N children of P parents
+# at once, attending to the parent's cached keys/values plus the child's own.
+# The caches have a fixed length L (positions >= t are masked), so one
+# compilation serves every level of the tree.
+
+
+def _layer_norm(x: jax.Array, p: dict, eps: float) -> jax.Array:
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.maximum(jnp.mean(x * x, axis=-1, keepdims=True) - mean * mean, 0.0)  # as flax's fast variance
+    return (x - mean) * jax.lax.rsqrt(var + F32(eps)) * p["scale"] + p["bias"]
+
+
+def _dense(x: jax.Array, p: dict) -> jax.Array:
+    return x @ p["kernel"] + p["bias"]
+
+
+def extend_step(config: TransformerConfig, params: Any, k_cache: jax.Array, v_cache: jax.Array,
+                t: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Logits and caches of the N children of each of P parents, at position t.
+
+    Args:
+      k_cache, v_cache: float32[P, layers, H, L, dh], the parents' keys/values
+        (positions < t valid, the rest ignored).
+      t: int scalar, the children's last position (= the parents' length).
+
+    Returns:
+      logits float32[P, N, N_tokens] (child (p, y) is parent p extended by y),
+      k_cache, v_cache float32[P * N, layers, H, L, dh] for the children.
+    """
+    cfg = config
+    N, d, H, dh, L = cfg.n_tokens, cfg.d_model, cfg.n_heads, cfg.d_head, cfg.context_length
+    P = k_cache.shape[0]
+    eps = cfg.layer_norm_eps
+    h = params["tok_embed"][None, :, :] + params["pos_embed"][t][None, None, :]  # [1, N, d]
+    h = jnp.broadcast_to(h, (P, N, d))  # [P, N, d]
+    valid = (jnp.arange(L) < t)  # [L] parent positions
+    scale = F32(1.0 / math.sqrt(dh))
+    new_k, new_v = [], []
+    for i in range(cfg.n_layers):
+        blk = params[f"block_{i}"]
+        z = _layer_norm(h, blk["ln_1"], eps)  # [P, N, d]
+        qkv = _dense(z, blk["attn"]["qkv"])  # [P, N, 3d]
+        q, kk, v = jnp.split(qkv, 3, axis=-1)  # 3 x [P, N, d]
+        q, kk, v = (a.reshape(P, N, H, dh) for a in (q, kk, v))  # [P, N, H, dh]
+        s_par = jnp.einsum("pnhd,phld->pnhl", q, k_cache[:, i]) * scale  # [P, N, H, L]
+        s_par = jnp.where(valid[None, None, None, :], s_par, F32(-1e30))
+        s_own = jnp.einsum("pnhd,pnhd->pnh", q, kk)[..., None] * scale  # [P, N, H, 1]
+        w = jax.nn.softmax(jnp.concatenate([s_par, s_own], axis=-1), axis=-1)  # [P, N, H, L+1]
+        y = jnp.einsum("pnhl,phld->pnhd", w[..., :L], v_cache[:, i]) + w[..., L:] * v  # [P, N, H, dh]
+        h = h + _dense(y.reshape(P, N, d), blk["attn"]["out"])  # [P, N, d]
+        u = jax.nn.gelu(_dense(_layer_norm(h, blk["ln_2"], eps), blk["mlp"]["fc"]), approximate=True)
+        h = h + _dense(u, blk["mlp"]["proj"])  # [P, N, d]
+        new_k.append(kk)
+        new_v.append(v)
+    logits = _dense(_layer_norm(h, params["ln_f"], eps), params["unembed"])  # [P, N, N_tokens]
+    at_t = (jnp.arange(L) == t)[None, None, None, None, :, None]  # [1,1,1,1,L,1]
+    k_new = jnp.stack(new_k, axis=2)  # [P, N, layers, H, dh]
+    v_new = jnp.stack(new_v, axis=2)  # [P, N, layers, H, dh]
+    kc = jnp.where(at_t, k_new[:, :, :, :, None, :], k_cache[:, None])  # [P, N, layers, H, L, dh]
+    vc = jnp.where(at_t, v_new[:, :, :, :, None, :], v_cache[:, None])  # [P, N, layers, H, L, dh]
+    shape = (P * N,) + k_cache.shape[1:]
+    return logits, kc.reshape(shape), vc.reshape(shape)
+
+
+# -----------------------------------------------------------------------------
 # Engine-facing wrapper
 
 
@@ -270,6 +340,44 @@ class TransformerModel:
                 )
             contexts = contexts.astype(np.int32)
         return contexts
+
+    def prefix_tree_logits(self, length: int, emit, chunk: int = 4096) -> None:
+        """Logits of every context of length 1..``length`` by a walk of the prefix tree.
+
+        Calls ``emit(k, start, logits)`` with float32 logits [n, N] of the
+        contexts of length k whose big-endian group-local indices are
+        start..start+n-1. Depth-first in blocks of at most ``chunk`` contexts,
+        so memory stays bounded (about ``length`` blocks of caches at a time).
+        Each context costs one position of the network instead of k.
+        """
+        cfg = self.config
+        if not 1 <= length <= cfg.context_length:
+            raise ValueError(f"length must be in 1..L={cfg.context_length}, got {length}")
+        N = cfg.n_tokens
+        per_call = max(1, chunk // N)  # parents per call
+        shape = (per_call, cfg.n_layers, cfg.n_heads, cfg.context_length, cfg.d_head)
+        step = self._extend_step
+
+        def visit(k: int, kc, vc, start: int, count: int) -> None:
+            # kc, vc: caches of `count` parents (length k-1, group-local indices start..), padded to per_call
+            logits, kc2, vc2 = step(self.params, kc, vc, jnp.int32(k - 1))
+            emit(k, start * N, np.asarray(logits).reshape(per_call * N, N)[: count * N])
+            if k == length:
+                return
+            for s in range(0, count * N, per_call):
+                n = min(per_call, count * N - s)
+                kcs, vcs = kc2[s: s + n], vc2[s: s + n]
+                if n < per_call:  # pad to the compiled shape
+                    pad = ((0, per_call - n),) + ((0, 0),) * 4
+                    kcs, vcs = jnp.pad(kcs, pad), jnp.pad(vcs, pad)
+                visit(k + 1, kcs, vcs, start * N + s, n)
+
+        zeros = jnp.zeros(shape, dtype=F32)
+        visit(1, zeros, zeros, 0, 1)
+
+    @functools.cached_property
+    def _extend_step(self):
+        return jax.jit(functools.partial(extend_step, self.config))
 
     # -- construction / description ---------------------------------------------
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import weakref
 from functools import cached_property
 
 import jax
@@ -285,8 +286,17 @@ def _apply_procedure(procedure: Procedure, logits: np.ndarray, batch: int = _DEF
     return out
 
 
-def _check_logits(logits: np.ndarray, contexts: np.ndarray, n_tokens: int, k: int) -> None:
-    """Shape and finiteness checks of one chunk of logits (names the offending context)."""
+def _check_logits(logits: np.ndarray, contexts: np.ndarray | None, n_tokens: int, k: int,
+                  contexts_fn=None) -> None:
+    """Shape and finiteness checks of one chunk of logits (names the offending context).
+
+    ``contexts_fn`` produces the contexts lazily (only when an error must name one).
+    """
+    if contexts is None:
+        bad_any = np.isnan(logits).any() or np.isposinf(logits).any() or np.all(np.isneginf(logits), axis=1).any()
+        if not bad_any:
+            return
+        contexts = contexts_fn()
     if logits.ndim != 2 or logits.shape != (contexts.shape[0], n_tokens):
         raise LogitsShapeError(
             f"the model returned logits of shape {logits.shape} for contexts of shape {contexts.shape}; "
@@ -308,21 +318,28 @@ def _check_logits(logits: np.ndarray, contexts: np.ndarray, n_tokens: int, k: in
 
 
 def evaluate_logits(model, space: StateSpace, *, batch_size: int = _DEFAULT_BATCH,
-                    progress: bool = False) -> np.ndarray:
+                    progress: bool = False, method: str = "auto") -> np.ndarray:
     """The model's logits for every state of ``space``: float32[num_states, N] (float64 if the model's are).
 
-    Each group of states of length k is evaluated in chunks of ``batch_size``
-    contexts (the last chunk padded, so each k compiles once).
+    ``method``:
+      "plain": each group of states of length k is evaluated in chunks of
+        ``batch_size`` contexts (the last chunk padded, so each k compiles once);
+        a state of length k costs k positions of the model.
+      "prefix": shared-prefix build for models that implement
+        ``prefix_tree_logits(length, emit, chunk)`` (see semio_jax.model): the
+        prefix tree is walked once and each state costs about one position.
+      "auto": "prefix" when the model supports it, else "plain".
     """
+    if method not in ("auto", "plain", "prefix"):
+        raise ValueError(f"unknown evaluation method {method!r}; use auto, plain or prefix")
+    has_tree = callable(getattr(model, "prefix_tree_logits", None))
+    if method == "prefix" and not has_tree:
+        raise ValueError(f"{type(model).__name__} has no prefix_tree_logits(); use method='plain'")
+    if method != "plain" and has_tree:
+        return _evaluate_prefix_tree(model, space, batch_size, progress)
     n = space.n_tokens
-    model_n = getattr(model, "n_tokens", None)
-    if model_n is not None and model_n != n:
-        raise LogitsShapeError(f"the model's alphabet has N={model_n} tokens but the state space has N={n}")
-    ctx_len = getattr(model, "context_length", None)
-    if ctx_len is not None and space.length > ctx_len:
-        raise ValueError(f"the space's context length L={space.length} exceeds the model's context_length={ctx_len}")
-    jittable = getattr(model, "jittable", True)
-    fn = jax.jit(lambda c: model(c)) if jittable else model
+    _check_model_fits(model, space)
+    fn = jitted_model(model)
     out = None
     bar = _progress_bar(space.num_states, progress)
     for k, offset in space.iter_groups():
@@ -344,9 +361,63 @@ def evaluate_logits(model, space: StateSpace, *, batch_size: int = _DEFAULT_BATC
     return out
 
 
+_JITTED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def jitted_model(model):
+    """``jax.jit`` of the model's call, made once per model object (compiled once per shape).
+
+    Models marked ``jittable = False`` are returned unchanged.
+    """
+    if not getattr(model, "jittable", True):
+        return model
+    try:
+        fn = _JITTED.get(model)
+    except TypeError:  # not weak-referenceable / hashable: jit afresh
+        return jax.jit(lambda c: model(c))
+    if fn is None:
+        ref = weakref.ref(model)  # the cached function must not keep its model alive
+        fn = jax.jit(lambda c: ref()(c))
+        _JITTED[model] = fn
+    return fn
+
+
+def _check_model_fits(model, space: StateSpace) -> None:
+    model_n = getattr(model, "n_tokens", None)
+    if model_n is not None and model_n != space.n_tokens:
+        raise LogitsShapeError(f"the model's alphabet has N={model_n} tokens but the state space has N={space.n_tokens}")
+    ctx_len = getattr(model, "context_length", None)
+    if ctx_len is not None and space.length > ctx_len:
+        raise ValueError(f"the space's context length L={space.length} exceeds the model's context_length={ctx_len}")
+
+
+def _evaluate_prefix_tree(model, space: StateSpace, chunk: int, progress: bool) -> np.ndarray:
+    """Shared-prefix evaluation: the model walks its prefix tree and hands over each block."""
+    _check_model_fits(model, space)
+    n = space.n_tokens
+    out = np.empty((space.num_states, n), dtype=np.float32)
+    bar = _progress_bar(space.num_states, progress)
+
+    def emit(k: int, start: int, logits) -> None:
+        logits = np.asarray(logits)
+        if k < space.length and not space.prefixes:
+            return
+        count = logits.shape[0]
+        if logits.ndim != 2 or logits.shape[1] != n:
+            raise LogitsShapeError(f"prefix_tree_logits emitted logits of shape {logits.shape}; expected [B, {n}]")
+        _check_logits(logits, None, n, k, lambda: space.contexts(k, start, start + count))
+        off = space.group_offsets[k] + start
+        out[off: off + count] = logits
+        bar.update(count)
+
+    model.prefix_tree_logits(space.length, emit, chunk=chunk)
+    bar.close()
+    return out
+
+
 def build_operator(model, space: StateSpace, procedure: Procedure | str | None = None, *,
                    batch_size: int = _DEFAULT_BATCH, memory_limit: int | None = None,
-                   keep_logits: bool = True, progress: bool = False) -> Operator:
+                   keep_logits: bool = True, progress: bool = False, method: str = "auto") -> Operator:
     """Evaluate ``model`` on every state of ``space`` and apply ``procedure``.
 
     Args:
@@ -357,6 +428,7 @@ def build_operator(model, space: StateSpace, procedure: Procedure | str | None =
       memory_limit: bytes the operator may use (default: 80% of available memory).
       keep_logits: keep the float32 logits so ``with_procedure`` needs no model.
       progress: show a progress bar.
+      method: how the model is evaluated: "auto", "plain" or "prefix" (see evaluate_logits).
 
     Raises before any model call: StateSpaceTooLargeError if the operator would
     not fit, InvalidProcedureError for bad parameters. During evaluation:
@@ -364,7 +436,7 @@ def build_operator(model, space: StateSpace, procedure: Procedure | str | None =
     """
     procedure = parse(procedure if procedure is not None else "temperature=1").validate_for(space.n_tokens)
     check_fits(space, memory_limit, keep_logits)
-    logits = evaluate_logits(model, space, batch_size=batch_size, progress=progress)
+    logits = evaluate_logits(model, space, batch_size=batch_size, progress=progress, method=method)
     probs = _apply_procedure(procedure, logits)
     return Operator(space, probs, procedure, logits if keep_logits else None, describe_model(model))
 
