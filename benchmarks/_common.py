@@ -1,0 +1,32 @@
+"""Shared helpers of the benchmark scripts: one table per script, printed and written
+to benchmarks/results/<name>.md together with the command that produced it."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def write_table(name: str, headers: list, rows: list, title: str, notes: str = "") -> Path:
+    """Print the table and write it (Markdown, with command and machine) atomically."""
+    from semio_jax._io import atomic_write_text
+    from semio_jax.report import markdown_table, text_table
+
+    print()
+    print(text_table(headers, rows, title=title))
+    cmd = "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    md = [f"# {title}", "", markdown_table(headers, rows), "",
+          f"Command: `{cmd}`", "",
+          f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+          f"{time.strftime('%Y-%m-%d', time.gmtime())}."]
+    if notes:
+        md += ["", notes]
+    path = RESULTS / f"{name}.md"
+    atomic_write_text(path, "\n".join(md) + "\n")
+    print(f"\nwritten to {path}")
+    return path
