@@ -27,6 +27,34 @@ from .analysis import (  # noqa: E402
     strict_basins,
     transient_states,
 )
+from .analysis import (  # noqa: E402
+    beam_search,
+    committor,
+    compare_decoders,
+    entropy_rate,
+    evolve,
+    greedy_trajectory,
+    hitting_times,
+    map_trajectory,
+    ngram_marginals,
+    path_entropy,
+    string_distribution,
+    token_marginals,
+    trajectory_probability,
+)
+from .analysis import (  # noqa: E402
+    certified_mixing_time,
+    dobrushin,
+    metastable_sets,
+    mixing_time,
+    prompt_sensitivity,
+    spectral_gap,
+    sweep,
+    temperature_limit,
+    tv_bound,
+    tv_distance,
+    worst_case_tv,
+)
 from .errors import *  # noqa: E402,F401,F403
 from .errors import __all__ as _errors_all  # noqa: E402
 from .model import FunctionModel, NGramModel, as_model  # noqa: E402
@@ -42,4 +70,13 @@ __all__ = [
     "stationary", "stationary_result", "basins", "basins_result", "strict_basins",
     "greedy_dynamics",
     *_errors_all,
+]
+__all__ += [
+    "entropy_rate", "path_entropy", "evolve", "token_marginals", "ngram_marginals", "string_distribution",
+    "hitting_times", "committor", "trajectory_probability", "map_trajectory", "greedy_trajectory",
+    "beam_search", "compare_decoders",
+]
+__all__ += [
+    "spectral_gap", "tv_distance", "worst_case_tv", "mixing_time", "metastable_sets", "prompt_sensitivity",
+    "sweep", "temperature_limit", "dobrushin", "tv_bound", "certified_mixing_time",
 ]

@@ -286,3 +286,521 @@ def check_basins(op, model, *, starts=None, procedure=None, n_chains: int = 2000
         settings={"n_chains": n_chains, "seed": seed, "procedure": proc.spec, "starts": starts,
                   "horizons": horizons},
     )
+
+
+# ------------------------------------------------------------------------------------------
+# Entropy rate, transient evolution, hitting times and trajectories vs sampling.
+#
+# Entropy rate (check_entropy_rate). Shannon-McMillan-Breiman: along one path,
+# -1/n log P(Y_1..Y_n) -> h. Chains start from the exact pi of an attractor, so
+# E[-log q(Y_t | X_{t-1})] = sum_s pi(s) H(s) = h at every t and each chain's
+# average is an unbiased replica; log q is the MODEL's own (re-evaluated on
+# each sampled context, never read from the operator). Student t, C - 1 df.
+# Evolution (check_evolution). Independent chains from one start; the count
+# of chains whose t-th generated token is y is Binomial(C, P(Y_t = y)): exact
+# binomial tests per (t, y). Hitting (check_hitting). The truncated time
+# min(tau, T) has exact mean sum_{t<T} P(tau > t) (T-step killed pushes),
+# valid at any horizon: a t-test on the chains' mean, plus exact binomial
+# tests of P(tau <= t) at the exact quartiles and of P(tau > T).
+# Trajectories (check_trajectories). The number of chains that generate the
+# MAP (and the greedy) string is Binomial(C, P(string)): exact binomial tests;
+# the mean model log-probability of the sampled strings has exact expectation
+# -H(Y_1..Y_n) (path_entropy): a t-test over chains.
+
+def _binomial_row(name: str, k: int, c: int, p0: float, note: str = "") -> CheckRow:
+    p0 = float(min(max(p0, 0.0), 1.0))
+    se = math.sqrt(p0 * (1 - p0) / c)
+    if p0 in (0.0, 1.0):
+        ok = k == round(p0 * c)
+        z, pv = (0.0, 1.0) if ok else (math.inf, 0.0)
+    else:
+        z = (k / c - p0) / se
+        pv = float(stats.binomtest(int(k), int(c), p0).pvalue)
+    return CheckRow(name, p0, k / c, se, float(z), pv, note)
+
+
+def _one_start(op, start) -> int:
+    from .analysis.evolution import resolve_start
+    from .errors import PromptError
+
+    s0, _ = resolve_start(op, start)
+    if s0 is None:
+        raise PromptError("sampling checks need one start state (an index or a prompt), not a distribution")
+    return s0
+
+
+def check_entropy_rate(op, model, *, procedure=None, attractors=None, n_chains: int = 64, n_steps: int = 500,
+                       seed: int = 0, level: float = 0.01, max_attractors: int = 6) -> AgreementReport:
+    """Test each attractor's exact entropy rate against -1/n log P(path) of chains sampled from ``model``.
+
+    Chain starts are drawn from the exact pi with numpy's default_rng([seed, a]);
+    the rollouts of attractor a use seed ``seed * 100_003 + a``. The
+    log-probabilities are the model's (re-evaluated on the sampled contexts
+    under the sampling procedure).
+    """
+    from .analysis.entropy import entropy_rate
+    from .montecarlo import Sampler
+    from .montecarlo.estimators import sequence_log_probs
+
+    proc = parse(procedure) if procedure is not None else op.procedure
+    space = op.space
+    cs = class_structure(op)
+    st = stationary_result(op)
+    er = entropy_rate(op)
+    if attractors is None:
+        attractors = [a for a, m in enumerate(cs.attractors) if m.size > 1][:max_attractors]
+    rows = []
+    for a in attractors:
+        pi = st.distributions[a][: space.num_full]
+        rng = np.random.default_rng([seed, a])
+        starts = rng.choice(space.num_full, size=n_chains, p=pi / pi.sum())
+        prompts = np.stack([space.tokens(int(s)) for s in starts])
+        sampler = Sampler(model, proc, space.length, space.n_tokens)
+        ys = sampler.sample(prompts, n_steps, seed=seed * 100_003 + a)
+        lp = sequence_log_probs(model, proc, space.length, prompts, ys)  # [C, n]
+        per_chain = -lp.mean(axis=1)
+        se = per_chain.std(ddof=1) / math.sqrt(n_chains) if n_chains > 1 else math.inf
+        rows.append(_t_row(f"A{a}: entropy rate (nats/token)", er.nats[a], per_chain.mean(), se, n_chains - 1,
+                           note=f"exact {er.bits[a]:.6f} bits; |A|={cs.attractors[a].size}"))
+    return AgreementReport(
+        title=f"entropy rate vs -1/n log P(sampled path) ({proc.spec})",
+        rows=rows, level=level,
+        method="Shannon-McMillan-Breiman; independent chains from the exact pi, model log-probabilities; "
+               "Student t (C-1 df), two-sided; Bonferroni",
+        settings={"n_chains": n_chains, "n_steps": n_steps, "seed": seed, "procedure": proc.spec,
+                  "attractors": list(map(int, attractors))},
+    )
+
+
+def check_evolution(op, model, start, n: int, *, procedure=None, n_chains: int = 4000, seed: int = 0,
+                    level: float = 0.01) -> AgreementReport:
+    """Test the exact token marginals P(Y_t = y), t = 1..n, against chains sampled from ``start``.
+
+    The rollouts use seed ``seed``; every (t, y) with a non-trivial exact
+    probability (or a sampled count where the exact one is 0) is one exact
+    binomial test.
+    """
+    from .analysis.evolution import token_marginals
+    from .montecarlo import Sampler
+
+    proc = parse(procedure) if procedure is not None else op.procedure
+    space = op.space
+    s0 = _one_start(op, start)
+    exact = token_marginals(op, s0, n)  # [n, N]
+    prompts = np.tile(space.tokens(s0), (n_chains, 1))
+    ys = Sampler(model, proc, space.length, space.n_tokens).sample(prompts, n, seed=seed)  # [C, n]
+    rows = []
+    for t in range(n):
+        counts = np.bincount(ys[:, t], minlength=space.n_tokens)
+        for y in range(space.n_tokens):
+            p0, k = float(exact[t, y]), int(counts[y])
+            if (p0 == 0.0 and k == 0) or (p0 == 1.0 and k == n_chains):
+                continue
+            rows.append(_binomial_row(f"{space.label(s0)}: P(Y_{t + 1} = {y})", k, n_chains, p0))
+    return AgreementReport(
+        title=f"token marginals after {space.label(s0)} vs sampling ({proc.spec})",
+        rows=rows, level=level,
+        method="exact token marginals by pushing the state distribution; exact two-sided binomial tests; Bonferroni",
+        settings={"n_chains": n_chains, "n_steps": n, "seed": seed, "procedure": proc.spec, "start": s0},
+    )
+
+
+def check_hitting(op, model, target, start, *, procedure=None, n_chains: int = 1000, horizon: int | None = None,
+                  seed: int = 0, level: float = 0.01, tail: float = 1e-6, max_horizon: int = 20_000) -> AgreementReport:
+    """Test the exact law of the hitting time of ``target`` from ``start`` against sampled chains.
+
+    Args:
+      target: state indices or a bool mask [S].
+      start: a state index or a prompt.
+      horizon: steps per chain (default: the first T with exact P(tau > T) <= ``tail``, at most ``max_horizon``).
+      seed: seed of the rollouts.
+    """
+    from .analysis.hitting import hitting_times_result, state_set
+    from .montecarlo.estimators import sample_hitting
+
+    proc = parse(procedure) if procedure is not None else op.procedure
+    space = op.space
+    mask = state_set(op, target)
+    s0 = _one_start(op, start)
+    hres = hitting_times_result(op, mask)
+    d = np.zeros(op.num_states)
+    d[s0] = 1.0
+    d[mask] = 0.0
+    surv = [d.sum()]  # surv[t] = P(tau > t)
+    limit = max_horizon if horizon is None else int(horizon)
+    while len(surv) <= limit and (horizon is not None or surv[-1] > tail):
+        d = op.push(d)
+        d[mask] = 0.0
+        surv.append(d.sum())
+    t_h = len(surv) - 1
+    surv = np.array(surv)
+    exact_mean = float(surv[:t_h].sum())
+    samp = sample_hitting(model, proc, space, s0, mask, n_chains, t_h, seed=seed)
+    times = samp.truncated()
+    se = times.std(ddof=1) / math.sqrt(n_chains) if n_chains > 1 else math.inf
+    label = space.label(s0)
+    rows = [_t_row(f"{label}: E[min(tau, {t_h})]", exact_mean, times.mean(), se, n_chains - 1,
+                   note=f"E[tau] exact = {hres.times[s0]:.6g}")]
+    cdf = 1.0 - surv
+    hit_by = np.where(samp.time >= 0, samp.time, t_h + 1)
+    used = set()
+    for q in (0.25, 0.5, 0.75):
+        t = int(np.searchsorted(cdf, q))
+        if t > t_h or t in used or cdf[t] in (0.0, 1.0):
+            continue
+        used.add(t)
+        rows.append(_binomial_row(f"{label}: P(tau <= {t})", int((hit_by <= t).sum()), n_chains, float(cdf[t])))
+    k_out = int((samp.time < 0).sum())
+    if surv[t_h] > tail or k_out:  # a short horizon (or a sampled miss): test the unhit mass too
+        rows.append(_binomial_row(f"{label}: P(tau > {t_h})", k_out, n_chains, float(surv[t_h])))
+    return AgreementReport(
+        title=f"hitting time of {int(mask.sum())} target state(s) from {label} vs sampling ({proc.spec})",
+        rows=rows, level=level,
+        method="exact law of tau by killed pushes; t-test (C-1 df) on the truncated mean, exact binomial tests "
+               "on P(tau <= t); Bonferroni",
+        settings={"n_chains": n_chains, "horizon": t_h, "seed": seed, "procedure": proc.spec, "start": s0,
+                  "target": np.flatnonzero(mask)[:50].tolist(), "n_target": int(mask.sum())},
+    )
+
+
+def check_trajectories(op, model, start, n: int, *, procedure=None, n_chains: int = 4000, seed: int = 0,
+                       level: float = 0.01) -> AgreementReport:
+    """Test the exact MAP/greedy string probabilities and E[log P(Y_1..Y_n)] = -H against sampled strings.
+
+    Rollouts use seed ``seed``; log-probabilities of the sampled strings are
+    the model's own (re-evaluated on each context under the procedure).
+    """
+    from .analysis.entropy import path_entropy
+    from .analysis.trajectories import greedy_trajectory, map_trajectory
+    from .montecarlo import Sampler
+    from .montecarlo.estimators import sequence_log_probs
+
+    proc = parse(procedure) if procedure is not None else op.procedure
+    space = op.space
+    s0 = _one_start(op, start)
+    label = space.label(s0)
+    best = map_trajectory(op, s0, n)
+    gr = greedy_trajectory(op, s0, n)
+    h = path_entropy(op, s0, n)
+    prompts = np.tile(space.tokens(s0), (n_chains, 1))
+    ys = Sampler(model, proc, space.length, space.n_tokens).sample(prompts, n, seed=seed)  # [C, n]
+    rows = [_binomial_row(f"{label}: P(MAP {best.text(space.n_tokens)})", int((ys == best.tokens).all(axis=1).sum()),
+                          n_chains, best.prob, note="map")]
+    if not np.array_equal(gr.tokens, best.tokens):
+        rows.append(_binomial_row(f"{label}: P(greedy {gr.text(space.n_tokens)})",
+                                  int((ys == gr.tokens).all(axis=1).sum()), n_chains, gr.prob, note="greedy"))
+    lp = sequence_log_probs(model, proc, space.length, prompts, ys).sum(axis=1)  # [C]
+    se = lp.std(ddof=1) / math.sqrt(n_chains) if n_chains > 1 else math.inf
+    rows.append(_t_row(f"{label}: E[log P(Y_1..Y_{n})]", -h.nats, lp.mean(), se, n_chains - 1,
+                       note=f"H = {h.bits:.6f} bits"))
+    return AgreementReport(
+        title=f"{n}-token trajectories after {label} vs sampling ({proc.spec})",
+        rows=rows, level=level,
+        method="exact binomial tests on the MAP/greedy string frequencies; t-test (C-1 df) on the mean model "
+               "log-probability vs -H(Y_1..Y_n); Bonferroni",
+        settings={"n_chains": n_chains, "n_steps": n, "seed": seed, "procedure": proc.spec, "start": s0,
+                  "map_tokens": best.tokens.tolist(), "greedy_tokens": gr.tokens.tolist()},
+    )
+
+
+__all__ += ["check_entropy_rate", "check_evolution", "check_hitting", "check_trajectories"]
+
+
+# ------------------------------------------------------------------------------------------
+# Mixing, sensitivity and metastability vs sampling.
+#
+# Laws at fixed times (check_tv, check_sensitivity). C independent chains run
+# from one start; their states at time n are an i.i.d. sample of size C from
+# the exact law mu_n = e_s P^n. Each chosen n gets one Pearson chi-square
+# goodness-of-fit test of the sampled states against mu_n: cells are the states
+# with expected count C mu_n(x) >= min_expected; the remaining states (rare or
+# impossible ones) are pooled into one cell, merged into the smallest kept cell
+# when its own expected count is below min_expected; df = cells - 1. A chain
+# found in a state of exact probability 0 with no pooled mass gives p = 0.
+# The whole law is tested (not only its TV distance to pi, whose sampling
+# distribution is awkward); the row shows the exact d(n) and the plug-in TV of
+# the sample to the limit law for reading. z = (chi2 - df) / sqrt(2 df).
+# Metastable cores (check_metastable). Chains start from pi restricted to a
+# core (drawn with default_rng([seed, j])) and run until they leave the core
+# and until they reach another core; each chain gives one i.i.d. time per
+# quantity, compared with the exact pi|core-averaged mean by Student's t
+# (C - 1 df). The horizon makes the exact probability of not having arrived
+# below 1e-6 (from killed pushes); chains still running at the horizon are
+# counted at the horizon and reported.
+
+def _gof_test(counts: np.ndarray, probs: np.ndarray, min_expected: float) -> tuple[float, int, float]:
+    """(chi2, df, p) of observed ``counts`` [S] against ``probs`` [S] with pooling (see above)."""
+    c = int(counts.sum())
+    expected = c * probs
+    keep = expected >= min_expected
+    obs = list(counts[keep].astype(np.float64))
+    exp = list(expected[keep])
+    rest_obs, rest_exp = float(counts[~keep].sum()), float(expected[~keep].sum())
+    if rest_exp > 0 or rest_obs > 0:
+        if rest_exp <= 0.0:
+            return math.inf, max(len(obs) - 1, 0), 0.0  # sampled a state the exact law says is impossible
+        if rest_exp >= min_expected or not exp:
+            obs.append(rest_obs)
+            exp.append(rest_exp)
+        else:
+            j = int(np.argmin(exp))
+            obs[j] += rest_obs
+            exp[j] += rest_exp
+    obs_a, exp_a = np.array(obs), np.array(exp)
+    df = obs_a.size - 1
+    if df <= 0:
+        return 0.0, 0, 1.0
+    chi2 = float(((obs_a - exp_a) ** 2 / exp_a).sum())
+    return chi2, df, float(stats.chi2.sf(chi2, df))
+
+
+def _states_at_times(op, sampler, start: int, times, n_chains: int, seed: int) -> dict:
+    """{t: int64[C]} state index of each of C independent chains from ``start`` after t steps (sampled)."""
+    space = op.space
+    toks = space.tokens(int(start))
+    k = toks.size
+    t_max = int(max(times))
+    prompts = np.tile(toks, (n_chains, 1))
+    ys = sampler.sample(prompts, t_max, seed=seed) if t_max > 0 else np.zeros((n_chains, 0), np.int64)
+    hist = np.concatenate([prompts.astype(np.int64), np.asarray(ys, dtype=np.int64)], axis=1)  # [C, k + t_max]
+    out = {}
+    for t in times:
+        end = k + int(t)
+        width = min(end, space.length)
+        out[int(t)] = space.indices(hist[:, end - width:end])
+    return out
+
+
+def _laws_at_times(op, start: int, times) -> dict:
+    """{t: float64[S]} exact law of the state after t steps from ``start``."""
+    mu = np.zeros(op.num_states)
+    mu[int(start)] = 1.0
+    out, t = {}, 0
+    for target in sorted(set(int(x) for x in times)):
+        while t < target:
+            mu = op.push(mu)
+            t += 1
+        out[target] = mu.copy()
+    return out
+
+
+def _law_row(name: str, counts: np.ndarray, law: np.ndarray, exact_tv: float, est_tv: float,
+             min_expected: float) -> CheckRow:
+    chi2, df, p = _gof_test(counts, law, min_expected)
+    c = counts.sum()
+    noise = float(0.5 * np.sqrt(2.0 * law * (1.0 - law) / (math.pi * c)).sum())  # ~E TV(sample, law)
+    z = (chi2 - df) / math.sqrt(2 * df) if df > 0 and math.isfinite(chi2) else (0.0 if p > 0 else math.inf)
+    return CheckRow(name, float(exact_tv), float(est_tv), noise, float(z), p, f"chi2={chi2:.2f}, df={df}")
+
+
+def check_tv(op, model, start, n_values=(1, 2, 4, 8), *, procedure=None, n_chains: int = 2000, seed: int = 0,
+             level: float = 0.01, min_expected: float = 5.0) -> AgreementReport:
+    """Test the exact laws behind d(n) = ||e_start P^n - pi||_TV against chains sampled from ``model``.
+
+    Args:
+      start: a state index or a prompt (token sequence, oldest first).
+      n_values: the times n tested (one chi-square test each, Bonferroni).
+      n_chains: independent chains (rollout seed ``seed * 100_003``).
+      min_expected: smallest expected count of a cell before pooling.
+
+    Rows: exact = d(n), estimate = TV(sampled law, limit law) (biased up by
+    about ``se``, the expected TV of a sample from its own law); the p-value is
+    that of the chi-square test of the whole law at time n.
+    """
+    from .analysis.mixing import limit_distribution
+
+    proc = parse(procedure) if procedure is not None else op.procedure
+    space = op.space
+    s = int(start) if np.ndim(start) == 0 else space.index(start)
+    times = sorted(set(int(n) for n in n_values))
+    if not times or times[0] < 0:
+        raise ValueError(f"n_values must be non-negative times, got {n_values!r}")
+    laws = _laws_at_times(op, s, times)
+    from .montecarlo import Sampler
+
+    sampler = Sampler(model, proc, space.length, space.n_tokens)
+    sampled = _states_at_times(op, sampler, s, times, n_chains, seed * 100_003)
+    lim = limit_distribution(op, s)
+    rows = []
+    for t in times:
+        counts = np.bincount(sampled[t], minlength=op.num_states)
+        exact_tv = 0.5 * np.abs(laws[t] - lim).sum()
+        est_tv = 0.5 * np.abs(counts / n_chains - lim).sum()
+        rows.append(_law_row(f"{space.label(s)}: law at t={t} (d={exact_tv:.4f})", counts, laws[t], exact_tv,
+                             est_tv, min_expected))
+    return AgreementReport(
+        title=f"state laws behind d(n) vs sampling ({proc.spec})", rows=rows, level=level,
+        method="independent chains from one start; Pearson chi-square goodness of fit of the state law at each n "
+               f"(cells with expected count >= {min_expected:g}, the rest pooled); Bonferroni",
+        settings={"n_chains": n_chains, "seed": seed, "procedure": proc.spec, "start": s, "n_values": times,
+                  "min_expected": min_expected},
+    )
+
+
+def check_sensitivity(op, model, prompt, perturbed=None, t_values=(1, 2, 4, 8), *, procedure=None,
+                      n_chains: int = 2000, seed: int = 0, level: float = 0.01,
+                      min_expected: float = 5.0) -> AgreementReport:
+    """Test the exact future laws of a prompt and of a one-token perturbation against sampling.
+
+    Args:
+      prompt: a state index or token sequence.
+      perturbed: the perturbed state (index or tokens); default: the one-token
+        perturbation whose future differs most from the prompt's at max(t_values).
+      t_values: the times tested; one chi-square test per (start, t), Bonferroni.
+      n_chains: chains per start (rollout seeds ``seed * 100_003`` and ``seed * 100_003 + 1``).
+
+    Rows: exact = D(t) = ||e_prompt P^t - e_perturbed P^t||_TV, estimate = the TV
+    between the two sampled laws (the same on both rows of a t); the p-value is
+    the chi-square test of that row's start.
+    """
+    from .analysis.sensitivity import perturbations
+
+    proc = parse(procedure) if procedure is not None else op.procedure
+    space = op.space
+    a = int(prompt) if np.ndim(prompt) == 0 else space.index(prompt)
+    times = sorted(set(int(t) for t in t_values))
+    if not times or times[0] < 1:
+        raise ValueError(f"t_values must be times >= 1, got {t_values!r}")
+    if perturbed is None:
+        cands, _, _ = perturbations(space, a)
+        if cands.size == 0:
+            raise ValueError("the prompt has no one-token perturbations (N = 1)")
+        la = _laws_at_times(op, a, [times[-1]])[times[-1]]
+        tvs = [0.5 * np.abs(_laws_at_times(op, int(b), [times[-1]])[times[-1]] - la).sum() for b in cands]
+        b = int(cands[int(np.argmax(tvs))])
+    else:
+        b = int(perturbed) if np.ndim(perturbed) == 0 else space.index(perturbed)
+    laws = {x: _laws_at_times(op, x, times) for x in (a, b)}
+    from .montecarlo import Sampler
+
+    sampler = Sampler(model, proc, space.length, space.n_tokens)  # one sampler: compiled once
+    samples = {x: _states_at_times(op, sampler, x, times, n_chains, seed * 100_003 + i)
+               for i, x in enumerate((a, b))}
+    rows = []
+    for t in times:
+        ca = np.bincount(samples[a][t], minlength=op.num_states)
+        cb = np.bincount(samples[b][t], minlength=op.num_states)
+        exact_d = 0.5 * np.abs(laws[a][t] - laws[b][t]).sum()
+        est_d = 0.5 * np.abs(ca - cb).sum() / n_chains
+        for x, counts in ((a, ca), (b, cb)):
+            rows.append(_law_row(f"{space.label(x)}: law at t={t} (D={exact_d:.4f})", counts, laws[x][t],
+                                 exact_d, est_d, min_expected))
+    return AgreementReport(
+        title=f"futures of {space.label(a)} vs {space.label(b)}, exact vs sampling ({proc.spec})", rows=rows,
+        level=level,
+        method="independent chains from each start; Pearson chi-square goodness of fit of each state law at each t "
+               f"(cells with expected count >= {min_expected:g}, the rest pooled); Bonferroni",
+        settings={"n_chains": n_chains, "seed": seed, "procedure": proc.spec, "prompt": a, "perturbed": b,
+                  "t_values": times, "min_expected": min_expected},
+    )
+
+
+def _killed_horizon(op, start_law: np.ndarray, target: np.ndarray, tail: float, cap: int) -> int:
+    """Smallest T with exact P(not in ``target`` [bool, S] during 1..T) <= tail (capped), by killed pushes."""
+    mu = start_law.copy()
+    for t in range(1, cap + 1):
+        mu = op.push(mu)
+        mu[target] = 0.0
+        if mu.sum() <= tail:
+            return t
+    return cap
+
+
+def _first_arrivals(op, sampler, starts: np.ndarray, targets: list, horizon: int, seed: int,
+                    chunk: int = 512) -> np.ndarray:
+    """int64[len(targets), C]: first t >= 1 with the chain's state in targets[i] (bool[S]); -1 if none."""
+    from .montecarlo.estimators import window_indices
+
+    space = op.space
+    prompts = np.stack([space.tokens(int(s)) for s in starts])  # full states
+    c = starts.size
+    first = np.full((len(targets), c), -1, dtype=np.int64)
+    tail = prompts.astype(np.int64)
+    t_done = 0
+    for ys in sampler.generate(prompts, horizon, seed, chunk):
+        hist = np.concatenate([tail, np.asarray(ys, dtype=np.int64)], axis=1)
+        idx = window_indices(hist, space.n_tokens, space.length)[:, -ys.shape[1]:]  # states after each new token
+        for i, tg in enumerate(targets):
+            hit = tg[idx]
+            any_hit = hit.any(axis=1) & (first[i] < 0)
+            first[i, any_hit] = t_done + 1 + np.argmax(hit[any_hit], axis=1)
+        t_done += ys.shape[1]
+        tail = hist[:, hist.shape[1] - (space.length - 1):] if space.length > 1 else hist[:, :0]
+        if (first >= 0).all():
+            break
+    return first
+
+
+def check_metastable(op, model, k: int | None = None, *, result=None, procedure=None, n_chains: int = 500,
+                     seed: int = 0, level: float = 0.01, horizon: int | None = None, tail: float = 1e-6,
+                     max_horizon: int = 200_000) -> AgreementReport:
+    """Test the exact mean exit times and passage times of the metastable cores against sampling.
+
+    Args:
+      k: number of metastable sets (None: chosen by :func:`metastable_sets`).
+      result: a precomputed :class:`~semio_jax.analysis.metastable.MetastableResult` of ``op``.
+      n_chains: chains per core; starts drawn from pi restricted to the core with
+        default_rng([seed, j]); rollouts use seed ``seed * 100_003 + j``.
+      horizon: steps per chain (default: exact probability of not having arrived <= ``tail``).
+
+    For each core j two rows: the time to leave core j and the time to reach
+    another core (one row when the cores cover the attractor: the two times are
+    then equal), each a Student t test of the chains' mean against the exact
+    pi|core-averaged expectation.
+    """
+    from .analysis.metastable import metastable_sets
+
+    from .montecarlo import Sampler
+
+    proc = parse(procedure) if procedure is not None else op.procedure
+    res = result if result is not None else metastable_sets(op, k=k)
+    if res.k < 2:
+        raise ValueError("the chain has no metastable sets (k = 1: exit times are infinite); pass k >= 2 "
+                         "to test a forced decomposition")
+    space = op.space
+    sampler = Sampler(model, proc, space.length, space.n_tokens)  # one sampler: compiled once
+    chunk = 512
+    rows, horizons, censored = [], [], []
+    for j, core in enumerate(res.cores):
+        w = res.pi[np.searchsorted(res.states, core)]
+        w = w / w.sum()
+        rng = np.random.default_rng([seed, j])
+        starts = core[rng.choice(core.size, size=n_chains, p=w)]
+        in_core = np.zeros(op.num_states, dtype=bool)
+        in_core[core] = True
+        others = np.zeros(op.num_states, dtype=bool)
+        for i, c in enumerate(res.cores):
+            if i != j:
+                others[c] = True
+        targets, names, exact = [~in_core], ["leave"], [float(res.exit_times[j])]
+        covered = int(others.sum()) + core.size == res.states.size  # leaving = reaching another core
+        if res.k > 1 and not covered:
+            targets.append(others)
+            names.append("reach another core from")
+            exact.append(float(res.mfpt_other[j]))
+        start_law = np.zeros(op.num_states)
+        np.add.at(start_law, core, w)
+        if horizon is not None:
+            h = int(horizon)
+        else:  # long enough, rounded up to whole chunks so that one compiled scan serves every core
+            h = max(_killed_horizon(op, start_law, tg, tail, max_horizon) for tg in targets)
+            h = h if h <= chunk else chunk * -(-h // chunk)
+        horizons.append(int(h))
+        first = _first_arrivals(op, sampler, starts, targets, h, seed * 100_003 + j, chunk)
+        for i, name in enumerate(names):
+            cens = int((first[i] < 0).sum())
+            censored.append(cens)
+            times = np.where(first[i] < 0, h, first[i]).astype(np.float64)
+            se = times.std(ddof=1) / math.sqrt(n_chains)
+            note = f"core {j}: {core.size} states" + (f"; {cens} chains censored at {h}" if cens else "")
+            rows.append(_t_row(f"time to {name} core {j}", exact[i], times.mean(), se, n_chains - 1, note))
+    return AgreementReport(
+        title=f"metastable exit and passage times vs sampling ({proc.spec})", rows=rows, level=level,
+        method="chains from pi restricted to each core; first-arrival times; Student t (C-1 df), two-sided; "
+               "Bonferroni",
+        settings={"n_chains": n_chains, "seed": seed, "procedure": proc.spec, "k": res.k,
+                  "threshold": res.threshold, "horizons": horizons, "censored": censored},
+    )
+
+
+__all__ += ["check_tv", "check_sensitivity", "check_metastable"]

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
         _add_sampling_args(p, chains=64, steps=2000)
         if name == "analyze":
             p.add_argument("--no-sample", action="store_true", help="exact analyses only, no sampling checks")
+            p.add_argument("--all", action="store_true",
+                           help="also the whole toolkit: entropy rate, evolution, mixing, bounds, hitting, "
+                                "committor, trajectories, sensitivity, metastability, sweeps (each with its check)")
 
     p = sub.add_parser("sample", help="print sampled continuations of a prompt")
     p.add_argument("model")
@@ -94,7 +97,7 @@ def _run_analyze(args, sample: bool) -> int:
     for spec in args.procedure or ["temperature=1"]:
         summary = analyze(model, spec, length=args.length, sample=sample, seed=args.seed, n_chains=args.chains,
                           n_steps=args.steps, basin_chains=args.basin_chains, level=args.level, report=report,
-                          model_name=name)
+                          model_name=name, toolkit=getattr(args, "all", False))
         ok &= summary["all_checks_passed"]
     path = report.write(model_card=getattr(model, "card", None))
     print(f"\nreport written to {path}")

@@ -23,6 +23,7 @@ within 1e-12, no NaN, no negative entries.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import weakref
@@ -276,9 +277,15 @@ class Operator:
         return f"Operator({self.space!r}, procedure={proc}, max_row_error={self.max_row_error:.1e})"
 
 
+@functools.lru_cache(maxsize=256)
+def _jitted_procedure(procedure: Procedure):
+    """One compiled probabilities() per procedure (procedures are hashable and immutable)."""
+    return jax.jit(procedure.probabilities)
+
+
 def _apply_procedure(procedure: Procedure, logits: np.ndarray, batch: int = _DEFAULT_BATCH * 8) -> np.ndarray:
     """Apply ``procedure`` to a logit table in chunks, float64 out."""
-    fn = jax.jit(procedure.probabilities)
+    fn = _jitted_procedure(procedure)
     out = np.empty(logits.shape, dtype=np.float64)
     for start in range(0, logits.shape[0], batch):
         chunk = logits[start:start + batch]
@@ -350,7 +357,10 @@ def evaluate_logits(model, space: StateSpace, *, batch_size: int = _DEFAULT_BATC
             real = ctx.shape[0]
             if real < b:
                 ctx = np.concatenate([ctx, np.zeros((b - real, k), np.int32)], axis=0)  # pad
-            logits = np.asarray(jax.device_get(fn(jnp.asarray(ctx))))[:real]  # [B, N]
+            raw = np.asarray(jax.device_get(fn(jnp.asarray(ctx))))  # [B, N]
+            if raw.ndim != 2 or raw.shape[0] != ctx.shape[0]:  # before slicing off the padding
+                _check_logits(raw, ctx, n, k)
+            logits = raw[:real]
             _check_logits(logits, ctx[:real], n, k)
             if out is None:
                 dtype = np.float64 if logits.dtype == np.float64 else np.float32

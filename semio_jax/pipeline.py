@@ -36,7 +36,8 @@ def _entropy(p: np.ndarray) -> float:
 
 def analyze(model, procedure, *, length: int | None = None, sample: bool = True, seed: int = 0,
             n_chains: int = 64, n_steps: int = 2000, basin_chains: int = 2000, level: float = 0.01,
-            report: Report | None = None, echo: Callable[[str], None] = print, model_name: str = "model") -> dict:
+            report: Report | None = None, echo: Callable[[str], None] = print, model_name: str = "model",
+            toolkit: bool = False) -> dict:
     """Exact analysis of ``model`` under ``procedure``, checked against sampling.
 
     Returns a JSON-able summary; with ``report`` also records sections, arrays
@@ -94,6 +95,16 @@ def analyze(model, procedure, *, length: int | None = None, sample: bool = True,
         for c in checks:
             echo(c.table(max_rows=8))
 
+    tk = None
+    if toolkit:
+        from .toolkit import run_toolkit
+
+        t0 = time.perf_counter()
+        echo("-- toolkit --")
+        tk = run_toolkit(op, model, model_name=model_name, seed=seed, sample=sample, level=level,
+                         report=report, echo=echo, tag=tag)
+        timings["toolkit_s"] = time.perf_counter() - t0
+
     summary = {
         "model": model_name, "procedure": proc.spec, "n_tokens": n, "context_length": length,
         "num_states": space.num_states, "num_full_states": space.num_full,
@@ -108,7 +119,8 @@ def analyze(model, procedure, *, length: int | None = None, sample: bool = True,
                    "cycles_preview": [[space.label(int(s)) for s in c] for c in gd.cycles[:10]],
                    "max_tail": int(gd.tail.max())},
         "checks": [c.to_dict() for c in checks],
-        "all_checks_passed": all(c.passed for c in checks),
+        "toolkit": tk,
+        "all_checks_passed": all(c.passed for c in checks) and (tk is None or tk["all_checks_passed"]),
         "timings": timings,
         "seed": seed,
     }

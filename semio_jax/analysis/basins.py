@@ -19,7 +19,8 @@ Computation:
    sparse LU with two steps of iterative refinement.
 3. **Certificate.** With t = (I - Q_UU)^{-1} 1 (the expected number of steps
    spent in U, solved with the same factorisation),
-   ||X_hat - X||_inf <= max(t) * ||residual||_inf, reported as ``error_bound``.
+   ||X_hat - X||_inf <= max(t) * ||residual||_inf, reported as ``error_bound``
+   (the residual enlarged by 4 (N + 3) eps for its own floating-point evaluation).
 
 Deterministic operators (greedy, top-k = 1) skip the solve: each state's
 basin is the cycle its orbit enters (0/1 probabilities).
@@ -52,7 +53,8 @@ class BasinsResult:
       n_solved: number of states whose rows needed the linear solve.
       residual: ||(I - Q) X - b||_inf of that solve (0.0 if none was needed).
       max_row_error: max_s |sum_a h_a(s) - 1|.
-      max_absorption_time: max expected steps spent among the solved states (None if no solve).
+      max_absorption_time: certified upper bound on the max expected steps spent among the solved
+        states (None if no solve, or if it could not be certified).
       error_bound: certified bound on the entrywise error (0.0 if exact).
     """
 
@@ -114,18 +116,23 @@ def basins_result(op) -> BasinsResult:
     if unknown.size:
         mat = op.csr
         known = np.flatnonzero(count < 2)
-        q = mat[unknown][:, unknown].tocsc()
+        from .stationary import _off_diagonal
+        off, exits = _off_diagonal(mat)  # P without its diagonal; exits = 1 - p_ii
+        q = off[unknown][:, unknown].tocsc()
         rhs = mat[unknown][:, known] @ h[known]  # [U, m]
-        a_mat = (sp.identity(unknown.size, format="csc") - q).tocsc()
+        a_mat = (sp.diags(exits[unknown]) - q).tocsc()  # I - Q_UU without cancellation on the diagonal
         lu = spla.splu(a_mat, permc_spec="COLAMD")
         x = lu.solve(rhs)
         for _ in range(2):
             x = x + lu.solve(rhs - a_mat @ x)
         x = np.where(reach[unknown], np.clip(x, 0.0, 1.0), 0.0)  # exact zeros where unreachable
         residual = float(np.max(np.abs(a_mat @ x - rhs)))
-        times = lu.solve(np.ones(unknown.size))
-        tmax = float(np.max(times))
-        bound = tmax * residual
+        from .stationary import _certified_max_time
+        tmax = _certified_max_time(a_mat, lu.solve(np.ones(unknown.size)))
+        # allow for the rounding of the residual and of the diagonal (rows of at most N + 2 terms);
+        # h and its estimate lie in [0, 1], so 1.0 is always a valid bound (used when tmax is not certified)
+        eps = float(np.finfo(np.float64).eps)
+        bound = 1.0 if tmax is None else min(1.0, tmax * (residual + 4 * (op.n_tokens + 3) * eps))
         h[unknown] = x
     return BasinsResult(
         probabilities=h, reachable=reach, strict=strict, n_solved=int(unknown.size), residual=residual,

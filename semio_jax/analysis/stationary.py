@@ -30,7 +30,9 @@ What is reported, per attractor:
 
       ||pi_hat - pi||_1 <= 4 * tau_j * ||pi_hat P - pi_hat||_1,
 
-  evaluated in floating point. On slowly mixing chains tau_j is large and the
+  evaluated in floating point, with the residual enlarged by its own rounding
+  error ((N + 3) eps, since each entry of pi P sums at most N + 1 products) so
+  that the bound still holds when tau_j * eps is not small. On slowly mixing chains tau_j is large and the
   bound says so: a residual of 1e-16 with tau_j = 1e6 certifies only ~4e-10.
   ``power`` bounds tau_j instead of solving for it: with g_n(i) = P_i(hit j
   within n steps), computed exactly by n structured pulls, the chain makes
@@ -58,6 +60,7 @@ from .classes import class_structure
 __all__ = ["StationaryResult", "stationary", "stationary_result", "gth", "hitting_time_bound", "stationary_reference"]
 
 GTH_MAX = 1024
+_EPS = float(np.finfo(np.float64).eps)
 LU_MAX = 8192
 
 
@@ -69,7 +72,8 @@ class StationaryResult:
       distributions: float64[n_attractors, S]; row i is pi_i (zero outside attractor i).
       residuals: ||pi_i P - pi_i||_1 per attractor.
       error_bounds: certified bound on ||pi_i - true pi_i||_1 (None where not certified).
-      hitting_times: tau_j used in the bound (max expected steps to the reference state).
+      hitting_times: tau_j used in the bound (a certified upper bound on the max expected
+        steps to the reference state; None where it could not be certified).
       reference_states: the reference state j of each attractor.
       methods: algorithm used per attractor.
     """
@@ -123,13 +127,46 @@ def _reference_state(block: sp.csr_matrix, iters: int = 200) -> int:
     return int(np.argmax(v))
 
 
+def _off_diagonal(mat: sp.spmatrix) -> tuple[sp.csr_matrix, np.ndarray]:
+    """(mat without its diagonal, its row sums): for a stochastic row the sum is 1 - p_ii.
+
+    I - Q is built as diag(exits) - offdiag(Q) so that a state that stays put with
+    probability 1 - 1e-20 (its diagonal rounds to 1.0) keeps its true exit rate
+    instead of a cancelled 0 that makes the matrix singular.
+    """
+    off = (mat - sp.diags(mat.diagonal())).tocsr()  # x - x == 0 exactly: removes the diagonal
+    off.eliminate_zeros()
+    return off, np.asarray(off.sum(axis=1)).ravel()
+
+
+def _certified_max_time(a_mat, t_hat: np.ndarray) -> float | None:
+    """A certified upper bound on max((I - Q)^{-1} 1) from an approximate solve t_hat, or None.
+
+    ``a_mat`` = I - Q is a non-singular M-matrix, so its inverse is entrywise
+    non-negative: if t_hat >= 0 and (I - Q) t_hat >= c 1 with c > 0, then
+    (I - Q)^{-1} 1 <= t_hat / c. The product is evaluated in floating point, so c
+    is taken after a rounding margin. None when t_hat fails the test (a solve
+    spoiled by cancellation on a stiff chain): then nothing is certified.
+    """
+    t = np.asarray(t_hat, dtype=np.float64)
+    if t.size == 0:
+        return 0.0
+    if not np.all(np.isfinite(t)) or t.min() < 0:
+        return None
+    terms = int(np.diff(a_mat.tocsr().indptr).max()) if sp.issparse(a_mat) else a_mat.shape[1]
+    low = a_mat @ t - 2 * (terms + 2) * _EPS * (abs(a_mat) @ t)
+    c = float(np.min(low))
+    return float(np.max(t)) / c if c > 0 else None
+
+
 def _solve_lu(block: sp.csr_matrix, j: int) -> tuple[np.ndarray, float]:
     """pi of an irreducible sparse block with reference state j; also tau_j."""
     n = block.shape[0]
     others = np.concatenate([np.arange(j), np.arange(j + 1, n)])
-    q = block[others][:, others]
+    off, exits = _off_diagonal(block)
+    q = off[others][:, others]
     r = np.asarray(block[j, others].todense()).ravel()
-    m = (sp.identity(n - 1, format="csc") - q).tocsc()
+    m = (sp.diags(exits[others]) - q).tocsc()  # I - Q_j, its diagonal without cancellation
     lu = spla.splu(m.T.tocsc(), permc_spec="COLAMD")  # solves x (I - Q) = r as (I - Q)^T x^T = r^T
     x = lu.solve(r)
     for _ in range(2):  # iterative refinement
@@ -139,7 +176,7 @@ def _solve_lu(block: sp.csr_matrix, j: int) -> tuple[np.ndarray, float]:
     pi = np.empty(n)
     pi[others] = x
     pi[j] = 1.0
-    return pi / pi.sum(), float(np.max(tau)) if n > 1 else 0.0
+    return pi / pi.sum(), _certified_max_time(m, tau) if n > 1 else 0.0
 
 
 def _solve_gth(block: sp.csr_matrix, j: int) -> tuple[np.ndarray, float]:
@@ -149,9 +186,15 @@ def _solve_gth(block: sp.csr_matrix, j: int) -> tuple[np.ndarray, float]:
     if n == 1:
         return pi, 0.0
     others = np.concatenate([np.arange(j), np.arange(j + 1, n)])
-    q = dense[np.ix_(others, others)]
-    tau = np.linalg.solve(np.eye(n - 1) - q, np.ones(n - 1))
-    return pi, float(np.max(tau))
+    off = dense.copy()
+    np.fill_diagonal(off, 0.0)
+    exits = off.sum(axis=1)  # 1 - p_ii computed without cancellation (as GTH does)
+    m = np.diag(exits[others]) - off[np.ix_(others, others)]  # I - Q_j
+    try:
+        tau = _certified_max_time(m, np.linalg.solve(m, np.ones(n - 1)))
+    except np.linalg.LinAlgError:
+        tau = None
+    return pi, tau
 
 
 def _solve_power(op, members: np.ndarray, tol: float, max_iter: int) -> np.ndarray:
@@ -224,7 +267,11 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
         out.distributions[i] = pi_full
         out.residuals.append(resid)
         out.hitting_times.append(tau)
-        bound = None if tau is None else 4.0 * max(tau, 1.0) * resid
+        # The residual is evaluated in floating point: allow for its rounding (each entry of pi P
+        # sums at most N + 1 products) and for pi_hat not summing to exactly 1, so that the
+        # bound also holds when tau_j * eps is not small.
+        resid_hi = resid * (1.0 + op.num_states * _EPS) + (op.n_tokens + 3) * _EPS
+        bound = None if tau is None else 4.0 * max(tau, 1.0) * resid_hi + abs(float(pi_full.sum()) - 1.0)
         out.error_bounds.append(bound if bound is not None and bound < 1.0 else None)
         out.reference_states.append(j)
         out.methods.append(m)

@@ -29,7 +29,8 @@ from ..space import StateSpace
 from .rollout import Sampler
 
 __all__ = ["ReplicaEstimate", "replica_mean", "OccupationSample", "AbsorptionSample",
-           "sample_occupation", "sample_absorption", "window_indices", "batch_means_se"]
+           "sample_occupation", "sample_absorption", "window_indices", "batch_means_se",
+           "HittingSample", "sample_hitting", "sequence_log_probs", "stream_state_path"]
 
 _MAX_COUNT_CELLS = 2**27  # C * N^L counters (1 GiB of int64)
 
@@ -236,3 +237,134 @@ def sample_absorption(model, procedure, space: StateSpace, start: int, attractor
         if (outcome >= 0).all():
             break
     return AbsorptionSample(int(start), horizon, outcome, time, m, seed)
+
+
+# ------------------------------------------------------------------------------------------
+# Paths: state sequences, model log-probabilities of sampled tokens, hitting times.
+
+def stream_state_path(sampler: Sampler, space: StateSpace, prompts: np.ndarray, n_steps: int, seed: int,
+                      chunk: int = 1024):
+    """Yield (t_first, idx[C, w]): the state index (prefix states included) after t_first, t_first+1, ... tokens.
+
+    The state after t generated tokens is the last min(k + t, L) tokens of the
+    prompt (k tokens) followed by the generated ones.
+    """
+    p = sampler.check_prompts(prompts).astype(np.int64)
+    length, n = space.length, space.n_tokens
+    tail = p[:, max(0, p.shape[1] - (length - 1)):] if length > 1 else p[:, :0]
+    total = p.shape[1]  # tokens in the whole history so far
+    done = 0
+    for ys in sampler.generate(prompts, n_steps, seed, chunk):
+        hist = np.concatenate([tail, ys.astype(np.int64)], axis=1)
+        w, tl = ys.shape[1], tail.shape[1]
+        idx = np.empty((p.shape[0], w), dtype=np.int64)
+        full_from = max(0, length - 1 - total)  # first column j whose state has L tokens
+        for j in range(min(full_from, w)):  # prefix states: the whole history so far
+            idx[:, j] = space.indices(hist[:, : total + j + 1])
+        if full_from < w:
+            wi = window_indices(hist, n, length)  # window starting at column c ends at c + L - 1
+            cols = tl + np.arange(full_from, w) - length + 1
+            idx[:, full_from:] = wi[:, cols]
+        yield done + 1, idx
+        done += w
+        total += w
+        keep = min(total, length - 1)
+        tail = hist[:, hist.shape[1] - keep:] if keep else hist[:, :0]
+
+
+def sequence_log_probs(model, procedure, context_length: int, prompts: np.ndarray, tokens: np.ndarray,
+                       batch_size: int = 4096) -> np.ndarray:
+    """float64[C, n]: log q(y_t | context) of given continuations, by evaluating ``model`` on every context.
+
+    Context of token t (0-based) of chain c: the last min(k + t, L) tokens of
+    prompt[c] + tokens[c, :t]. The model is called afresh (batches of
+    ``batch_size`` contexts, padded so each context length compiles once) and
+    the procedure's own log-probabilities are taken: nothing is read from an
+    exact operator, so this is the sampled side of an agreement test.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from ..sampling import parse
+
+    proc = parse(procedure)
+    prompts = np.asarray(prompts, dtype=np.int64)
+    tokens = np.asarray(tokens, dtype=np.int64)
+    c, k = prompts.shape
+    n = tokens.shape[1]
+    length = int(context_length)
+    hist = np.concatenate([prompts, tokens], axis=1)  # [C, k + n]
+    out = np.empty((c, n))
+    jittable = getattr(model, "jittable", True)
+
+    def logp(ctx):
+        return proc.log_probabilities(model(ctx))
+
+    fn = jax.jit(logp) if jittable else logp
+
+    def evaluate(ctx: np.ndarray, ys: np.ndarray) -> np.ndarray:  # ctx [M, m], ys [M] -> [M]
+        res = np.empty(ctx.shape[0])
+        b = min(batch_size, ctx.shape[0])
+        for start in range(0, ctx.shape[0], b):
+            part = ctx[start:start + b]
+            real = part.shape[0]
+            if real < b:
+                part = np.concatenate([part, np.zeros((b - real, part.shape[1]), np.int64)], axis=0)
+            lp = np.asarray(fn(jnp.asarray(part.astype(np.int32))), dtype=np.float64)[:real]  # [real, N]
+            res[start:start + real] = lp[np.arange(real), ys[start:start + real]]
+        return res
+
+    t_full = max(0, length - k)  # from this step on the context has L tokens
+    for t in range(min(t_full, n)):
+        out[:, t] = evaluate(hist[:, : k + t], tokens[:, t])
+    if t_full < n:
+        win = np.lib.stride_tricks.sliding_window_view(hist, length, axis=1)  # [C, k+n-L+1, L]
+        first = k + t_full - length  # window index whose last token precedes token t_full
+        ctx = win[:, first: first + (n - t_full)]  # [C, n - t_full, L]
+        vals = evaluate(ctx.reshape(-1, length), tokens[:, t_full:].reshape(-1))
+        out[:, t_full:] = vals.reshape(c, n - t_full)
+    return out
+
+
+@dataclass
+class HittingSample:
+    """First entrance times of independent chains from one start into a target set.
+
+    Attributes:
+      start: the starting state index.
+      horizon: the maximum number of steps run.
+      time: int64[C]; steps until the first visit to the target (0 if the start is in it; -1 if not by horizon).
+    """
+
+    start: int
+    horizon: int
+    time: np.ndarray
+    seed: int
+
+    @property
+    def n_chains(self) -> int:
+        return self.time.size
+
+    def truncated(self) -> np.ndarray:
+        """float64[C]: min(tau, horizon) per chain."""
+        return np.where(self.time >= 0, self.time, self.horizon).astype(np.float64)
+
+
+def sample_hitting(model, procedure, space: StateSpace, start: int, target: np.ndarray, n_chains: int,
+                   horizon: int, seed: int, chunk: int = 256) -> HittingSample:
+    """Run ``n_chains`` chains from state ``start`` until they enter ``target`` (bool[S]) or reach ``horizon``."""
+    target = np.asarray(target, dtype=bool)
+    time = np.full(n_chains, -1, dtype=np.int64)
+    if target[start]:
+        time[:] = 0
+        return HittingSample(int(start), horizon, time, seed)
+    sampler = Sampler(model, procedure, space.length, space.n_tokens)
+    prompt = np.tile(space.tokens(int(start)), (n_chains, 1))
+    for t0, idx in stream_state_path(sampler, space, prompt, horizon, seed, chunk):
+        hit = target[idx]  # [C, w]
+        first = np.argmax(hit, axis=1)
+        newly = hit.any(axis=1) & (time < 0)
+        time[newly] = t0 + first[newly]
+        if (time >= 0).all():
+            break
+    return HittingSample(int(start), horizon, time, seed)
