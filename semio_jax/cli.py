@@ -74,7 +74,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job on the shipped zoo, written to a report")
     p.add_argument("--out", default="reports/demo", help="report folder (default reports/demo)")
     p.add_argument("--seed", type=int, default=0)
+    for mod in _plugins():
+        mod.register(sub)
     return parser
+
+
+# Subcommands defined in other modules. Each module provides
+#   register(subparsers) -> None   (adds its parser(s); set_defaults(plugin=<module name>))
+#   run(args) -> int               (exit status)
+# A module that is missing (e.g. an optional extra) is skipped silently.
+PLUGINS = ("semio_jax.interop", "semio_proofs.runner")
+
+
+def _plugins():
+    import importlib
+
+    mods = []
+    for name in PLUGINS:
+        try:
+            mods.append(importlib.import_module(name))
+        except ModuleNotFoundError as e:
+            if e.name is None or not name.startswith(e.name):
+                raise
+    return mods
 
 
 DEMO_PLAN = [
@@ -197,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run_sample(args)
         if args.command == "demo":
             return _run_demo(args)
+        if getattr(args, "plugin", None):
+            import importlib
+
+            return int(importlib.import_module(args.plugin).run(args) or 0)
     except SemioError as e:
         print(f"semio: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
