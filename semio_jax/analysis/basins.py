@@ -121,7 +121,14 @@ def basins_result(op) -> BasinsResult:
         q = off[unknown][:, unknown].tocsc()
         rhs = mat[unknown][:, known] @ h[known]  # [U, m]
         a_mat = (sp.diags(exits[unknown]) - q).tocsc()  # I - Q_UU without cancellation on the diagonal
-        lu = spla.splu(a_mat, permc_spec="COLAMD")
+        try:
+            lu = spla.splu(a_mat, permc_spec="COLAMD")
+        except RuntimeError as e:  # "Factor is exactly singular": cancellation on a very stiff chain
+            from ..errors import ConvergenceError
+            raise ConvergenceError(
+                f"sparse LU of I - Q failed ({e}) on {unknown.size} states: the chain is too stiff "
+                f"(nearly deterministic) for the absorption solve"
+            ) from None
         x = lu.solve(rhs)
         for _ in range(2):
             x = x + lu.solve(rhs - a_mat @ x)

@@ -293,29 +293,17 @@ def spectral_gap_reference(probs: np.ndarray, succ: np.ndarray, members) -> floa
 
 # -------------------------------------------------------- total variation
 def limit_distribution(op, start) -> np.ndarray:
-    """pi_s = sum_a h_a(s) pi_a: the long-run law from ``start`` (a state index or a distribution float[S])."""
+    """pi_s = sum_a h_a(s) pi_a: the long-run law from ``start`` (state index, prompt or distribution)."""
     pis = stationary_result(op).distributions  # [m, S]
     h = basins_result(op).probabilities  # [S, m]
-    if np.ndim(start) == 0:
-        w = h[int(start)]
-    else:
-        mu = np.asarray(start, dtype=np.float64)
-        w = mu @ h
-    return w @ pis
+    return (_start_vector(op, start) @ h) @ pis
 
 
 def _start_vector(op, start) -> np.ndarray:
-    if np.ndim(start) == 0:
-        s = int(start)
-        if not 0 <= s < op.num_states:
-            raise IndexError(f"start state {s} outside [0, {op.num_states})")
-        mu = np.zeros(op.num_states)
-        mu[s] = 1.0
-        return mu
-    mu = np.array(start, dtype=np.float64)
-    if mu.shape != (op.num_states,) or (mu < 0).any() or abs(mu.sum() - 1.0) > 1e-9:
-        raise ValueError(f"a start distribution must be a probability vector of length {op.num_states}")
-    return mu
+    """The start as a distribution: a state index, a prompt (token list) or a distribution."""
+    from .evolution import initial_distribution
+
+    return initial_distribution(op, start)
 
 
 def _step(op, mu: np.ndarray, lazy: bool) -> np.ndarray:
@@ -399,7 +387,7 @@ def _check_periodic(op, start, lazy: bool) -> None:
         reach = range(len(cs.attractors))
     else:
         reach_mat = basins_result(op).reachable
-        rows = reach_mat[int(start)] if np.ndim(start) == 0 else reach_mat[np.asarray(start) > 0].any(axis=0)
+        rows = reach_mat[_start_vector(op, start) > 0].any(axis=0)
         reach = np.flatnonzero(rows)
     bad = [(int(a), cs.periods[a]) for a in reach if cs.periods[a] > 1]
     if bad:

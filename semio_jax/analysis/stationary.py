@@ -167,7 +167,13 @@ def _solve_lu(block: sp.csr_matrix, j: int) -> tuple[np.ndarray, float]:
     q = off[others][:, others]
     r = np.asarray(block[j, others].todense()).ravel()
     m = (sp.diags(exits[others]) - q).tocsc()  # I - Q_j, its diagonal without cancellation
-    lu = spla.splu(m.T.tocsc(), permc_spec="COLAMD")  # solves x (I - Q) = r as (I - Q)^T x^T = r^T
+    try:
+        lu = spla.splu(m.T.tocsc(), permc_spec="COLAMD")  # solves x (I - Q) = r as (I - Q)^T x^T = r^T
+    except RuntimeError as e:  # "Factor is exactly singular": cancellation on a very stiff chain
+        raise ConvergenceError(
+            f"sparse LU of I - Q_j failed ({e}) on a class of {n} states: the chain is too stiff "
+            f"(nearly deterministic or nearly decomposable) for method='lu'; use method='gth'"
+        ) from None
     x = lu.solve(r)
     for _ in range(2):  # iterative refinement
         resid = r - m.T @ x
