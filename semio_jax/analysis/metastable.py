@@ -71,6 +71,7 @@ import scipy.sparse.linalg as spla
 
 from ..errors import ConvergenceError
 from .classes import class_structure
+from ._reference import dense_block
 from .mixing import DENSE_MAX
 from .stationary import stationary_result
 
@@ -439,14 +440,9 @@ def metastable_reference(probs: np.ndarray, succ: np.ndarray, members, cores: li
     ``cores`` are arrays of state indices (operator numbering). Returns lists of
     dicts state -> expected time.
     """
-    members = [int(s) for s in members]
-    pos = {s: i for i, s in enumerate(members)}
+    p, members = dense_block(probs, succ, members)
     n = len(members)
-    p = np.zeros((n, n))
-    for s in members:
-        for y in range(probs.shape[1]):
-            if probs[s, y] > 0:
-                p[pos[s], pos[int(succ[s, y])]] += probs[s, y]
+    pos = {s: i for i, s in enumerate(members)}
     exits, hits = [], []
     for core in cores:
         c = [pos[int(s)] for s in core]

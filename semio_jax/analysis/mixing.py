@@ -59,6 +59,7 @@ import scipy.sparse.linalg as spla
 
 from ..errors import ConvergenceError, StateSpaceTooLargeError
 from ._cache import cached_analysis
+from ._reference import dense_block
 from .basins import basins_result
 from .classes import class_structure
 from .stationary import stationary_result
@@ -276,14 +277,8 @@ def spectral_gap_reference(probs: np.ndarray, succ: np.ndarray, members) -> floa
     The Perron eigenvalue is removed as the one closest to 1 (adequate on
     the well-separated test chains this oracle is meant for).
     """
-    members = [int(s) for s in members]
-    pos = {s: i for i, s in enumerate(members)}
+    p, members = dense_block(probs, succ, members)
     n = len(members)
-    p = np.zeros((n, n))
-    for s in members:
-        for y in range(probs.shape[1]):
-            if probs[s, y] > 0:
-                p[pos[s], pos[int(succ[s, y])]] += probs[s, y]
     if n == 1:
         return 0.0
     vals = np.linalg.eigvals(p)

@@ -55,6 +55,7 @@ import scipy.sparse.linalg as spla
 
 from ..errors import ConvergenceError
 from ._cache import cached_analysis
+from ._reference import dense_block
 from .classes import class_structure
 
 __all__ = ["StationaryResult", "stationary", "stationary_result", "gth", "hitting_time_bound", "stationary_reference"]
@@ -291,14 +292,8 @@ def stationary(op, method: str = "auto") -> np.ndarray:
 
 def stationary_reference(probs: np.ndarray, succ: np.ndarray, members) -> np.ndarray:
     """Slow reference: dense eigenvector of P restricted to ``members`` for eigenvalue 1."""
-    members = list(members)
-    pos = {s: i for i, s in enumerate(members)}
+    p, members = dense_block(probs, succ, members)
     n = len(members)
-    p = np.zeros((n, n))
-    for s in members:
-        for y in range(probs.shape[1]):
-            if probs[s, y] > 0:
-                p[pos[s], pos[int(succ[s, y])]] += probs[s, y]
     # Solve pi (P - I) = 0 with sum(pi) = 1 as a least-squares system.
     a = np.vstack([(p - np.eye(n)).T, np.ones((1, n))])
     b = np.zeros(n + 1)
