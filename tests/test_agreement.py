@@ -98,8 +98,7 @@ def test_absorption_by_horizon(hub_model):
 
 
 # ----------------------------------------------------------------- calibration
-@pytest.mark.slow
-def test_false_alarm_rate_is_calibrated(coin_ngram):
+def test_false_alarm_rate_is_calibrated(coin_ngram):  # ~2 s (samplers are shared), so not marked slow
     """20 independent checks of a CORRECT operator at level 0.05: false alarms ~ Binomial(20, <= 0.05).
 
     P(Binomial(20, 0.05) <= 4) = 0.99743 (scipy.stats.binom.cdf(4, 20, 0.05)), so with a calibrated

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 
-import numpy as np
 import pytest
 from hypothesis import given
 
