@@ -29,7 +29,8 @@ def _close(a, b):
     return np.max(np.abs(a - b) / scale)
 
 
-@pytest.mark.parametrize("name", ["coin", "markov2", "dyck"])
+@pytest.mark.parametrize("name", ["coin", pytest.param("markov2", marks=pytest.mark.slow),
+                                  pytest.param("dyck", marks=pytest.mark.slow)])
 def test_prefix_equals_plain_on_the_zoo(name):
     model = load(name)
     space = sj.StateSpace(model.n_tokens, model.context_length)

@@ -93,8 +93,10 @@ def _solve(op, unknown: np.ndarray, rhs: np.ndarray, times_rhs: bool = False):
 
     Returns (x, residual_inf, max expected time in U, error bound).
     """
-    q = op.csr[unknown][:, unknown]
-    a_mat = (sp.identity(unknown.size, format="csc") - q).tocsc()
+    from .stationary import _off_diagonal
+
+    off, exits = _off_diagonal(op.csr)  # P without its diagonal; exits = 1 - p_ii without cancellation
+    a_mat = (sp.diags(exits[unknown]) - off[unknown][:, unknown]).tocsc()  # I - Q_UU
     lu = spla.splu(a_mat, permc_spec="COLAMD")
     x = lu.solve(rhs)
     for _ in range(2):
