@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--all", action="store_true",
                            help="also the whole toolkit: entropy rate, evolution, mixing, bounds, hitting, "
                                 "committor, trajectories, sensitivity, metastability, sweeps (each with its check)")
+            p.add_argument("--analyses", default=None,
+                           help="comma-separated subset of the toolkit: entropy, evolution, mixing, hitting, "
+                                "trajectories, sensitivity, metastable, sweep (implies --all for those)")
 
     p = sub.add_parser("sample", help="print sampled continuations of a prompt")
     p.add_argument("model")
@@ -107,6 +110,22 @@ DEMO_PLAN = [
 ]
 
 
+def _toolkit_sections(args):
+    """None (no toolkit), or the tuple of toolkit analyses asked for with --all / --analyses."""
+    from .toolkit import SECTIONS
+
+    chosen = getattr(args, "analyses", None)
+    if chosen:
+        names = tuple(x.strip() for x in chosen.split(",") if x.strip())
+        bad = sorted(set(names) - set(SECTIONS))
+        if bad:
+            from .errors import SemioError
+
+            raise SemioError(f"unknown analyses {bad}; choose from {', '.join(SECTIONS)}")
+        return names
+    return SECTIONS if getattr(args, "all", False) else None
+
+
 def _run_analyze(args, sample: bool) -> int:
     from .pipeline import analyze
     from .report import Report
@@ -119,7 +138,7 @@ def _run_analyze(args, sample: bool) -> int:
     for spec in args.procedure or ["temperature=1"]:
         summary = analyze(model, spec, length=args.length, sample=sample, seed=args.seed, n_chains=args.chains,
                           n_steps=args.steps, basin_chains=args.basin_chains, level=args.level, report=report,
-                          model_name=name, toolkit=getattr(args, "all", False))
+                          model_name=name, toolkit=_toolkit_sections(args))
         ok &= summary["all_checks_passed"]
     path = report.write(model_card=getattr(model, "card", None))
     print(f"\nreport written to {path}")

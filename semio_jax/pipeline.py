@@ -37,7 +37,7 @@ def _entropy(p: np.ndarray) -> float:
 def analyze(model, procedure, *, length: int | None = None, sample: bool = True, seed: int = 0,
             n_chains: int = 64, n_steps: int = 2000, basin_chains: int = 2000, level: float = 0.01,
             report: Report | None = None, echo: Callable[[str], None] = print, model_name: str = "model",
-            toolkit: bool = False) -> dict:
+            toolkit=None) -> dict:
     """Exact analysis of ``model`` under ``procedure``, checked against sampling.
 
     Returns a JSON-able summary; with ``report`` also records sections, arrays
@@ -96,13 +96,15 @@ def analyze(model, procedure, *, length: int | None = None, sample: bool = True,
             echo(c.table(max_rows=8))
 
     tk = None
-    if toolkit:
-        from .toolkit import run_toolkit
+    if toolkit:  # True (everything) or a tuple of toolkit section names
+        from .toolkit import SECTIONS, run_toolkit
+
+        sections = SECTIONS if toolkit is True else tuple(toolkit)
 
         t0 = time.perf_counter()
         echo("-- toolkit --")
         tk = run_toolkit(op, model, model_name=model_name, seed=seed, sample=sample, level=level,
-                         report=report, echo=echo, tag=tag)
+                         report=report, echo=echo, tag=tag, sections=sections)
         timings["toolkit_s"] = time.perf_counter() - t0
 
     summary = {
