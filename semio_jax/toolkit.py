@@ -190,12 +190,18 @@ def run_toolkit(op, model, *, model_name: str, seed: int = 0, sample: bool = Tru
     # 4. hitting and committor
     if "hitting" in want:
         hit = _timed(lambda: hitting_times_result(op, [top_state]), timings, "hitting")
-        com = committor_result(op, [top_state], [rare_state])
         out["hitting"] = {**hit.summary(), "from_prompt": float(hit.times[prompt])}
-        out["committor_result"] = {**com.summary(), "from_prompt": float(com.probabilities[prompt])}
         arrays["hitting_times"] = hit.times
-        say(f"E[steps to hit {space.label(top_state)} | prompt] = {hit.times[prompt]:.6g} (residual {hit.residual:.1e}); "
-            f"P(hit {space.label(rare_state)} before {space.label(top_state)} | prompt) = {com.probabilities[prompt]:.6g}")
+        line = f"E[steps to hit {space.label(top_state)} | prompt] = {hit.times[prompt]:.6g} (residual {hit.residual:.1e})"
+        if rare_state != top_state:
+            com = committor_result(op, [top_state], [rare_state])
+            out["committor_result"] = {**com.summary(), "from_prompt": float(com.probabilities[prompt])}
+            line += (f"; P(hit {space.label(rare_state)} before {space.label(top_state)} | prompt) = "
+                     f"{com.probabilities[prompt]:.6g}")
+        else:  # a single-state attractor: no second state to commit to
+            out["committor_result"] = None
+            line += "; no committor (attractor 0 is a single state)"
+        say(line)
 
     # 5. trajectories
     if "trajectories" in want:
