@@ -25,7 +25,7 @@ def test_analyze_writes_a_complete_report(tmp_path, capsys):
     prov = results["provenance"]
     assert prov["x64"] is True and prov["versions"]["jax"]
     tk = results["coin_temperature1"]["toolkit"]
-    assert abs(tk["entropy_rate"][0]["bits_per_token"] - 1.0) < 1e-3  # a fair-coin model: about one bit per token
+    assert abs(tk["entropy_rate"][0]["entropy_rate_bits"] - 1.0) < 1e-3  # a fair-coin model: about one bit per token
     arrays = np.load(out / "arrays.npz")
     probs = arrays["coin_temperature1/probs"]
     assert probs.shape == (510, 2) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-12)
