@@ -16,9 +16,9 @@ to the card's (``ChecksumMismatchError``); msgpack decodable
 (``CheckpointError``); parameter tree, shapes and dtypes equal to those of
 ``Transformer(config)`` (``ArchitectureMismatchError``).
 
-Files are written atomically (temporary file in the same folder, then
-``os.replace``), weights first and card last, so a folder with a card always
-has the weights the card describes.
+Files are written atomically (``semio_jax._io.atomic_write_bytes``: temporary
+file in the same folder, fsync, then ``os.replace``), weights first and card
+last, so a folder with a card always has the weights the card describes.
 
 The zoo is the folder ``zoo/`` next to this module: ``load("coin")`` loads
 ``zoo/coin/``. A path to a folder works as well.
@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -98,20 +97,10 @@ def _versions() -> dict[str, str]:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; checkpoints are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Atomic write (temporary file in the same folder, fsync, rename): semio_jax's one implementation."""
+    from semio_jax._io import atomic_write_bytes
+
+    atomic_write_bytes(path, data)
 
 
 def save(folder: str | os.PathLike, model: TransformerModel, card_extra: dict[str, Any] | None = None) -> Path:

@@ -341,7 +341,7 @@ class TransformerModel:
             contexts = contexts.astype(np.int32)
         return contexts
 
-    def prefix_tree_logits(self, length: int, emit, chunk: int = 4096) -> None:
+    def prefix_tree_logits(self, length: int, emit, chunk: int = 4096, *, skip=None, done=None) -> None:
         """Logits of every context of length 1..``length`` by a walk of the prefix tree.
 
         Calls ``emit(k, start, logits)`` with float32 logits [n, N] of the
@@ -349,6 +349,14 @@ class TransformerModel:
         start..start+n-1. Depth-first in blocks of at most ``chunk`` contexts,
         so memory stays bounded (about ``length`` blocks of caches at a time).
         Each context costs one position of the network instead of k.
+
+        Resuming (optional): a *subtree* ``(k, start)`` is the block of level k
+        emitted from the parents with level-(k-1) indices start.. together with
+        everything below it. ``done(k, start)`` is called once all its blocks
+        have been emitted; the walk skips a subtree when ``skip(k, start)`` is
+        true. The blocks that are computed are computed exactly as in an
+        uninterrupted walk (same shapes, same caches), so a resumed walk gives
+        bitwise the same logits.
         """
         cfg = self.config
         if not 1 <= length <= cfg.context_length:
@@ -360,17 +368,20 @@ class TransformerModel:
 
         def visit(k: int, kc, vc, start: int, count: int) -> None:
             # kc, vc: caches of `count` parents (length k-1, group-local indices start..), padded to per_call
+            if skip is not None and skip(k, start):
+                return
             logits, kc2, vc2 = step(self.params, kc, vc, jnp.int32(k - 1))
             emit(k, start * N, np.asarray(logits).reshape(per_call * N, N)[: count * N])
-            if k == length:
-                return
-            for s in range(0, count * N, per_call):
-                n = min(per_call, count * N - s)
-                kcs, vcs = kc2[s: s + n], vc2[s: s + n]
-                if n < per_call:  # pad to the compiled shape
-                    pad = ((0, per_call - n),) + ((0, 0),) * 4
-                    kcs, vcs = jnp.pad(kcs, pad), jnp.pad(vcs, pad)
-                visit(k + 1, kcs, vcs, start * N + s, n)
+            if k < length:
+                for s in range(0, count * N, per_call):
+                    n = min(per_call, count * N - s)
+                    kcs, vcs = kc2[s: s + n], vc2[s: s + n]
+                    if n < per_call:  # pad to the compiled shape
+                        pad = ((0, per_call - n),) + ((0, 0),) * 4
+                        kcs, vcs = jnp.pad(kcs, pad), jnp.pad(vcs, pad)
+                    visit(k + 1, kcs, vcs, start * N + s, n)
+            if done is not None:
+                done(k, start)
 
         zeros = jnp.zeros(shape, dtype=F32)
         visit(1, zeros, zeros, 0, 1)

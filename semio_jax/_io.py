@@ -30,16 +30,36 @@ def ensure_dir(path: str | os.PathLike) -> Path:
     return p
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp makes 0600 files)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file + fsync + rename)."""
+    """Write ``data`` to ``path`` atomically (temporary file + fsync + rename).
+
+    The temporary file lives in the target's folder (so the rename is atomic)
+    and is removed if anything fails; a process killed mid-write leaves at
+    most a stray ``.<name>.*.tmp`` file, never a partial ``path``. The file
+    gets the permissions a plain ``open(path, "w")`` would give (0666 minus
+    the umask). Raises ReportWriteError (an OSError) when it cannot write.
+    """
     path = Path(path)
     ensure_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise ReportWriteError(f"cannot write {path}: {e.strerror or e}; choose another folder or fix its permissions") from e
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except OSError as e:
         try:

@@ -16,7 +16,11 @@ bias to argue about. If it is not (a wrong operator), the chains drift towards
 the true law and the averages move away. Observables: token frequencies,
 n-gram frequencies and the mass of the most probable states. The statistic is
 t = (mean - exact) / se over the C i.i.d. replicas, with Student's t (C - 1
-degrees of freedom).
+degrees of freedom). Where every replica gives the same frequency (se = 0)
+the t statistic is undefined: a frequency f that no chain showed gets the
+p-value (1 - f)^C, a bound on P(no chain in the set), since each chain is in
+it at its first step with probability f (and one every chain always showed,
+f^C); so a rare n-gram missed by a short run is no alarm, a common one is.
 
 Absorption (:func:`check_basins`). From a start s, C independent chains run up
 to a horizon T. The exact probability of having entered attractor a by time T
@@ -38,7 +42,8 @@ from .analysis import basins_result, class_structure, stationary_result
 from .montecarlo import sample_absorption, sample_occupation
 from .sampling import parse
 
-__all__ = ["CheckRow", "AgreementReport", "check_stationary", "check_basins", "absorption_by_horizon"]
+__all__ = ["CheckRow", "AgreementReport", "check_stationary", "check_basins", "absorption_by_horizon",
+           "draw_stationary_samples", "draw_absorption_samples"]
 
 
 @dataclass
@@ -116,7 +121,11 @@ class AgreementReport:
         return "\n".join(lines)
 
 
-def _t_row(name: str, exact: float, est, se: float, df: int, note: str = "") -> CheckRow:
+MIN_VISITS = 100  # check_stationary: smallest expected (or observed) number of visits of a tested frequency
+
+
+def _t_row(name: str, exact: float, est, se: float, df: int, note: str = "",
+           frequency: bool = False) -> CheckRow:
     est = float(est)
     se = float(se)
     if se > 0:
@@ -125,6 +134,12 @@ def _t_row(name: str, exact: float, est, se: float, df: int, note: str = "") -> 
     else:  # every replica gave the same value
         same = math.isclose(est, exact, rel_tol=1e-9, abs_tol=1e-12)
         z, p = (0.0, 1.0) if same else (math.copysign(math.inf, est - exact), 0.0)
+        if not same and frequency and 0.0 < exact < 1.0 and est in (0.0, 1.0):
+            # A frequency that no chain (or every chain, always) showed. Each of the df + 1 chains is
+            # in the set at its first step with probability `exact` (it starts from pi), so
+            # P(all chains at 0) <= (1 - exact)^C and P(all at 1) <= exact^C: a valid p-value
+            # where the t statistic is undefined (a rare event missed by a short run is no alarm).
+            p = float((1.0 - exact) ** (df + 1) if est == 0.0 else exact ** (df + 1))
     return CheckRow(name, float(exact), est, se, float(z), p, note)
 
 
@@ -132,9 +147,34 @@ def _tokens_str(space, idx: int) -> str:
     return space.label(int(idx))
 
 
+def draw_stationary_samples(op, model, *, procedure=None, attractors=None, n_chains: int = 64,
+                            n_steps: int = 2000, seed: int = 0, max_attractors: int = 6) -> dict:
+    """The chains :func:`check_stationary` draws: {attractor index: OccupationSample}.
+
+    Starts from the exact pi of each attractor of ``op`` (numpy's
+    default_rng([seed, a])), rollouts seeded ``seed * 100_003 + a``. Pass the
+    result as ``check_stationary(..., sample=...)`` to test several exact
+    operators against one sampling run.
+    """
+    proc = parse(procedure) if procedure is not None else op.procedure
+    space = op.space
+    cs = class_structure(op)
+    st = stationary_result(op)
+    if attractors is None:
+        attractors = [a for a, m in enumerate(cs.attractors) if m.size > 1][:max_attractors]
+    out = {}
+    for a in attractors:
+        pi = st.distributions[a][: space.num_full]
+        rng = np.random.default_rng([seed, a])
+        starts = rng.choice(space.num_full, size=n_chains, p=pi / pi.sum())
+        out[int(a)] = sample_occupation(model, proc, space, starts, n_steps, seed=seed * 100_003 + a)
+    return out
+
+
 def check_stationary(op, model, *, procedure=None, attractors=None, n_chains: int = 64,
                      n_steps: int = 2000, seed: int = 0, level: float = 0.01, top_states: int = 5,
-                     ngram_order: int = 2, max_attractors: int = 6) -> AgreementReport:
+                     ngram_order: int = 2, max_attractors: int = 6, sample=None,
+                     min_visits: float = MIN_VISITS) -> AgreementReport:
     """Test the exact stationary distributions against chains sampled from ``model``.
 
     Args:
@@ -150,39 +190,87 @@ def check_stationary(op, model, *, procedure=None, attractors=None, n_chains: in
       level: family-wise level alpha.
       top_states: how many of the most probable states to test.
       ngram_order: also test n-gram frequencies up to this order (<= L).
+      min_visits: a frequency is tested only when its exact or its sampled total
+        number of visits (over all chains and steps) is at least this: the t
+        test is badly anti-conservative for rarer events (a 2-gram expected 5
+        times and seen once gives t = -4). An event the exact chain forbids but
+        the chains showed is always tested (and fails).
+      sample: chains drawn beforehand (then ``model``, ``n_chains``, ``n_steps``
+        and ``seed`` are not used for sampling): an OccupationSample (tested
+        against the first tested attractor) or a mapping {attractor index of
+        ``op``: OccupationSample}, e.g. from :func:`draw_stationary_samples`
+        on another operator. One sampling run can so be compared with several
+        exact operators (benchmarks/calibration.py does this).
     """
+    from .montecarlo import OccupationSample
+
     proc = parse(procedure) if procedure is not None else op.procedure
     space = op.space
     cs = class_structure(op)
     st = stationary_result(op)
-    if attractors is None:
+    if sample is not None:
+        if isinstance(sample, OccupationSample):
+            if attractors is None:
+                attractors = [a for a, m in enumerate(cs.attractors) if m.size > 1][:1] or [0]
+            sample = {int(attractors[0]): sample}
+        sample = {int(a): occ for a, occ in dict(sample).items()}
+        if attractors is None:
+            attractors = list(sample)
+        for a in attractors:
+            if a not in sample or not 0 <= a < len(cs.attractors):
+                raise ValueError(f"no pre-drawn sample for attractor {a} (samples for {sorted(sample)}; "
+                                 f"the operator has {len(cs.attractors)} attractors)")
+            if sample[a].space != space:
+                raise ValueError(f"the sample for attractor {a} was drawn on {sample[a].space!r}, not {space!r}")
+    elif attractors is None:
         attractors = [a for a, m in enumerate(cs.attractors) if m.size > 1][:max_attractors]
+    if sample is None:
+        sample = draw_stationary_samples(op, model, procedure=proc, attractors=attractors, n_chains=n_chains,
+                                         n_steps=n_steps, seed=seed)
+    else:
+        n_chains = min((occ.n_chains for occ in sample.values()), default=n_chains)
+        n_steps = min((occ.n_steps for occ in sample.values()), default=n_steps)
     rows = []
+    rare = 0
     for a in attractors:
         pi = st.distributions[a][: space.num_full]
-        rng = np.random.default_rng([seed, a])
-        starts = rng.choice(space.num_full, size=n_chains, p=pi / pi.sum())
-        occ = sample_occupation(model, proc, space, starts, n_steps, seed=seed * 100_003 + a)
-        df = n_chains - 1
+        occ = sample[a]
+        df = occ.n_chains - 1
+        visits = occ.n_chains * occ.n_steps  # chain-steps: a frequency f means f * visits expected visits
+
+        def frequent(f_exact, f_est):
+            return f_exact == 0 or max(f_exact, f_est) * visits >= min_visits
+
         for n in range(1, min(ngram_order, space.length) + 1):
             exact = pi.reshape(-1, space.n_tokens**n).sum(axis=0)
             est = occ.ngram_frequencies(n)
             for g in range(space.n_tokens**n):
                 if exact[g] == 0 and est.value[g] == 0:
                     continue
+                if not frequent(exact[g], est.value[g]):
+                    rare += 1
+                    continue
                 label = "".join(str(t) for t in np.unravel_index(g, (space.n_tokens,) * n)) if space.n_tokens <= 10 else str(g)
-                rows.append(_t_row(f"A{a}: P({n}-gram {label})", exact[g], est.value[g], est.se[g], df))
+                rows.append(_t_row(f"A{a}: P({n}-gram {label})", exact[g], est.value[g], est.se[g], df,
+                                   frequency=True))
         freq = occ.state_frequencies()
         for s in np.argsort(-pi, kind="stable")[:top_states]:
             if pi[s] == 0:
                 break
-            rows.append(_t_row(f"A{a}: pi({_tokens_str(space, s)})", pi[s], freq.value[s], freq.se[s], df))
+            if not frequent(pi[s], freq.value[s]):
+                rare += 1
+                continue
+            rows.append(_t_row(f"A{a}: pi({_tokens_str(space, s)})", pi[s], freq.value[s], freq.se[s], df,
+                               frequency=True))
     return AgreementReport(
         title=f"stationary distribution vs sampling ({proc.spec})",
         rows=rows, level=level,
-        method="independent replicas started from the exact pi; Student t (C-1 df), two-sided; Bonferroni",
+        method="independent replicas started from the exact pi; Student t (C-1 df), two-sided; Bonferroni; "
+               f"frequencies with fewer than {min_visits:g} expected and observed visits in all are not tested",
         settings={"n_chains": n_chains, "n_steps": n_steps, "seed": seed, "procedure": proc.spec,
-                  "attractors": list(map(int, attractors)), "top_states": top_states, "ngram_order": ngram_order},
+                  "attractors": list(map(int, attractors)), "top_states": top_states, "ngram_order": ngram_order,
+                  "min_visits": min_visits, "untested_rare": rare,
+                  "sample_seeds": {int(a): int(sample[a].seed) for a in attractors}},
     )
 
 
@@ -244,8 +332,28 @@ def default_starts(op, max_starts: int = 6) -> list[int]:
     return chosen[:max_starts]
 
 
+def draw_absorption_samples(op, model, *, starts=None, procedure=None, n_chains: int = 2000,
+                            horizon: int | None = None, seed: int = 0, max_starts: int = 6,
+                            keep_path: bool = True) -> list:
+    """The chains :func:`check_basins` draws, one AbsorptionSample per start (same seeds).
+
+    With ``keep_path=True`` (default) every chain runs the whole horizon and
+    keeps its path, so the samples can be passed as ``check_basins(other_op,
+    ..., sample=...)`` for an operator with different attractors.
+    """
+    proc = parse(procedure) if procedure is not None else op.procedure
+    cs = class_structure(op)
+    starts = default_starts(op, max_starts) if starts is None else [int(s) for s in starts]
+    out = []
+    for i, s in enumerate(starts):
+        t = horizon if horizon is not None else _choose_horizon(op, s)
+        out.append(sample_absorption(model, proc, op.space, s, cs.attractor_of, n_chains, t,
+                                     seed=seed * 100_003 + i, keep_path=keep_path))
+    return out
+
+
 def check_basins(op, model, *, starts=None, procedure=None, n_chains: int = 2000, horizon: int | None = None,
-                 seed: int = 0, level: float = 0.01, max_starts: int = 6) -> AgreementReport:
+                 seed: int = 0, level: float = 0.01, max_starts: int = 6, sample=None) -> AgreementReport:
     """Test absorption probabilities against chains sampled from ``model``.
 
     Args:
@@ -253,18 +361,42 @@ def check_basins(op, model, *, starts=None, procedure=None, n_chains: int = 2000
       horizon: steps per chain (default: chosen per start so the exact
         unabsorbed mass is <= 1e-6, capped at 20,000).
       seed: rollouts from start number i use seed ``seed * 100_003 + i``.
+      sample: chains drawn beforehand, one AbsorptionSample per start (a
+        list, or a mapping start -> sample); the starts are then the samples'.
+        A sample with a recorded path (``keep_path=True``, e.g. from
+        :func:`draw_absorption_samples` on another operator) is re-judged with
+        this operator's attractors at this operator's horizon (at most the
+        recorded length); one without a path must come from an operator with
+        the same attractors.
     """
     proc = parse(procedure) if procedure is not None else op.procedure
     cs = class_structure(op)
     h = basins_result(op).probabilities
-    starts = default_starts(op, max_starts) if starts is None else [int(s) for s in starts]
+    if sample is not None:
+        samples = list(sample.values()) if isinstance(sample, dict) else list(sample)
+        starts = [int(x.start) for x in samples]
+        n_chains = min((x.n_chains for x in samples), default=n_chains)
+    else:
+        samples = None
+        starts = default_starts(op, max_starts) if starts is None else [int(s) for s in starts]
     rows = []
     horizons = []
     for i, s in enumerate(starts):
         t = horizon if horizon is not None else _choose_horizon(op, s)
+        if samples is None:
+            samp = sample_absorption(model, proc, op.space, s, cs.attractor_of, n_chains, t,
+                                     seed=seed * 100_003 + i)
+        elif samples[i].path is not None:
+            t = min(t, samples[i].path.shape[1])
+            samp = samples[i].relabel(cs.attractor_of, t)
+        else:
+            samp = samples[i]
+            if samp.n_attractors != len(cs.attractors):
+                raise ValueError(f"the sample from state {s} was judged with {samp.n_attractors} attractors, the "
+                                 f"operator has {len(cs.attractors)}; draw it with keep_path=True to re-judge it")
+            t = samp.horizon
         horizons.append(t)
         exact = absorption_by_horizon(op, s, t)  # [m + 1]
-        samp = sample_absorption(model, proc, op.space, s, cs.attractor_of, n_chains, t, seed=seed * 100_003 + i)
         counts = samp.counts()
         for a in range(len(exact)):
             k, p0 = int(counts[a]), float(min(max(exact[a], 0.0), 1.0))
@@ -272,13 +404,14 @@ def check_basins(op, model, *, starts=None, procedure=None, n_chains: int = 2000
                 continue
             name = f"{op.space.label(s)} -> " + (f"A{a}" if a < len(exact) - 1 else "none") + f" by {t}"
             note = f"h={h[s, a]:.6f}" if a < len(exact) - 1 else ""
-            se = math.sqrt(p0 * (1 - p0) / n_chains)
-            z = (k / n_chains - p0) / se if se > 0 else (0.0 if k == round(p0 * n_chains) else math.inf)
+            c = samp.n_chains
+            se = math.sqrt(p0 * (1 - p0) / c)
+            z = (k / c - p0) / se if se > 0 else (0.0 if k == round(p0 * c) else math.inf)
             if p0 in (0.0, 1.0):
-                pv = 1.0 if k == p0 * n_chains else 0.0
+                pv = 1.0 if k == p0 * c else 0.0
             else:
-                pv = float(stats.binomtest(k, n_chains, p0).pvalue)
-            rows.append(CheckRow(name, p0, k / n_chains, se, float(z), pv, note))
+                pv = float(stats.binomtest(k, c, p0).pvalue)
+            rows.append(CheckRow(name, p0, k / c, se, float(z), pv, note))
     return AgreementReport(
         title=f"absorption probabilities vs sampling ({proc.spec})",
         rows=rows, level=level,

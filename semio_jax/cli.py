@@ -31,12 +31,39 @@ def load_model(name: str):
     return load(name)
 
 
+def _int_at_least(low: int):
+    """argparse type: an integer >= low (bad values end in argparse's usage error, exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is too small (at least {low})")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _level(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"a significance level lies in (0, 1), got {value}")
+    return value
+
+
 def _add_sampling_args(p: argparse.ArgumentParser, chains: int, steps: int) -> None:
-    p.add_argument("--seed", type=int, default=0, help="master seed of every sampled quantity (default 0)")
-    p.add_argument("--chains", type=int, default=chains, help=f"independent chains per stationary check (default {chains})")
-    p.add_argument("--steps", type=int, default=steps, help=f"steps per chain (default {steps})")
-    p.add_argument("--basin-chains", type=int, default=2000, help="chains per start in the basin check (default 2000)")
-    p.add_argument("--level", type=float, default=0.01, help="family-wise significance level (default 0.01)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0, help="master seed of every sampled quantity (default 0)")
+    p.add_argument("--chains", type=_int_at_least(2), default=chains,
+                   help=f"independent chains per stationary check (default {chains})")
+    p.add_argument("--steps", type=_int_at_least(1), default=steps, help=f"steps per chain (default {steps})")
+    p.add_argument("--basin-chains", type=_int_at_least(1), default=2000,
+                   help="chains per start in the basin check (default 2000)")
+    p.add_argument("--level", type=_level, default=0.01, help="family-wise significance level (default 0.01)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,8 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("model", help="zoo name or checkpoint folder")
         p.add_argument("-p", "--procedure", action="append", default=None,
                        help="sampling procedure spec, repeatable (default temperature=1)")
-        p.add_argument("--length", type=int, default=None, help="context length L (default: the model's)")
+        p.add_argument("--length", type=_int_at_least(1), default=None, help="context length L (default: the model's)")
         p.add_argument("--out", default=None, help="report folder (default reports/<model>)")
+        p.add_argument("--checkpoint-dir", "--resume", dest="checkpoint_dir", default=None, metavar="DIR",
+                       help="write the model's logits to DIR chunk by chunk while the operator is built, and resume "
+                            "an interrupted build from there (bitwise the same result; see semio_jax.resume)")
         _add_sampling_args(p, chains=64, steps=2000)
         if name == "analyze":
             p.add_argument("--no-sample", action="store_true", help="exact analyses only, no sampling checks")
@@ -70,13 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("-p", "--procedure", default="temperature=1")
     p.add_argument("--prompt", default=None, help="comma-separated token ids (default: token 0)")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--chains", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=_int_at_least(0), default=20)
+    p.add_argument("--chains", type=_int_at_least(1), default=4)
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
 
     p = sub.add_parser("demo", help="the main job on the shipped zoo, written to a report")
     p.add_argument("--out", default="reports/demo", help="report folder (default reports/demo)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
     for mod in _plugins():
         mod.register(sub)
     return parser
@@ -129,22 +159,45 @@ def _toolkit_sections(args):
 def _run_analyze(args, sample: bool) -> int:
     from .pipeline import analyze
     from .report import Report
+    from .resume import using_checkpoint_dir
+    from .sampling import parse
 
     model = load_model(args.model)
     name = Path(args.model).name
     out = args.out or f"reports/{name}"
     report = Report(out, title=f"semio {args.command}: {name}")
     ok = True
-    for spec in args.procedure or ["temperature=1"]:
-        summary = analyze(model, spec, length=args.length, sample=sample, seed=args.seed, n_chains=args.chains,
-                          n_steps=args.steps, basin_chains=args.basin_chains, level=args.level, report=report,
-                          model_name=name, toolkit=_toolkit_sections(args))
-        ok &= summary["all_checks_passed"]
-    path = report.write(model_card=getattr(model, "card", None))
+    procs = [parse(spec).spec for spec in args.procedure or ["temperature=1"]]  # all checked before any work
+    with using_checkpoint_dir(args.checkpoint_dir):
+        for spec in procs:
+            summary = analyze(model, spec, length=args.length, sample=sample, seed=args.seed, n_chains=args.chains,
+                              n_steps=args.steps, basin_chains=args.basin_chains, level=args.level, report=report,
+                              model_name=name, toolkit=_toolkit_sections(args))
+            ok &= summary["all_checks_passed"]
+    card = getattr(model, "card", None) or {}
+    path = report.write(
+        command=args.command_line, model_card=card or None, model=name, weights_sha256=card.get("weights_sha256"),
+        space={"n_tokens": int(model.n_tokens), "length": int(args.length or model.context_length), "prefixes": True},
+        procedures=procs, checkpoint_dir=args.checkpoint_dir,
+        seeds={"seed": args.seed, "n_chains": args.chains, "n_steps": args.steps, "basin_chains": args.basin_chains,
+               "level": args.level, "rule": "chain starts default_rng([seed, a]); rollouts seed * 100003 + i "
+                                            "(see each check's settings)"} if sample else None)
     print(f"\nreport written to {path}")
     if sample:
         print("all agreement checks passed" if ok else "SOME AGREEMENT CHECKS FAILED")
     return 0 if ok else 1
+
+
+def _parse_prompt(text: str) -> list[int]:
+    from .errors import PromptError
+
+    try:
+        prompt = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise PromptError(f"cannot read the prompt {text!r}: write comma-separated token ids, e.g. 0,1,2") from None
+    if not prompt:
+        raise PromptError("the prompt is empty: give at least one token id, e.g. --prompt 0")
+    return prompt
 
 
 def _run_sample(args) -> int:
@@ -154,7 +207,7 @@ def _run_sample(args) -> int:
     from .sampling import parse
 
     model = load_model(args.model)
-    prompt = [0] if args.prompt is None else [int(t) for t in args.prompt.split(",") if t.strip()]
+    prompt = [0] if args.prompt is None else _parse_prompt(args.prompt)
     sampler = Sampler(model, parse(args.procedure), model.context_length)
     toks = sampler.sample(np.tile(np.asarray(prompt), (args.chains, 1)), args.steps, seed=args.seed)
     print(f"model {args.model}, procedure {parse(args.procedure).spec}, prompt {prompt}, seed {args.seed}")
@@ -176,7 +229,13 @@ def _run_demo(args) -> int:
             summary = analyze(model, spec, seed=args.seed, report=report, model_name=name)
             ok &= summary["all_checks_passed"]
     report.section("Run", f"Total wall time {time.perf_counter() - t0:.1f} s. Re-run with `semio demo --seed {args.seed}`.")
-    path = report.write(plan=DEMO_PLAN)
+    cards = {name: (getattr(load_model(name), "card", None) or {}) for name, _ in DEMO_PLAN}
+    path = report.write(command=args.command_line, plan=DEMO_PLAN, seeds={"seed": args.seed, "n_chains": 64, "n_steps": 2000, "basin_chains": 2000,
+                                               "level": 0.01},
+                        models={name: {"weights_sha256": c.get("weights_sha256"),
+                                       "space": {"n_tokens": c.get("config", {}).get("n_tokens"),
+                                                 "length": c.get("config", {}).get("context_length"),
+                                                 "prefixes": True}} for name, c in cards.items()})
     print(f"\ndemo finished in {time.perf_counter() - t0:.1f} s; report written to {path}")
     print("all agreement checks passed" if ok else "SOME AGREEMENT CHECKS FAILED")
     return 0 if ok else 1
@@ -222,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import SemioError
 
     args = build_parser().parse_args(argv)
+    import shlex
+
+    args.command_line = "semio " + shlex.join(sys.argv[1:] if argv is None else list(argv))  # for provenance
     _enable_compilation_cache()
     try:
         if args.command == "train":

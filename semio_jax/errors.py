@@ -20,6 +20,7 @@ __all__ = [
     "LogitsError",
     "NonFiniteLogitsError",
     "LogitsShapeError",
+    "SpaceMismatchError",
     "NotStochasticError",
     "UnknownTokenError",
     "PromptError",
@@ -29,6 +30,9 @@ __all__ = [
     "UnknownModelError",
     "ReportWriteError",
     "ConvergenceError",
+    "ResumeError",
+    "PropertyError",
+    "MissingDependencyError",
 ]
 
 
@@ -54,6 +58,10 @@ class NonFiniteLogitsError(LogitsError):
 
 class LogitsShapeError(LogitsError):
     """Logits of the wrong shape (batch size or alphabet size)."""
+
+
+class SpaceMismatchError(LogitsShapeError):
+    """A state space that does not fit the model: another alphabet size N, or L beyond the model's context."""
 
 
 class NotStochasticError(SemioError, ValueError):
@@ -90,3 +98,15 @@ class ReportWriteError(SemioError, OSError):
 
 class ConvergenceError(SemioError, RuntimeError):
     """An iterative solver that did not reach its residual target."""
+
+
+class ResumeError(SemioError, ValueError):
+    """A build checkpoint folder that belongs to another build (model, space, method) or is damaged."""
+
+
+class PropertyError(SemioError, ValueError):
+    """A temporal-logic property that Storm cannot parse or check on the exported chain."""
+
+
+class MissingDependencyError(SemioError, ImportError):
+    """An optional dependency (e.g. stormpy) that a command needs is not installed."""

@@ -59,7 +59,8 @@ def _default_initial(op) -> np.ndarray:
     return np.arange(space.num_full, dtype=np.int64)
 
 
-def _state_labels(op, initial, labels: Mapping[str, Iterable[int]] | None, with_attractors: bool):
+def _state_labels(op, initial, labels: Mapping[str, Iterable[int]] | None, with_attractors: bool,
+                  token_label: str = "token_"):
     from .analysis import attractors
 
     s = op.num_states
@@ -79,7 +80,7 @@ def _state_labels(op, initial, labels: Mapping[str, Iterable[int]] | None, with_
     for k, offset in space.iter_groups():
         last = np.arange(space.n_tokens**k) % space.n_tokens  # newest token = least significant digit
         for local, y in enumerate(last):
-            names[offset + local].append(f"token_{int(y)}")
+            names[offset + local].append(f"{token_label}{int(y)}")
     for name, states in (labels or {}).items():
         if not _LABEL.match(name) or name == "init":
             raise ValueError(f"bad DRN label {name!r}: use letters, digits and '_' (and not 'init')")
@@ -91,9 +92,12 @@ def _state_labels(op, initial, labels: Mapping[str, Iterable[int]] | None, with_
 
 
 def drn_text(op, *, initial=None, labels: Mapping[str, Iterable[int]] | None = None,
-             attractor_labels: bool = True) -> str:
-    """The DRN text of ``op`` as one string (see the module docstring)."""
-    names = _state_labels(op, initial, labels, attractor_labels)
+             attractor_labels: bool = True, token_label: str = "token_") -> str:
+    """The DRN text of ``op`` as one string (see the module docstring).
+
+    ``token_label`` names the newest-token labels (``semio export`` uses ``last_token_``).
+    """
+    names = _state_labels(op, initial, labels, attractor_labels, token_label)
     probs, succ = op.probs, op.successors
     s = op.num_states
     lines = [
@@ -125,7 +129,7 @@ def drn_text(op, *, initial=None, labels: Mapping[str, Iterable[int]] | None = N
 
 
 def to_drn(op, path: str | os.PathLike, *, initial=None, labels: Mapping[str, Iterable[int]] | None = None,
-           attractor_labels: bool = True) -> str:
+           attractor_labels: bool = True, token_label: str = "token_") -> str:
     """Write ``op`` as an explicit DTMC in Storm's DRN format, atomically; returns the path.
 
     Args:
@@ -135,8 +139,9 @@ def to_drn(op, path: str | os.PathLike, *, initial=None, labels: Mapping[str, It
         one-token prompts, or every full state when there are no prefix states).
       labels: extra state labels, name -> iterable of state indices.
       attractor_labels: label the attractors ``attractor_<i>`` (runs the class decomposition).
+      token_label: prefix of the newest-token labels (default ``token_``).
     """
-    text = drn_text(op, initial=initial, labels=labels, attractor_labels=attractor_labels)
+    text = drn_text(op, initial=initial, labels=labels, attractor_labels=attractor_labels, token_label=token_label)
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".drn", dir=folder)

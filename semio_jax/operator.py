@@ -35,9 +35,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from .errors import (
+    LogitsError,
     LogitsShapeError,
     NonFiniteLogitsError,
     NotStochasticError,
+    SpaceMismatchError,
     StateSpaceTooLargeError,
 )
 from .model import describe_model
@@ -125,6 +127,8 @@ class Operator:
     def __init__(self, space: StateSpace, probs, procedure: Procedure | None = None,
                  logits=None, model_info: dict | None = None, validate: bool = True):
         self.space = space
+        if np.iscomplexobj(probs):
+            raise NotStochasticError("the probability table is complex; transition probabilities are real numbers")
         probs = np.array(probs, dtype=np.float64, copy=True)
         if probs.shape != (space.num_states, space.n_tokens):
             raise LogitsShapeError(
@@ -299,6 +303,10 @@ def _check_logits(logits: np.ndarray, contexts: np.ndarray | None, n_tokens: int
 
     ``contexts_fn`` produces the contexts lazily (only when an error must name one).
     """
+    if logits.dtype == np.bool_ or not (np.issubdtype(logits.dtype, np.floating)
+                                        or np.issubdtype(logits.dtype, np.integer)):
+        raise LogitsError(f"the model returned logits of dtype {logits.dtype} (shape {logits.shape}); expected real "
+                          f"numbers, float32 or float64, shape [B, N={n_tokens}]")
     if contexts is None:
         bad_any = np.isnan(logits).any() or np.isposinf(logits).any() or np.all(np.isneginf(logits), axis=1).any()
         if not bad_any:
@@ -395,10 +403,12 @@ def jitted_model(model):
 def _check_model_fits(model, space: StateSpace) -> None:
     model_n = getattr(model, "n_tokens", None)
     if model_n is not None and model_n != space.n_tokens:
-        raise LogitsShapeError(f"the model's alphabet has N={model_n} tokens but the state space has N={space.n_tokens}")
+        raise SpaceMismatchError(f"the model's alphabet has N={model_n} tokens but the state space has "
+                                 f"N={space.n_tokens}; build the space with n_tokens={model_n}")
     ctx_len = getattr(model, "context_length", None)
     if ctx_len is not None and space.length > ctx_len:
-        raise ValueError(f"the space's context length L={space.length} exceeds the model's context_length={ctx_len}")
+        raise SpaceMismatchError(f"the space's context length L={space.length} exceeds the model's "
+                                 f"context_length={ctx_len}; choose L <= {ctx_len}")
 
 
 def _evaluate_prefix_tree(model, space: StateSpace, chunk: int, progress: bool) -> np.ndarray:
@@ -427,7 +437,8 @@ def _evaluate_prefix_tree(model, space: StateSpace, chunk: int, progress: bool) 
 
 def build_operator(model, space: StateSpace, procedure: Procedure | str | None = None, *,
                    batch_size: int = _DEFAULT_BATCH, memory_limit: int | None = None,
-                   keep_logits: bool = True, progress: bool = False, method: str = "auto") -> Operator:
+                   keep_logits: bool = True, progress: bool = False, method: str = "auto",
+                   checkpoint_dir: str | os.PathLike | None = None) -> Operator:
     """Evaluate ``model`` on every state of ``space`` and apply ``procedure``.
 
     Args:
@@ -439,6 +450,9 @@ def build_operator(model, space: StateSpace, procedure: Procedure | str | None =
       keep_logits: keep the float32 logits so ``with_procedure`` needs no model.
       progress: show a progress bar.
       method: how the model is evaluated: "auto", "plain" or "prefix" (see evaluate_logits).
+      checkpoint_dir: write the logits chunk by chunk under this folder and resume
+        from what an interrupted build left there (bitwise the same result; see
+        semio_jax.resume). Default: the folder set by ``resume.using_checkpoint_dir``, else none.
 
     Raises before any model call: StateSpaceTooLargeError if the operator would
     not fit, InvalidProcedureError for bad parameters. During evaluation:
@@ -446,7 +460,14 @@ def build_operator(model, space: StateSpace, procedure: Procedure | str | None =
     """
     procedure = parse(procedure if procedure is not None else "temperature=1").validate_for(space.n_tokens)
     check_fits(space, memory_limit, keep_logits)
-    logits = evaluate_logits(model, space, batch_size=batch_size, progress=progress, method=method)
+    from .resume import default_checkpoint_dir, evaluate_logits_resumable
+
+    checkpoint_dir = checkpoint_dir if checkpoint_dir is not None else default_checkpoint_dir()
+    if checkpoint_dir is not None:
+        logits = evaluate_logits_resumable(model, space, checkpoint_dir, batch_size=batch_size, progress=progress,
+                                           method=method)
+    else:
+        logits = evaluate_logits(model, space, batch_size=batch_size, progress=progress, method=method)
     probs = _apply_procedure(procedure, logits)
     return Operator(space, probs, procedure, logits if keep_logits else None, describe_model(model))
 

@@ -161,7 +161,7 @@ def sample_occupation(model, procedure, space: StateSpace, starts: np.ndarray, n
             f"per-chain visit counts need {starts.size} chains x {space.num_full} states = {cells:.2e} counters "
             f"(> {_MAX_COUNT_CELLS:.1e}); use fewer chains or a smaller space"
         )
-    sampler = Sampler(model, procedure, space.length, space.n_tokens)
+    sampler = Sampler.shared(model, procedure, space.length, space.n_tokens)
     prompts = np.stack([space.tokens(int(s)) for s in starts]) if starts.size else np.zeros((0, space.length))
     c, nf = starts.size, space.num_full
     counts = np.zeros(c * nf, dtype=np.int64)
@@ -184,6 +184,10 @@ class AbsorptionSample:
       horizon: the maximum number of steps run.
       outcome: int64[C]; the attractor entered (-1 if none within the horizon).
       time: int64[C]; steps until entry (-1 if none).
+      path: optional int64[C, horizon], the full state after each step 1..horizon
+        (-1 while the chain is still in a prefix state); recorded with
+        ``keep_path=True`` so that :meth:`relabel` can judge the same chains
+        against another operator's attractors.
     """
 
     start: int
@@ -192,6 +196,7 @@ class AbsorptionSample:
     time: np.ndarray
     n_attractors: int
     seed: int
+    path: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n_chains(self) -> int:
@@ -207,27 +212,66 @@ class AbsorptionSample:
         p = self.counts() / self.n_chains
         return p, np.sqrt(p * (1 - p) / self.n_chains)
 
+    def relabel(self, attractor_of: np.ndarray, horizon: int | None = None) -> "AbsorptionSample":
+        """The same chains judged by another class decomposition (needs ``path``; see sample_absorption).
+
+        ``attractor_of`` maps full states to attractor indices (or -1) of
+        another operator; the outcome of a chain is then its first visit, within
+        ``horizon`` steps (default: all recorded), to a state with
+        ``attractor_of >= 0``. Lets one sample serve several exact operators.
+        """
+        if self.path is None:
+            raise ValueError("this AbsorptionSample has no recorded path; draw it with sample_absorption(..., keep_path=True)")
+        attractor_of = np.asarray(attractor_of)
+        t_max = self.path.shape[1] if horizon is None else min(int(horizon), self.path.shape[1])
+        m = int(attractor_of.max()) + 1 if attractor_of.size else 0
+        c = self.n_chains
+        outcome = np.full(c, -1, dtype=np.int64)
+        time = np.full(c, -1, dtype=np.int64)
+        if self.start < attractor_of.size and attractor_of[self.start] >= 0:
+            outcome[:] = attractor_of[self.start]
+            time[:] = 0
+        else:
+            p = self.path[:, :t_max]
+            att = np.where(p >= 0, attractor_of[np.maximum(p, 0)], -1)  # [C, t_max]
+            hit = att >= 0
+            first = np.argmax(hit, axis=1)
+            got = hit.any(axis=1)
+            outcome[got] = att[got, first[got]]
+            time[got] = first[got] + 1
+        return AbsorptionSample(self.start, t_max, outcome, time, m, self.seed, self.path[:, :t_max])
+
 
 def sample_absorption(model, procedure, space: StateSpace, start: int, attractor_of: np.ndarray,
-                      n_chains: int, horizon: int, seed: int, chunk: int = 256) -> AbsorptionSample:
+                      n_chains: int, horizon: int, seed: int, chunk: int = 256,
+                      keep_path: bool = False) -> AbsorptionSample:
     """Run ``n_chains`` chains from state ``start`` for at most ``horizon`` steps each.
 
     ``attractor_of[s]`` (from the exact class decomposition) names the
     attractor containing full state s, or -1; a chain is absorbed at its first
     visit to a state with attractor_of >= 0. Only this membership table is
     taken from the exact analysis; the dynamics are the model's own.
+
+    ``keep_path=True`` runs every chain for the whole horizon and records its
+    full-state path (``AbsorptionSample.path``, int64[C, horizon]), so that
+    the sample can be re-judged against another operator's attractors with
+    :meth:`AbsorptionSample.relabel`. The outcomes are the same either way.
     """
     attractor_of = np.asarray(attractor_of)
     m = int(attractor_of.max()) + 1 if attractor_of.size else 0
     outcome = np.full(n_chains, -1, dtype=np.int64)
     time = np.full(n_chains, -1, dtype=np.int64)
-    if attractor_of[start] >= 0:
+    if attractor_of[start] >= 0 and not keep_path:
         outcome[:] = attractor_of[start]
         time[:] = 0
         return AbsorptionSample(int(start), horizon, outcome, time, m, seed)
-    sampler = Sampler(model, procedure, space.length, space.n_tokens)
+    path = np.full((n_chains, horizon), -1, dtype=np.int64) if keep_path else None
+    sampler = Sampler.shared(model, procedure, space.length, space.n_tokens)
     prompt = np.tile(space.tokens(int(start)), (n_chains, 1))
     for t0, idx in _stream_states(sampler, prompt, horizon, seed, chunk):
+        if keep_path:
+            path[:, t0 - 1: t0 - 1 + idx.shape[1]] = idx
+            continue
         att = attractor_of[idx]  # [C, w]
         hit = att >= 0
         first = np.argmax(hit, axis=1)
@@ -236,7 +280,8 @@ def sample_absorption(model, procedure, space: StateSpace, start: int, attractor
         time[newly] = t0 + first[newly]
         if (outcome >= 0).all():
             break
-    return AbsorptionSample(int(start), horizon, outcome, time, m, seed)
+    out = AbsorptionSample(int(start), horizon, outcome, time, m, seed, path)
+    return out.relabel(attractor_of) if keep_path else out
 
 
 # ------------------------------------------------------------------------------------------
@@ -358,7 +403,7 @@ def sample_hitting(model, procedure, space: StateSpace, start: int, target: np.n
     if target[start]:
         time[:] = 0
         return HittingSample(int(start), horizon, time, seed)
-    sampler = Sampler(model, procedure, space.length, space.n_tokens)
+    sampler = Sampler.shared(model, procedure, space.length, space.n_tokens)
     prompt = np.tile(space.tokens(int(start)), (n_chains, 1))
     for t0, idx in stream_state_path(sampler, space, prompt, horizon, seed, chunk):
         hit = target[idx]  # [C, w]

@@ -17,6 +17,7 @@ Conventions:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from functools import partial
 from typing import Iterator
 
@@ -49,6 +50,27 @@ class Sampler:
         self.jittable = getattr(model, "jittable", True)
         self._grow = jax.jit(self._grow_impl) if self.jittable else self._grow_impl
         self._chunks: dict[int, object] = {}
+
+    @classmethod
+    def shared(cls, model, procedure: Procedure | str, context_length: int, n_tokens: int | None = None) -> "Sampler":
+        """A Sampler from a small process-wide cache, so repeated checks reuse its compiled kernels.
+
+        Draws are a function of the seed only, so a shared sampler gives exactly
+        the same tokens as a fresh one. At most ``_SHARED_SIZE`` samplers (and
+        the models they hold) are kept, least recently used first out.
+        """
+        proc = parse(procedure)
+        n = int(n_tokens if n_tokens is not None else model.n_tokens)
+        key = (id(model), proc, int(context_length), n)  # the cached sampler holds the model, so id() is stable
+        hit = _SHARED.get(key)
+        if hit is not None and hit.model is model:
+            _SHARED.move_to_end(key)
+            return hit
+        sampler = cls(model, proc, context_length, n)
+        _SHARED[key] = sampler
+        while len(_SHARED) > _SHARED_SIZE:
+            _SHARED.popitem(last=False)
+        return sampler
 
     # ------------------------------------------------------------ kernels
     def _draw(self, ctx, key):
@@ -125,3 +147,7 @@ class Sampler:
         if not parts:
             return np.zeros((np.asarray(prompts).shape[0], 0), np.int32)
         return np.concatenate(parts, axis=1)
+
+
+_SHARED_SIZE = 8
+_SHARED: "OrderedDict[tuple, Sampler]" = OrderedDict()
