@@ -313,8 +313,22 @@ def test_nearly_decomposable_chain(coupling):
 def test_gth_small_examples():
     np.testing.assert_allclose(gth(np.array([[0.0, 1.0], [0.5, 0.5]])), [1 / 3, 2 / 3], rtol=1e-15)
     np.testing.assert_array_equal(gth(np.array([[1.0]])), [1.0])
-    with pytest.raises(ValueError, match="irreducible"):
+    with pytest.raises(sj.ConvergenceError, match="reducible"):
         gth(np.array([[0.5, 0.5], [0.0, 1.0]]))  # the last state cannot leave itself
+
+
+def test_auto_falls_back_to_lu_when_gth_underflows():
+    # The real case: the trained dyck model at temperature 0.03 has transition
+    # probabilities down to ~1e-169; GTH's reduced rates underflow to 0 although
+    # the chain is irreducible. "auto" must fall back to LU and say so.
+    from semio_models.checkpoint import load
+
+    op = sj.build_operator(load("dyck"), sj.StateSpace(3, 6), "temperature=0.03")
+    with pytest.raises(sj.ConvergenceError, match="underflow"):
+        sj.stationary_result(op, method="gth")
+    res = sj.stationary_result(op)
+    assert res.methods == ["lu (gth underflowed)"]
+    assert res.residuals[0] <= 1e-12 and res.error_bounds[0] is not None and res.error_bounds[0] < 1e-9
 
 
 # ================================================================== basins

@@ -103,8 +103,11 @@ def gth(block: np.ndarray) -> np.ndarray:
         return np.ones(1)
     for k in range(n - 1, 0, -1):
         s = a[k, :k].sum()  # = 1 - a[k, k] after reduction, computed without subtraction
-        if s <= 0.0:
-            raise ValueError("GTH: the block is not irreducible (a state cannot leave itself)")
+        if s <= 0.0:  # not irreducible, or the reduced rates underflowed to 0
+            raise ConvergenceError(
+                f"GTH: state {k} has no remaining exit rate (the block is reducible, or its products underflowed "
+                f"below the smallest float64); use method='lu'"
+            )
         a[:k, k] /= s
         a[:k, :k] += np.outer(a[:k, k], a[k, :k])
     pi = np.zeros(n)
@@ -265,7 +268,13 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
         else:
             block = _class_matrix(op, members)
             jl = _reference_state(block) if members.size > 1 else 0
-            pi, tau = (_solve_gth if m == "gth" else _solve_lu)(block, jl)
+            try:
+                pi, tau = (_solve_gth if m == "gth" else _solve_lu)(block, jl)
+            except ConvergenceError:
+                if not (method == "auto" and m == "gth"):
+                    raise
+                m = "lu (gth underflowed)"  # e.g. temperature -> 0: entries like 1e-169 underflow in products
+                pi, tau = _solve_lu(block, jl)
             pi_full = np.zeros(op.num_states)
             pi_full[members] = np.maximum(pi, 0.0)
             pi_full /= pi_full.sum()
