@@ -94,8 +94,12 @@ def test_checkpoints_use_the_one_atomic_writer(tmp_path, monkeypatch):
         return real(path, data)
 
     monkeypatch.setattr(_io, "atomic_write_bytes", spy)
-    model = TransformerModel.random(TransformerConfig(n_tokens=2, context_length=3, n_layers=1, d_model=8,
-                                                      n_heads=2), seed=0)
+    from semio_models.transformer import param_shapes
+
+    cfg = TransformerConfig(n_tokens=2, context_length=3, n_layers=1, d_model=8, n_heads=2)
+    shapes = param_shapes(cfg)  # no initialisation to compile: deterministic non-zero weights will do
+    model = TransformerModel(cfg, jax.tree_util.tree_map(
+        lambda s: np.arange(np.prod(s.shape), dtype=np.float32).reshape(s.shape) / 7, shapes))
     checkpoint.save(tmp_path / "ck", model, {"name": "tiny"})
     assert calls == ["weights.msgpack", "card.json"]  # weights first, card last
     back = checkpoint.load(tmp_path / "ck")

@@ -116,14 +116,15 @@ def test_cli_export_and_query_on_a_zoo_model(tmp_path, capsys):
 @pytest.mark.storm
 def test_query_errors(tmp_path, capsys, monkeypatch):
     pytest.importorskip("stormpy")
-    assert main(["query", "coin", "P=? [F<=3 "]) == 2
+    small = ["--length", "3"]  # 14 states: quick to build
+    assert main(["query", "coin", "P=? [F<=3 ", *small]) == 2
     assert "PropertyError" in capsys.readouterr().err
-    assert main(["query", "coin", 'P=? [F "attractor_7"]']) == 2
+    assert main(["query", "coin", 'P=? [F "attractor_7"]', *small]) == 2
     err = capsys.readouterr().err
     assert "attractor_7" in err and "attractor_0" in err
-    assert main(["query", "coin", 'R=? [F "attractor_0"]']) == 2
+    assert main(["query", "coin", 'R=? [F "attractor_0"]', *small]) == 2
     assert "reward" in capsys.readouterr().err
-    assert main(["query", "coin", 'P=? [F "attractor_0"]', "--state", "0,9"]) == 2
+    assert main(["query", "coin", 'P=? [F "attractor_0"]', "--state", "0,9", *small]) == 2
     assert "UnknownTokenError" in capsys.readouterr().err
 
 
@@ -131,7 +132,7 @@ def test_query_without_stormpy_says_how_to_install_it(monkeypatch, capsys, ops):
     monkeypatch.setitem(sys.modules, "stormpy", None)  # import stormpy now raises ImportError
     with pytest.raises(sj.MissingDependencyError, match="pip install stormpy"):
         interop.check_property(ops[0], 'P=? [F "attractor_0"]')
-    assert main(["query", "coin", 'P=? [F "attractor_0"]']) == 2
+    assert main(["query", "coin", 'P=? [F "attractor_0"]', "--length", "3"]) == 2
     err = capsys.readouterr().err
     assert "MissingDependencyError" in err and "pip install -e '.[storm]'" in err
 
@@ -139,7 +140,7 @@ def test_query_without_stormpy_says_how_to_install_it(monkeypatch, capsys, ops):
 def test_export_errors_leave_nothing_behind(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    assert main(["export", "coin", "--format", "prism", "--out", str(blocker / "sub" / "chain")]) == 2
+    assert main(["export", "coin", "--length", "3", "--format", "prism", "--out", str(blocker / "sub" / "chain")]) == 2
     assert "ReportWriteError" in capsys.readouterr().err
     assert main(["export", "coin", "-p", "top_k=3", "--out", str(tmp_path / "c.drn")]) == 2
     assert "InvalidProcedureError" in capsys.readouterr().err

@@ -40,11 +40,11 @@ class FlakyTransformer(TransformerModel):
 
     def __init__(self, base: TransformerModel, limit: int):
         super().__init__(base.config, base.params)
-        self.limit, self.steps = limit, 0
+        self.base, self.limit, self.steps = base, limit, 0
 
     @property
     def _extend_step(self):
-        inner = TransformerModel._extend_step.func(self)  # the compiled step of the base class (uncached here)
+        inner = self.base._extend_step  # the base model's compiled step (compiled once for all builds)
 
         def step(*args):
             self.steps += 1
