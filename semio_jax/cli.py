@@ -230,8 +230,11 @@ def _run_demo(args) -> int:
             ok &= summary["all_checks_passed"]
     report.section("Run", f"Total wall time {time.perf_counter() - t0:.1f} s. Re-run with `semio demo --seed {args.seed}`.")
     cards = {name: (getattr(load_model(name), "card", None) or {}) for name, _ in DEMO_PLAN}
-    path = report.write(command=args.command_line, plan=DEMO_PLAN, seeds={"seed": args.seed, "n_chains": 64, "n_steps": 2000, "basin_chains": 2000,
-                                               "level": 0.01},
+    import inspect
+
+    budget = {k: v.default for k, v in inspect.signature(analyze).parameters.items()
+              if k in ("n_chains", "n_steps", "basin_chains", "level")}  # the demo runs with analyze's defaults
+    path = report.write(command=args.command_line, plan=DEMO_PLAN, seeds={"seed": args.seed, **budget},
                         models={name: {"weights_sha256": c.get("weights_sha256"),
                                        "space": {"n_tokens": c.get("config", {}).get("n_tokens"),
                                                  "length": c.get("config", {}).get("context_length"),

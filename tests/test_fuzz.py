@@ -197,6 +197,7 @@ _BLOCKED = os.path.join(_FUZZ_DIR, "a-file")
 Path(_BLOCKED).write_text("not a folder")
 
 
+@pytest.mark.filterwarnings("ignore:No artists with labels:UserWarning")
 @settings(deadline=None, max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 @given(data=st.data())
