@@ -39,17 +39,19 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp makes 0600 files)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, make_parents: bool = True) -> Path:
     """Write ``data`` to ``path`` atomically (temporary file + fsync + rename).
 
     The temporary file lives in the target's folder (so the rename is atomic)
     and is removed if anything fails; a process killed mid-write leaves at
     most a stray ``.<name>.*.tmp`` file, never a partial ``path``. The file
     gets the permissions a plain ``open(path, "w")`` would give (0666 minus
-    the umask). Raises ReportWriteError (an OSError) when it cannot write.
+    the umask). Raises ReportWriteError (an OSError) when it cannot write,
+    including when the folder is missing and ``make_parents`` is False.
     """
     path = Path(path)
-    ensure_dir(path.parent)
+    if make_parents:
+        ensure_dir(path.parent)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
@@ -76,8 +78,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike, text: str, make_parents: bool = True) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"), make_parents)
 
 
 def _jsonable(obj):

@@ -41,10 +41,11 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from typing import Iterable, Mapping
 
 import numpy as np
+
+from ._io import atomic_write_text
 
 __all__ = ["to_drn", "drn_text"]
 
@@ -143,18 +144,5 @@ def to_drn(op, path: str | os.PathLike, *, initial=None, labels: Mapping[str, It
     """
     text = drn_text(op, initial=initial, labels=labels, attractor_labels=attractor_labels, token_label=token_label)
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".drn", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write_text(path, text, make_parents=False)  # temp file + fsync + rename; a missing folder is an error
     return path
