@@ -12,8 +12,11 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def write_table(name: str, headers: list, rows: list, title: str, notes: str = "") -> Path:
-    """Print the table and write it (Markdown, with command and machine) atomically."""
+def write_table(name: str, headers: list, rows: list, title: str, notes: str = "", path: Path | None = None) -> Path:
+    """Print the table and write it (Markdown, with command and machine) atomically.
+
+    Written to ``RESULTS/<name>.md``, or to ``path`` when given.
+    """
     from semio_jax._io import atomic_write_text
     from semio_jax.report import markdown_table, text_table
 
@@ -26,7 +29,7 @@ def write_table(name: str, headers: list, rows: list, title: str, notes: str = "
           f"{time.strftime('%Y-%m-%d', time.gmtime())}."]
     if notes:
         md += ["", notes]
-    path = RESULTS / f"{name}.md"
+    path = Path(path) if path is not None else RESULTS / f"{name}.md"
     atomic_write_text(path, "\n".join(md) + "\n")
     print(f"\nwritten to {path}")
     return path

@@ -22,17 +22,28 @@ A mistake that leaves the operator identical (temperature under greedy) has
 no power to measure and is marked "no effect"; one that changes only rows the
 check cannot see (the stationary law ignores prefix states) is marked "invisible".
 
-Smaller budgets are sub-samples of the same run (the first C chains), so one
+Smaller budgets are sub-samples of the same run (the first C chains, with
+their visit counts and their transitions: ``OccupationSample.head``), so one
 run gives the whole power curve. Each check is one family, Bonferroni at
 family-wise level ``--level`` (0.05 here); an alarm at level a is
 ``m * min_p <= a``, recorded per run, so the rates at 0.01 (the CLI's level)
 come from the same runs. False-alarm rates carry Clopper-Pearson 95% intervals.
 
+The stationary check includes the transition rows (next-token counts out of
+each visited state against the exact rows; see semio_jax/agreement.py), which
+see mistakes that change rows but barely move pi. Where the largest budget of
+the study does not reach power 0.95, the table also prints the budget that
+the transition rows need by the noncentral chi-square approximation
+("exemplary data": the rows' statistics evaluated at the expected counts
+under the true chain give the noncentrality), at the family's Bonferroni
+level.
+
 Usage:
   python benchmarks/calibration.py                  # 100 seeds (about an hour on 2 busy cores)
-  python benchmarks/calibration.py --seeds 5        # a quick look
-Progress is saved after every seed in benchmarks/results/calibration_raw.json;
-``--resume`` continues an interrupted study.
+  python benchmarks/calibration.py --seeds 5 --raw /tmp/calib.json    # a quick look, elsewhere
+Progress is saved after every seed in benchmarks/results/calibration_raw.json
+(or ``--raw PATH``; the table then goes next to it as PATH.md unless
+``--table``); ``--resume`` continues an interrupted study.
 """
 
 from __future__ import annotations
@@ -56,6 +67,9 @@ import jax.numpy as jnp  # noqa: E402
 import semio_jax as sj  # noqa: E402
 from semio_jax._io import atomic_write_json  # noqa: E402
 from semio_jax.agreement import (  # noqa: E402
+    MIN_EXPECTED,
+    MIN_VISITS,
+    _transition_rows,
     check_basins,
     check_stationary,
     draw_absorption_samples,
@@ -82,6 +96,9 @@ CASES = [
 MISTAKES = ["temperature +10%", "top-k off by one", "window L-1", "positions +1", "prefix right-aligned"]
 STAT_BUDGETS = [16, 32, 64, 128, 256]  # chains (x --steps each)
 BASIN_BUDGETS = [250, 500, 1000, 2000, 4000]  # chains per start
+# Version of each check's row set: --resume redoes the seeds of a case recorded with another version
+# (stationary 2: the transition rows were added; results without a version are version 1).
+CHECK_VERSION = {"stationary": 2, "basins": 1}
 
 
 # ----------------------------------------------------------------------------- mistakes
@@ -181,15 +198,67 @@ class Case:
         return (f"{self.check:<10} {self.name:<8} {self.spec:<14} {len(atts)} attractor(s) "
                 f"{[len(a) for a in atts][:6]}; mistakes: " + ", ".join(f"{m}: {s}" for m, s in self.status.items()))
 
-    def run(self, seed: int, steps: int, level: float) -> dict:
-        """{budget: {variant: m * min_p}} for one seed (variant 'right' or a mistake)."""
+    def predict_chains(self, mistake: str, steps: int, level: float, n_tests: int, power: float = 0.95,
+                       max_chains: int = 10**9) -> float | None:
+        """Chains (x ``steps``) at which the transition rows alone reach ``power`` against ``mistake``.
+
+        Noncentral chi-square approximation with exemplary data: the rows of the transition tests
+        evaluated at the expected counts under the true chain (from the right operator's pi) give each
+        statistic's noncentrality (z^2 for the normal row); a forbidden transition reached with mass m
+        per step is seen with probability 1 - exp(-m n). A row fires at level / n_tests (Bonferroni);
+        the family's power is at least the best row's. None: the transition rows cannot see it (or
+        stationary check only). Not for a wrong attractor map (one attractor in the zoo cases).
+        """
+        if self.check != "stationary" or mistake not in self.wrong:
+            return None
+        op = self.wrong[mistake]
+        nf = self.space.num_full
+        pi = sj.stationary(self.right)[0][:nf]
+        p_true, q = self.right.probs[:nf], op.probs[:nf]
+        alpha = level / max(n_tests, 1)
+        forbidden_mass = float((pi[:, None] * p_true * ((q <= 0) & (p_true > 0))).sum())
+
+        def family_power(chains: float) -> float:
+            n = chains * steps
+            best = 1.0 - math.exp(-forbidden_mass * n) if forbidden_mass > 0 else 0.0
+            exp_obs = n * pi[:, None] * np.where(q > 0, p_true, 0.0)  # forbidden cells apart
+            vis = np.flatnonzero(exp_obs.sum(axis=1) > 0)
+            rows, _ = _transition_rows(0, self.space, vis, exp_obs[vis], q[vis], MIN_EXPECTED, MIN_VISITS)
+            for r in rows:
+                if "(chi2)" in r.quantity:
+                    df = int(r.exact)
+                    lam = r.estimate  # the statistic at the expected counts: the noncentrality
+                    pw = float(stats.ncx2.sf(stats.chi2.isf(alpha, df), df, lam)) if lam > 0 else alpha
+                else:
+                    zc = stats.norm.isf(alpha / 2)
+                    pw = float(stats.norm.sf(zc - abs(r.z)) + stats.norm.cdf(-zc - abs(r.z)))
+                best = max(best, pw)
+            return best
+
+        lo, hi = 1.0, 2.0
+        while family_power(hi) < power:
+            lo, hi = hi, hi * 2
+            if hi > max_chains:
+                return None
+        for _ in range(30):  # bisection on log scale to ~1%
+            if hi / lo < 1.01:
+                break
+            mid = math.sqrt(lo * hi)
+            lo, hi = (lo, mid) if family_power(mid) >= power else (mid, hi)
+        return hi
+
+    def run(self, seed: int, steps: int, level: float, budgets=None) -> dict:
+        """{budget: {variant: m * min_p, "n_tests": m of the right operator}} for one seed (variant 'right' or a
+        mistake)."""
         out = {}
         if self.check == "stationary":
-            full = draw_stationary_samples(self.right, self.model, n_chains=max(STAT_BUDGETS), n_steps=steps,
+            budgets = list(budgets or STAT_BUDGETS)
+            full = draw_stationary_samples(self.right, self.model, n_chains=max(budgets), n_steps=steps,
                                            seed=seed)
-            for c in STAT_BUDGETS:
-                sub = {a: dataclasses.replace(o, counts=o.counts[:c], starts=o.starts[:c]) for a, o in full.items()}
-                row = {"right": _adjusted(check_stationary(self.right, None, sample=sub, level=level))}
+            for c in budgets:
+                sub = {a: o.head(c) for a, o in full.items()}  # counts, starts and transitions of the first c
+                right = check_stationary(self.right, None, sample=sub, level=level)
+                row = {"right": _adjusted(right), "n_tests": right.n_tests}
                 for mistake, op in self.wrong.items():
                     mapped = {}
                     for a, o in sub.items():
@@ -197,8 +266,9 @@ class Case:
                     row[mistake] = _adjusted(check_stationary(op, None, sample=mapped, level=level))
                 out[c] = row
         else:
-            full = draw_absorption_samples(self.right, self.model, n_chains=max(BASIN_BUDGETS), seed=seed)
-            for c in BASIN_BUDGETS:
+            budgets = list(budgets or BASIN_BUDGETS)
+            full = draw_absorption_samples(self.right, self.model, n_chains=max(budgets), seed=seed)
+            for c in budgets:
                 sub = [dataclasses.replace(s, outcome=s.outcome[:c], time=s.time[:c], path=s.path[:c]) for s in full]
                 row = {"right": _adjusted(check_basins(self.right, None, sample=sub, level=level))}
                 for mistake, op in self.wrong.items():
@@ -227,16 +297,28 @@ def main(argv=None) -> int:
     ap.add_argument("--level", type=float, default=0.05, help="family-wise level of the study (default 0.05)")
     ap.add_argument("--default-chains", type=int, default=64, help="the stationary budget reported as default")
     ap.add_argument("--default-basin-chains", type=int, default=2000, help="the basin budget reported as default")
-    ap.add_argument("--resume", action="store_true", help="continue from calibration_raw.json")
+    ap.add_argument("--budgets", default=None,
+                    help="stationary budgets in chains, comma-separated (default "
+                         + ",".join(map(str, STAT_BUDGETS)) + "); one run of the largest serves all")
+    ap.add_argument("--resume", action="store_true", help="continue from the raw file (cases recorded with an "
+                    "older version of their check are redone)")
     ap.add_argument("--only", default=None, help="run only cases whose 'check/model/procedure' contains this text")
+    ap.add_argument("--raw", type=Path, default=RESULTS / "calibration_raw.json",
+                    help="raw results file (default benchmarks/results/calibration_raw.json)")
+    ap.add_argument("--table", type=Path, default=None,
+                    help="Markdown table (default benchmarks/results/calibration.md with the default --raw, "
+                         "else the --raw path with suffix .md)")
     args = ap.parse_args(argv)
-    raw_path = RESULTS / "calibration_raw.json"
+    raw_path = args.raw
+    default_raw = raw_path.resolve() == (RESULTS / "calibration_raw.json").resolve()
+    args.table = args.table or (RESULTS / "calibration.md" if default_raw else raw_path.with_suffix(".md"))
+    budgets = [int(b) for b in args.budgets.split(",")] if args.budgets else STAT_BUDGETS
     cases_spec = [c for c in CASES if args.only is None or args.only in "/".join(c)]
     raw = {}
     if args.resume and raw_path.exists():
         raw = json.loads(raw_path.read_text())
         if raw.get("steps") != args.steps or raw.get("level") != args.level:
-            raise SystemExit("calibration_raw.json was made with other --steps/--level; remove it or drop --resume")
+            raise SystemExit(f"{raw_path} was made with other --steps/--level; remove it or drop --resume")
     raw.setdefault("steps", args.steps)
     raw.setdefault("level", args.level)
     raw.setdefault("results", {})
@@ -251,15 +333,34 @@ def main(argv=None) -> int:
     for case in cases:
         key = "/".join((case.check, case.name, case.spec))
         res = raw["results"].setdefault(key, {"seeds": {}})
+        version = CHECK_VERSION[case.check]
+        if res.get("version", 1) != version and res["seeds"]:
+            print(f"  {key}: {len(res['seeds'])} seeds recorded with version {res.get('version', 1)} of the "
+                  f"{case.check} check; redoing them with version {version}", flush=True)
+            res["seeds"] = {}
+        res["version"] = version
         res["status"], res["effect"] = case.status, case.effect  # recomputed on --resume
         for seed in range(args.seeds):
             if str(seed) in res["seeds"]:
                 continue
             t0 = time.perf_counter()
-            res["seeds"][str(seed)] = {str(b): v for b, v in case.run(seed, args.steps, args.level).items()}
+            res["seeds"][str(seed)] = {str(b): v for b, v in
+                                       case.run(seed, args.steps, args.level, budgets if case.check == "stationary"
+                                                else None).items()}
             raw["wall_s"] = wall_before + time.perf_counter() - t_start
             atomic_write_json(raw_path, raw)
             print(f"  {key} seed {seed}: {time.perf_counter() - t0:.1f}s", flush=True)
+    for case in cases:  # the budget the transition rows need, where the study's largest does not reach it
+        key = "/".join((case.check, case.name, case.spec))
+        res = raw["results"][key]
+        if case.check != "stationary" or not res["seeds"]:
+            continue
+        largest = max(int(b) for b in res["seeds"]["0" if "0" in res["seeds"] else next(iter(res["seeds"]))])
+        m = int(np.median([v[str(largest)].get("n_tests", 30) for v in res["seeds"].values()
+                           if str(largest) in v]))
+        for mistake in case.wrong:
+            chains = case.predict_chains(mistake, args.steps, raw["level"], m)
+            res["effect"][mistake]["predicted_chains"] = chains if chains is None else float(f"{chains:.3g}")
     raw["wall_s"] = wall_before + time.perf_counter() - t_start
     atomic_write_json(raw_path, raw)
     render(raw, args, [("/".join(c)) for c in cases_spec])
@@ -282,7 +383,7 @@ def render(raw: dict, args, keys) -> None:
         check, name, spec = key.split("/")
         default = args.default_chains if check == "stationary" else args.default_basin_chains
         seeds = sorted(res["seeds"], key=int)
-        budgets = sorted({int(b) for s in seeds for b in res["seeds"][s]})
+        budgets = sorted(set.intersection(*[{int(b) for b in res["seeds"][s]} for s in seeds]))
         for b in budgets:
             vals = [res["seeds"][s][str(b)] for s in seeds]
             k, n = _rate([v["right"] for v in vals], level)
@@ -313,18 +414,26 @@ def render(raw: dict, args, keys) -> None:
              "not depend on (the basin check from one-token prompts sees those).", "",
              "Smallest budget reaching power >= 0.95 at level 0.05, per mistake:", ""]
     for key, m, b, top in need:
-        eff = raw["results"][key].get("effect", {}).get(m, {})
+        eff = dict(raw["results"][key].get("effect", {}).get(m, {}))
+        predicted = eff.pop("predicted_chains", None)
         size = ", ".join(f"{name} {value:.1e}" for name, value in eff.items())
-        notes.append(f"- {key}, {m}: " + (f"{b} chains" + (f" x {raw['steps']} steps" if key.startswith("stationary")
-                                                          else " per start") if b else f"not reached up to {top}")
-                     + (f" (size of the mistake: {size})" if size else ""))
+        line = f"- {key}, {m}: " + (f"{b} chains" + (f" x {raw['steps']} steps" if key.startswith("stationary")
+                                                    else " per start") if b else f"not reached up to {top}")
+        if not b and key.startswith("stationary"):
+            line += ("; the transition rows reach it at about "
+                     f"{predicted:.3g} chains x {raw['steps']} steps (predicted)" if predicted
+                     else "; the transition rows do not see it")
+        notes.append(line + (f" (size of the mistake: {size})" if size else ""))
     notes += ["", "Sizes: max_row_tv = largest total-variation distance between a row of the wrong and the right "
-              "operator (max_full_row_tv: over full states only); pi_tv = TV distance between the stationary laws."]
+              "operator (max_full_row_tv: over full states only); pi_tv = TV distance between the stationary laws.",
+              "", "Predicted budgets (stationary): the smallest number of chains at which the transition rows alone "
+              "reach power 0.95 at the family's Bonferroni level, by the noncentral chi-square approximation "
+              "(the rows evaluated at the expected counts give the noncentralities); see Case.predict_chains."]
     notes += ["", f"Total wall time of the study: {raw['wall_s'] / 60:.1f} min "
               f"(2 shared CPU cores; one sampling run per seed and case serves every budget and every operator)."]
     write_table("calibration", headers, rows,
                 title=f"Calibration of the agreement checks: false alarms and power ({len(seeds)} seeds per case)",
-                notes="\n".join(notes))
+                notes="\n".join(notes), path=args.table)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -145,6 +147,26 @@ def test_sample_occupation_counts(coin_ngram):
         occ.ngram_frequencies(4)
     obs = occ.observable(np.arange(8.0))
     assert obs.per_replica.shape == (3,)
+    # the transitions: chain c drew token y in state s at each of the counted steps (the state before a step
+    # is the start or an earlier window); chain-major sparse keys (c * N^L + s) * N + y
+    before = np.concatenate([starts[:, None], idx[:, :-1]], axis=1)[:, 5:]
+    keys = ((np.arange(3)[:, None] * 8 + before) * 2 + idx[:, 5:] % 2).ravel()
+    u, k = np.unique(keys, return_counts=True)
+    np.testing.assert_array_equal(occ.transition_keys, u)
+    np.testing.assert_array_equal(occ.transition_counts, k)
+    states, trans = occ.transitions()  # pooled over the chains
+    assert trans.sum() == 120 and trans.shape == (states.size, 2)
+    manual_t = np.zeros((8, 2), np.int64)
+    np.add.at(manual_t, (before.ravel(), (idx[:, 5:] % 2).ravel()), 1)
+    np.testing.assert_array_equal(trans, manual_t[states])
+    assert set(states) == set(np.flatnonzero(manual_t.sum(axis=1)))
+    # head(c): the first c chains, counts and transitions together
+    two = occ.head(2)
+    assert two.n_chains == 2 and two.transitions()[1].sum() == 80
+    np.testing.assert_array_equal(two.counts, occ.counts[:2])
+    assert occ.head(3).transitions()[1].sum() == 120 and occ.head(0).transitions()[1].size == 0
+    with pytest.raises(ValueError, match="head"):  # slicing the counts alone would orphan transitions
+        dataclasses.replace(occ, counts=occ.counts[:2], starts=occ.starts[:2])
 
 
 def test_sample_occupation_refuses_prefix_starts(coin_ngram):

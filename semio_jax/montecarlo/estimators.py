@@ -11,7 +11,9 @@ approximately normal Y_c (long chains, by the Markov-chain CLT).
 
 Every stationary observable used here (state occupation, token and n-gram
 frequencies) is a linear function of the per-chain visit counts of the full
-states, which is what :func:`sample_occupation` records.
+states, which is what :func:`sample_occupation` records. It also records the
+transitions (state, next token) of every chain, sparsely, for the transition
+tests of :func:`semio_jax.agreement.check_stationary`.
 
 Absorption experiments (:func:`sample_absorption`) run independent chains from
 one start until they enter an attractor or reach a horizon; the outcome counts
@@ -110,6 +112,13 @@ class OccupationSample:
       n_steps, burn_in, seed: the run's parameters.
       starts: int64[C], starting full states.
       procedure: the procedure's spec.
+      transition_keys, transition_counts: the transitions made, sparse (None when not
+        recorded): ``transition_keys`` int64[K], sorted ascending, distinct, each
+        ``(c * N^L + s) * N + y`` for chain c drawing token y in full state s at one of the
+        steps burn_in + 1 .. burn_in + n_steps (the state before the step: the start or an
+        earlier counted state); ``transition_counts`` int64[K] > 0, how often. Chain-major
+        order, so the first c chains are a prefix (:meth:`head`). At most
+        min(C * n_steps, C * N^(L+1)) entries, whatever the size of the space.
     """
 
     space: StateSpace
@@ -119,10 +128,53 @@ class OccupationSample:
     seed: int
     starts: np.ndarray
     procedure: str
+    transition_keys: np.ndarray | None = field(default=None, repr=False)
+    transition_counts: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if (self.transition_keys is None) != (self.transition_counts is None):
+            raise ValueError("transition_keys and transition_counts come together (or both None)")
+        if self.transition_keys is not None:
+            keys = np.asarray(self.transition_keys)
+            if keys.shape != np.shape(self.transition_counts):
+                raise ValueError("transition_keys and transition_counts must have the same shape")
+            limit = self.counts.shape[0] * self.space.num_full * self.space.n_tokens
+            if keys.size and (keys[0] < 0 or keys[-1] >= limit):
+                raise ValueError(
+                    f"transition keys beyond the {self.counts.shape[0]} chains of `counts` (or negative): "
+                    "subsample chains with OccupationSample.head(c), which keeps the transitions consistent")
 
     @property
     def n_chains(self) -> int:
         return self.counts.shape[0]
+
+    @property
+    def has_transitions(self) -> bool:
+        return self.transition_keys is not None
+
+    def head(self, n_chains: int) -> "OccupationSample":
+        """The first ``n_chains`` chains (their counts, starts and transitions): a smaller budget of the same run."""
+        c = int(n_chains)
+        if not 0 <= c <= self.n_chains:
+            raise ValueError(f"n_chains must be in 0..{self.n_chains}, got {n_chains}")
+        keys = counts = None
+        if self.has_transitions:
+            cut = int(np.searchsorted(self.transition_keys, c * self.space.num_full * self.space.n_tokens))
+            keys, counts = self.transition_keys[:cut], self.transition_counts[:cut]
+        return OccupationSample(self.space, self.counts[:c], self.n_steps, self.burn_in, self.seed,
+                                self.starts[:c], self.procedure, keys, counts)
+
+    def transitions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled over chains: (states int64[k], counts int64[k, N]), the full states left at least once
+        (ascending) and how often each token was drawn there."""
+        if not self.has_transitions:
+            raise ValueError("this OccupationSample has no recorded transitions (draw it with sample_occupation)")
+        n, nf = self.space.n_tokens, self.space.num_full
+        pair = self.transition_keys % (nf * n)  # s * N + y, chains pooled
+        states, inv = np.unique(pair // n, return_inverse=True)
+        out = np.zeros((states.size, n), dtype=np.int64)
+        np.add.at(out, (inv.ravel(), pair % n), self.transition_counts)
+        return states, out
 
     def observable(self, g: np.ndarray) -> ReplicaEstimate:
         """Time average of g(X_t) per chain, then over chains: g is float[N^L] or [N^L, d]."""
@@ -149,9 +201,18 @@ class OccupationSample:
         return self.ngram_frequencies(1)
 
 
+def _merge_sparse(keys: np.ndarray, counts: np.ndarray, new_keys: np.ndarray,
+                  new_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct keys with summed counts of two sparse count vectors."""
+    allk = np.concatenate([keys, new_keys])
+    allc = np.concatenate([counts, new_counts])
+    u, inv = np.unique(allk, return_inverse=True)
+    return u, np.bincount(inv.ravel(), weights=allc, minlength=u.size).astype(np.int64)
+
+
 def sample_occupation(model, procedure, space: StateSpace, starts: np.ndarray, n_steps: int, seed: int,
                       burn_in: int = 0, chunk: int = 1024) -> OccupationSample:
-    """Run one chain from each full state in ``starts`` and count visits after ``burn_in`` steps."""
+    """Run one chain from each full state in ``starts``; count visits and transitions after ``burn_in`` steps."""
     starts = np.asarray(starts, dtype=np.int64)
     if starts.size and starts.max() >= space.num_full:
         raise ValueError("occupation chains must start in full states (indices < N^L)")
@@ -163,16 +224,23 @@ def sample_occupation(model, procedure, space: StateSpace, starts: np.ndarray, n
         )
     sampler = Sampler.shared(model, procedure, space.length, space.n_tokens)
     prompts = np.stack([space.tokens(int(s)) for s in starts]) if starts.size else np.zeros((0, space.length))
-    c, nf = starts.size, space.num_full
+    c, nf, n = starts.size, space.num_full, space.n_tokens
     counts = np.zeros(c * nf, dtype=np.int64)
     offs = (np.arange(c, dtype=np.int64) * nf)[:, None]
+    t_keys, t_counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    prev = starts.copy()  # the state each chain is in before the next generated token
     for t0, idx in _stream_states(sampler, prompts, burn_in + n_steps, seed, chunk):
         times = t0 + np.arange(idx.shape[1])
         sel = times > burn_in
+        before = np.concatenate([prev[:, None], idx[:, :-1]], axis=1)  # [C, w]: the state each token was drawn in
+        prev = idx[:, -1]
         if sel.any():
             counts += np.bincount((offs + idx[:, sel]).ravel(), minlength=c * nf)
+            keys = ((offs + before[:, sel]) * n + idx[:, sel] % n).ravel()  # the new token is the window's last
+            u, k = np.unique(keys, return_counts=True)
+            t_keys, t_counts = _merge_sparse(t_keys, t_counts, u, k.astype(np.int64))
     return OccupationSample(space, counts.reshape(c, nf), n_steps, burn_in, seed, starts,
-                            sampler.procedure.spec)
+                            sampler.procedure.spec, t_keys, t_counts)
 
 
 @dataclass
