@@ -438,7 +438,7 @@ def _evaluate_prefix_tree(model, space: StateSpace, chunk: int, progress: bool) 
 def build_operator(model, space: StateSpace, procedure: Procedure | str | None = None, *,
                    batch_size: int = _DEFAULT_BATCH, memory_limit: int | None = None,
                    keep_logits: bool = True, progress: bool = False, method: str = "auto",
-                   checkpoint_dir: str | os.PathLike | None = None) -> Operator:
+                   checkpoint_dir: str | os.PathLike | None = None, mesh=None) -> Operator:
     """Evaluate ``model`` on every state of ``space`` and apply ``procedure``.
 
     Args:
@@ -453,12 +453,22 @@ def build_operator(model, space: StateSpace, procedure: Procedure | str | None =
       checkpoint_dir: write the logits chunk by chunk under this folder and resume
         from what an interrupted build left there (bitwise the same result; see
         semio_jax.resume). Default: the folder set by ``resume.using_checkpoint_dir``, else none.
+      mesh: a ``jax.sharding.Mesh`` (see ``semio_jax.sharding.device_mesh``): spread the
+        model calls over its devices (``semio_jax.sharding.build_operator_sharded``;
+        plain method, no checkpoints). ``batch_size`` is then per device.
 
     Raises before any model call: StateSpaceTooLargeError if the operator would
     not fit, InvalidProcedureError for bad parameters. During evaluation:
     NonFiniteLogitsError / LogitsShapeError naming the offending context.
     """
     procedure = parse(procedure if procedure is not None else "temperature=1").validate_for(space.n_tokens)
+    if mesh is not None:
+        if checkpoint_dir is not None:
+            raise ValueError("a sharded build (mesh=...) does not write checkpoints; drop checkpoint_dir")
+        from .sharding import build_operator_sharded
+
+        return build_operator_sharded(model, space, procedure, mesh=mesh, batch_size=batch_size,
+                                      memory_limit=memory_limit, keep_logits=keep_logits, progress=progress)
     check_fits(space, memory_limit, keep_logits)
     from .resume import default_checkpoint_dir, evaluate_logits_resumable
 

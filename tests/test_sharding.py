@@ -181,6 +181,9 @@ def test_one_device_mesh_in_process():
     op = sj.build_operator(model, space)
     mesh = sh.device_mesh(1)
     assert np.array_equal(sh.build_operator_sharded(model, space, mesh=mesh).probs, op.probs)
+    assert np.array_equal(sj.build_operator(model, space, mesh=mesh).probs, op.probs)  # the same, via mesh=
+    with pytest.raises(ValueError, match="checkpoint"):
+        sj.build_operator(model, space, mesh=mesh, checkpoint_dir="unused")
     sop = sh.shard_operator(op, mesh)
     x = rng.random(space.num_states)
     assert _rel(sop.push_numpy(x), op.push(x)) <= 1e-15 and _rel(sop.pull_numpy(x), op.pull(x)) <= 1e-15
