@@ -12,7 +12,9 @@ absorbing: let R be the states that can reach T; k(s) = +inf iff s can reach
 a state outside R without passing through T (a positive-probability path to a
 state from which T is unreachable). On the remaining non-target states U the
 system (I - Q_UU) k_U = 1 is solved by sparse LU with two steps of iterative
-refinement; from U the chain only moves inside U or into T, and every state of
+refinement (above 8192 unknowns by GMRES with structured pulls and the greedy
+preconditioner of :mod:`semio_jax.analysis.krylov`, as LU's fill-in explodes
+there); from U the chain only moves inside U or into T, and every state of
 U reaches T, so I - Q_UU is a non-singular M-matrix.
 
 **Committor.** For disjoint sets A and B, c(s) = P_s(tau_B < tau_A) (the
@@ -45,6 +47,9 @@ import scipy.sparse.linalg as spla
 from scipy.sparse import csgraph
 
 from ._cache import cached_analysis
+
+#: above this many unknown states the solves use GMRES instead of sparse LU
+KRYLOV_MIN = 8192
 
 __all__ = ["HittingResult", "CommittorResult", "state_set", "hitting_times", "hitting_times_result",
            "committor", "committor_result", "hitting_times_reference", "committor_reference"]
@@ -93,6 +98,8 @@ def _solve(op, unknown: np.ndarray, rhs: np.ndarray, times_rhs: bool = False):
 
     Returns (x, residual_inf, max expected time in U, error bound).
     """
+    if unknown.size > KRYLOV_MIN:
+        return _solve_krylov(op, unknown, rhs, times_rhs)
     from .stationary import _off_diagonal
 
     off, exits = _off_diagonal(op.csr)  # P without its diagonal; exits = 1 - p_ii without cancellation
@@ -106,6 +113,24 @@ def _solve(op, unknown: np.ndarray, rhs: np.ndarray, times_rhs: bool = False):
     tmax = float(np.max(times))
     bound = tmax * residual / (1.0 - residual) if residual < 1.0 else None
     return x, residual, tmax, bound
+
+
+def _solve_krylov(op, unknown: np.ndarray, rhs: np.ndarray, times_rhs: bool):
+    """As _solve, by GMRES with structured pulls (semio_jax.analysis.krylov)."""
+    from .krylov import ChainKernels, column_solve
+
+    kern = ChainKernels(op)
+    u = np.zeros(op.num_states, dtype=bool)
+    u[unknown] = True
+    b = np.zeros(op.num_states)
+    b[unknown] = rhs
+    factor = kern.greedy_factor(u)
+    x_full, _, _ = column_solve(kern, u, b, factor=factor)
+    residual = float(np.max(np.abs((kern.exits * x_full - kern.pull_off(x_full)) - b)[unknown]))
+    times = x_full if times_rhs else column_solve(kern, u, np.where(u, 1.0, 0.0), factor=factor)[0]
+    tmax = float(np.max(times[unknown]))
+    bound = tmax * residual / (1.0 - residual) if residual < 1.0 else None
+    return x_full[unknown], residual, tmax, bound
 
 
 @dataclass
@@ -220,8 +245,12 @@ def _committor_cached(op, a: bytes, b: bytes) -> CommittorResult:
     unknown = np.flatnonzero(~zero & ~one)
     residual, tmax, bound = 0.0, None, 0.0
     if unknown.size:
-        known = np.flatnonzero(zero | one)
-        rhs = op.csr[unknown][:, known] @ c[known]
+        if unknown.size > KRYLOV_MIN:  # P_{U, not U} c by a structured pull (c is 0 on U)
+            from .krylov import ChainKernels
+            rhs = ChainKernels(op).pull_off(np.where(zero | one, c, 0.0))[unknown]
+        else:
+            known = np.flatnonzero(zero | one)
+            rhs = op.csr[unknown][:, known] @ c[known]
         x, residual, tmax, bound = _solve(op, unknown, rhs)
         c[unknown] = np.clip(x, 0.0, 1.0)
     c.setflags(write=False)

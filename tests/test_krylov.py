@@ -1,0 +1,204 @@
+"""GMRES with the greedy preconditioner (semio_jax.analysis.krylov) against power iteration, GTH and LU."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import semio_jax as sj
+from semio_jax.analysis import krylov
+from semio_jax.analysis.greedy import functional_graph
+from semio_jax.testing import operators, spaces
+
+basins_mod = importlib.import_module("semio_jax.analysis.basins")
+hitting_mod = importlib.import_module("semio_jax.analysis.hitting")
+
+
+def window_operator(logits_full: np.ndarray, n: int, length: int, temperature: float) -> sj.Operator:
+    """Temperature sampling from logits given for every full state (no prefix states)."""
+    z = logits_full / temperature
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    return sj.Operator(sj.StateSpace(n, length, prefixes=False), p / p.sum(axis=1, keepdims=True))
+
+
+def ngram_logits(length: int, order: int = 4, seed: int = 3, noise: float = 0.0, n: int = 2) -> np.ndarray:
+    """An order-``order`` n-gram (normal logits, default_rng(seed)) read off the newest tokens,
+    plus ``noise`` times independent normal logits per window (a dependence on the whole window)."""
+    table = np.random.default_rng(seed).normal(size=(n**order, n))
+    z = table[np.arange(n**length) % n**order]
+    if noise:
+        z = z + noise * np.random.default_rng(seed + 100).normal(size=z.shape)
+    return z
+
+
+# ------------------------------------------------------------ greedy factor
+@pytest.mark.parametrize("seed", range(4))
+def test_greedy_factor_solves_exactly(seed):
+    rng = np.random.default_rng(seed)
+    n = 300
+    f = rng.integers(0, n, n)
+    f[:5] = np.arange(5)  # self-loops
+    w = rng.uniform(0.2, 0.99, n)
+    w[rng.random(n) < 0.1] = 0.0  # no edge
+    exits = 1.0 - w
+    g = np.zeros((n, n))
+    g[np.arange(n), f] += w
+    a = np.eye(n) - g
+    fac = krylov.GreedyFactor(f, w, exits)
+    assert fac.cyc.size == int((functional_graph(np.where(w > 0, f, np.arange(n))).on_cycle & (w > 0)).sum())
+    b = rng.normal(size=n)
+    np.testing.assert_allclose(a @ fac.solve_col(b), b, atol=1e-10)
+    np.testing.assert_allclose(fac.solve_row(b) @ a, b, atol=1e-10)
+
+
+# ------------------------------------------------- (1) slow chain, power fails
+def test_krylov_meets_residual_where_power_does_not():
+    """Order-4 n-gram at temperature 0.2 on 2^12 windows: power iteration needs ~8e4 steps."""
+    op = window_operator(ngram_logits(12), 2, 12, 0.2)
+    budget = 5000
+    with pytest.raises(sj.ConvergenceError, match="power iteration did not reach"):
+        sj.stationary_result(op, method="power", max_iter=budget)
+    res = sj.stationary_result(op, method="krylov", tol=1e-12)
+    assert res.methods == ["krylov"]
+    assert res.residuals[0] <= 1e-12
+    assert res.matvecs[0] < budget // 20  # both GMRES solves (pi and tau_j) together
+    assert res.error_bounds[0] is not None and res.error_bounds[0] < 1e-8
+    lu = sj.stationary_result(op, method="lu")
+    assert np.abs(res.distributions[0] - lu.distributions[0]).sum() <= res.error_bounds[0] + lu.error_bounds[0]
+
+
+def test_krylov_on_window_dependent_slow_chain():
+    """Logits depending on the whole window (not lumpable to a shorter chain), temperature 0.2."""
+    op = window_operator(ngram_logits(12, noise=1.0), 2, 12, 0.2)
+    with pytest.raises(sj.ConvergenceError):
+        sj.stationary_result(op, method="power", max_iter=2000)
+    res = sj.stationary_result(op, method="krylov")
+    assert res.residuals[0] <= 1e-12 and res.matvecs[0] < 300
+    lu = sj.stationary_result(op, method="lu")
+    err = np.abs(res.distributions[0] - lu.distributions[0]).sum()
+    assert res.error_bounds[0] is not None and err <= res.error_bounds[0] + lu.error_bounds[0]
+
+
+def test_auto_uses_krylov_above_lu_limit():
+    """The 2^16-state order-4 n-gram model at temperature 0.25 through build_operator and auto."""
+    from semio_jax.model import NGramModel
+
+    rng = np.random.default_rng(3)
+    model = NGramModel(rng.normal(size=(2,) * 5), context_length=16)
+    op = sj.build_operator(model, sj.StateSpace(2, 16), "temperature=0.25")
+    res = sj.stationary_result(op)
+    assert res.methods == ["krylov"]
+    assert res.residuals[0] <= 1e-12
+    assert res.error_bounds[0] is not None and res.error_bounds[0] < 1e-8
+    assert res.matvecs[0] < 200
+    assert res.distributions[0][op.space.num_full:].sum() == 0.0  # prefix states are transient
+
+
+# --------------------------------------------- (2) agreement with GTH and LU
+@pytest.mark.parametrize("noise", [0.0, 1.0])
+@pytest.mark.parametrize("temperature", [0.2, 0.5, 1.0])
+def test_krylov_agrees_with_lu_within_bounds(noise, temperature):
+    op = window_operator(ngram_logits(10, noise=noise), 2, 10, temperature)
+    kr = sj.stationary_result(op, method="krylov")
+    lu = sj.stationary_result(op, method="lu")
+    assert kr.residuals[0] <= 1e-12
+    assert kr.error_bounds[0] is not None
+    err = np.abs(kr.distributions[0] - lu.distributions[0]).sum()
+    assert err <= kr.error_bounds[0] + lu.error_bounds[0]
+    assert kr.hitting_times[0] >= 1.0
+
+
+def test_krylov_agrees_with_gth_on_several_attractors():
+    """Top-k sampling with a group structure: several closed classes, each a subset of the windows."""
+    n, length = 4, 5
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(n**length, n))
+    newest = np.arange(n**length) % n
+    z += 6.0 * ((np.arange(n)[None, :] // 2) == (newest[:, None] // 2))  # stay in the newest token's group
+    kth = np.sort(z, axis=1)[:, -2][:, None]
+    z = np.where(z >= kth, z, -np.inf)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    op = sj.Operator(sj.StateSpace(n, length, prefixes=True), np.vstack(
+        [p / p.sum(axis=1, keepdims=True), np.full((sj.StateSpace(n, length).num_prefix, n), 1.0 / n)]))
+    assert len(sj.attractors(op)) >= 2
+    kr = sj.stationary_result(op, method="krylov")
+    gth = sj.stationary_result(op, method="gth")
+    for i in range(len(kr.residuals)):
+        assert kr.residuals[i] <= 1e-12
+        err = np.abs(kr.distributions[i] - gth.distributions[i]).sum()
+        assert kr.error_bounds[i] is not None and err <= kr.error_bounds[i] + gth.error_bounds[i]
+
+
+@pytest.mark.property
+@settings(max_examples=40, deadline=None)
+@given(operators(kind="any", spaces_strategy=spaces(max_states=200), scale=4.0))
+def test_krylov_matches_gth_on_random_operators(op):
+    kr = sj.stationary_result(op, method="krylov")
+    ref = sj.stationary_result(op, method="gth")
+    for i in range(len(kr.residuals)):
+        assert kr.residuals[i] <= 1e-12
+        err = np.abs(kr.distributions[i] - ref.distributions[i]).sum()
+        if kr.error_bounds[i] is not None and ref.error_bounds[i] is not None:
+            assert err <= kr.error_bounds[i] + ref.error_bounds[i]
+        assert err <= 1e-9
+
+
+# ---------------------------------------- (3) basins and hitting by GMRES
+def _group_chain(n: int = 4, length: int = 5, seed: int = 0) -> sj.Operator:
+    """Two groups of tokens; windows mixing both may go either way: two attractors, big basins to solve."""
+    space = sj.StateSpace(n, length)
+    rng = np.random.default_rng(seed)
+    probs = np.zeros((space.num_states, n))
+    for k, off in space.iter_groups():
+        ctx = space.contexts(k).astype(np.int64)
+        grp = ctx // (n // 2)
+        mixed = grp.min(axis=1) != grp.max(axis=1)
+        z = 2.0 * rng.random((ctx.shape[0], n))
+        keep = ~(mixed & (rng.random(ctx.shape[0]) < 0.4))
+        z += 4.0 * (keep[:, None] & ((np.arange(n)[None, :] // (n // 2)) == grp[:, -1:]))
+        kth = np.sort(z, axis=1)[:, -2][:, None]
+        z = np.where(z >= kth, z, -np.inf)
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        probs[off:off + ctx.shape[0]] = p / p.sum(axis=1, keepdims=True)
+    return sj.Operator(space, probs)
+
+
+def test_basins_hitting_committor_krylov_equal_lu(monkeypatch):
+    op_lu, op_kr = _group_chain(), _group_chain()
+    att = sj.attractors(op_lu)
+    assert len(att) == 2
+    b_lu = sj.basins_result(op_lu)
+    h_lu = sj.analysis.hitting_times_result(op_lu, att[0])
+    c_lu = sj.analysis.committor_result(op_lu, att[0], att[1])
+    assert b_lu.n_solved > 1000
+    monkeypatch.setattr(basins_mod, "KRYLOV_MIN", 0)
+    monkeypatch.setattr(hitting_mod, "KRYLOV_MIN", 0)
+    called = []
+    real = krylov.column_solve
+    monkeypatch.setattr(krylov, "column_solve", lambda *a, **k: called.append(1) or real(*a, **k))
+    b_kr = sj.basins_result(op_kr)
+    h_kr = sj.analysis.hitting_times_result(op_kr, att[0])
+    c_kr = sj.analysis.committor_result(op_kr, att[0], att[1])
+    assert len(called) >= 4  # the GMRES path really ran
+    assert b_kr.n_solved == b_lu.n_solved
+    assert b_kr.error_bound < 1e-11 and b_kr.max_absorption_time is not None
+    assert np.max(np.abs(b_kr.probabilities - b_lu.probabilities)) <= b_kr.error_bound + b_lu.error_bound
+    assert b_kr.max_row_error < 1e-12
+    fin = np.isfinite(h_lu.times)
+    np.testing.assert_array_equal(np.isfinite(h_kr.times), fin)
+    assert np.max(np.abs(h_kr.times[fin] - h_lu.times[fin])) <= h_kr.error_bound + h_lu.error_bound
+    assert np.max(np.abs(c_kr.probabilities - c_lu.probabilities)) <= c_kr.error_bound + c_lu.error_bound
+
+
+@pytest.mark.slow
+def test_basins_on_a_million_windows():
+    """N=4, L=10 (1,048,576 windows + prefixes) under top-k=2: the absorption solve by GMRES."""
+    op = _group_chain(4, 10)
+    res = sj.basins_result(op)
+    assert res.n_solved > basins_mod.KRYLOV_MIN
+    assert res.error_bound < 1e-10
+    assert res.max_row_error < 1e-10
