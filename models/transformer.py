@@ -201,12 +201,30 @@ class Transformer(nn.Module):
 # Incremental evaluation over the prefix tree (shared-prefix operator build)
 #
 # With causal attention and absolute positions, the activations at position t
-# depend only on tokens x_0..x_t. So the N children (x_0..x_{t-1}, y) of a
-# prefix share everything at positions < t: their keys and values there are the
-# parent's. One step below computes position t for all N children of P parents
-# at once, attending to the parent's cached keys/values plus the child's own.
-# The caches have a fixed length L (positions >= t are masked), so one
-# compilation serves every level of the tree.
+# depend only on tokens x_0..x_t, so every context shares the work of its
+# prefixes. The walk stores, per tree node, only the keys/values of its OWN
+# last position ([layers, H, dh] per node) and never copies a cache:
+#
+#   * a *block* is P = N^e consecutive nodes of one level k (big-endian order,
+#     aligned on multiples of P). The ancestor j levels above the block's nodes
+#     (j = 0: the nodes themselves) is node i // N^j of level k - j, so the
+#     block's distinct ancestors at that level are P / N^j consecutive nodes:
+#     ``dk[j]`` [P / N^j, layers, H, dh]. Ancestors more than e - 1 levels up
+#     are common to the whole block: ``shared_k`` [L, layers, H, dh], the first
+#     ``n_shared`` rows valid.
+#   * ``tree_step`` computes position k for the N children of every node of a
+#     block (C = P N contexts of length k + 1). Child c attends to row
+#     c // N^(j+1) of ``dk[j]``: a reshape-and-broadcast, not a gather.
+#   * ``descend`` turns the block and its children's keys/values into the r-th
+#     block of the next level: every ancestor array moves one level up and the
+#     top one (a single node for that block) joins the shared rows.
+#   * ``prefill_kv`` starts the walk: one ordinary forward pass over the N^e
+#     contexts of length e gives the logits of levels 1..e (at every position)
+#     and the keys/values of every position.
+#
+# Shapes are fixed by (config, e), so one compilation of each function serves
+# every level; a context of length k costs one position of the network instead
+# of k. The logits equal the full forward pass up to float32 round-off.
 
 
 def _layer_norm(x: jax.Array, p: dict, eps: float) -> jax.Array:
@@ -219,52 +237,204 @@ def _dense(x: jax.Array, p: dict) -> jax.Array:
     return x @ p["kernel"] + p["bias"]
 
 
-def extend_step(config: TransformerConfig, params: Any, k_cache: jax.Array, v_cache: jax.Array,
-                t: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Logits and caches of the N children of each of P parents, at position t.
+def tree_step(config: TransformerConfig, params: Any, shared_k: jax.Array, shared_v: jax.Array,
+              n_shared: jax.Array, dk: tuple, dv: tuple, t: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Logits and own keys/values of the N children of each node of a block, at position t.
 
     Args:
-      k_cache, v_cache: float32[P, layers, H, L, dh], the parents' keys/values
-        (positions < t valid, the rest ignored).
-      t: int scalar, the children's last position (= the parents' length).
+      shared_k, shared_v: float32[L, layers, H, dh], keys/values of the ancestors
+        common to the whole block (rows < n_shared valid, in any order).
+      n_shared: int scalar, number of valid shared rows.
+      dk, dv: e-tuples; dk[j] float32[P / N^j, layers, H, dh] holds the
+        ancestors j levels above the children's parents (dk[0]: the P parents).
+      t: int scalar, the children's position (the parents' length).
 
     Returns:
-      logits float32[P, N, N_tokens] (child (p, y) is parent p extended by y),
-      k_cache, v_cache float32[P * N, layers, H, L, dh] for the children.
+      logits float32[P N, N_tokens] (child c = parent c // N extended by token
+      c % N) and k, v float32[P N, layers, H, dh], the children's own keys/values.
     """
     cfg = config
     N, d, H, dh, L = cfg.n_tokens, cfg.d_model, cfg.n_heads, cfg.d_head, cfg.context_length
-    P = k_cache.shape[0]
+    P = dk[0].shape[0]
+    C = P * N
     eps = cfg.layer_norm_eps
+    scale = F32(1.0 / math.sqrt(dh))
     h = params["tok_embed"][None, :, :] + params["pos_embed"][t][None, None, :]  # [1, N, d]
-    h = jnp.broadcast_to(h, (P, N, d))  # [P, N, d]
-    valid = (jnp.arange(L) < t)  # [L] parent positions
+    h = jnp.broadcast_to(h, (P, N, d)).reshape(C, d)  # [C, d]
+    shared_ok = jnp.arange(L) < n_shared  # [L]
+    new_k, new_v = [], []
+    for i in range(cfg.n_layers):
+        blk = params[f"block_{i}"]
+        qkv = _dense(_layer_norm(h, blk["ln_1"], eps), blk["attn"]["qkv"])  # [C, 3d]
+        q, kk, v = (a.reshape(C, H, dh) for a in jnp.split(qkv, 3, axis=-1))  # 3 x [C, H, dh]
+        s_shared = jnp.einsum("chd,lhd->chl", q, shared_k[:, i]) * scale  # [C, H, L]
+        s_shared = jnp.where(shared_ok[None, None, :], s_shared, F32(-1e30))  # [C, H, L]
+        s_anc = [(q.reshape(a.shape[0], -1, H, dh) * a[:, None, i]).sum(-1).reshape(C, H) * scale
+                 for a in dk]  # e x [C, H]; children c share row c // (C / A) of an A-row ancestor array
+        s_own = (q * kk).sum(-1) * scale  # [C, H]
+        w = jax.nn.softmax(jnp.concatenate([s_shared, jnp.stack(s_anc + [s_own], axis=-1)], axis=-1),
+                           axis=-1)  # [C, H, L + e + 1]
+        y = jnp.einsum("chl,lhd->chd", w[..., :L], shared_v[:, i])  # [C, H, dh]
+        for j, a in enumerate(dv):
+            wj = w[..., L + j].reshape(a.shape[0], -1, H, 1)  # [A, C / A, H, 1]
+            y = y + (wj * a[:, None, i]).reshape(C, H, dh)  # [C, H, dh]
+        y = y + w[..., -1:] * v  # [C, H, dh]
+        h = h + _dense(y.reshape(C, d), blk["attn"]["out"])  # [C, d]
+        u = jax.nn.gelu(_dense(_layer_norm(h, blk["ln_2"], eps), blk["mlp"]["fc"]), approximate=True)
+        h = h + _dense(u, blk["mlp"]["proj"])  # [C, d]
+        new_k.append(kk)
+        new_v.append(v)
+    logits = _dense(_layer_norm(h, params["ln_f"], eps), params["unembed"])  # [C, N_tokens]
+    return logits, jnp.stack(new_k, axis=1), jnp.stack(new_v, axis=1)  # [C, N], 2 x [C, layers, H, dh]
+
+
+def descend(n_tokens: int, shared_k: jax.Array, shared_v: jax.Array, n_shared: jax.Array, dk: tuple, dv: tuple,
+            ck: jax.Array, cv: jax.Array, r: jax.Array) -> tuple:
+    """The r-th block (of N) of a block's children, as ``tree_step``'s inputs (see the section comment).
+
+    ck, cv: float32[P N, layers, H, dh], the children's own keys/values.
+    Returns (shared_k, shared_v, n_shared, dk, dv) of the children r P .. (r + 1) P - 1.
+    """
+    P = dk[0].shape[0]
+
+    def move(shared, d, c):
+        top = jax.lax.dynamic_index_in_dim(d[-1], r, axis=0, keepdims=False)  # [layers, H, dh]: one node now
+        shared = jax.lax.dynamic_update_index_in_dim(shared, top, n_shared, axis=0)  # [L, layers, H, dh]
+        new = [jax.lax.dynamic_slice_in_dim(c, r * P, P, axis=0)]  # the new block itself
+        for j in range(1, len(d)):
+            size = d[j - 1].shape[0] // n_tokens
+            new.append(jax.lax.dynamic_slice_in_dim(d[j - 1], r * size, size, axis=0))
+        return shared, tuple(new)
+
+    sk, nk = move(shared_k, dk, ck)
+    sv, nv = move(shared_v, dv, cv)
+    return sk, sv, n_shared + 1, nk, nv
+
+
+def prefill_kv(module: "Transformer", params: Any, tokens: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One forward pass of ``module`` over contexts int[B, e], keeping its keys and values.
+
+    Returns logits float32[B, e, N_tokens] (every position, exactly as
+    ``module.apply``) and k, v float32[B, e, layers, H, dh], read from each
+    block's ``qkv`` projection.
+    """
+    cfg = module.config
+    B, e = tokens.shape
+    logits, state = module.apply({"params": params}, tokens,
+                                 capture_intermediates=lambda mdl, _: mdl.name == "qkv")
+    ks, vs = [], []
+    for i in range(cfg.n_layers):
+        qkv = state["intermediates"][f"block_{i}"]["attn"]["qkv"]["__call__"][0]  # [B, e, 3d]
+        _, kk, v = jnp.split(qkv, 3, axis=-1)  # 2 x [B, e, d]
+        ks.append(kk.reshape(B, e, cfg.n_heads, cfg.d_head))
+        vs.append(v.reshape(B, e, cfg.n_heads, cfg.d_head))
+    return logits, jnp.stack(ks, axis=2), jnp.stack(vs, axis=2)  # [B, e, N], 2 x [B, e, layers, H, dh]
+
+
+# -----------------------------------------------------------------------------
+# One-position steps with a key/value cache (Monte Carlo sampling)
+#
+# A sampled chain grows one token at a time. While its context is shorter than
+# L, the new token sits at the next absolute position and every earlier
+# position keeps its keys/values, so one step costs one position of the
+# network. Unlike ``tree_step`` (all N children of every node of a block),
+# ``decode_step`` extends each sequence by ONE given token, and its cache is an
+# ordinary per-sequence [layers, H, L, dh] array. Once a window is full and
+# slides, every token moves to a new position and, with absolute position
+# embeddings, its cached keys/values are stale: such a step needs the whole
+# window again (``prefill_cache`` of its first L-1 tokens + ``decode_step``).
+
+
+def decode_step(config: TransformerConfig, params: Any, k_cache: jax.Array, v_cache: jax.Array,
+                tokens: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Logits after x_0..x_t of B sequences, given the keys/values of positions < t and the token x_t.
+
+    Args:
+      k_cache, v_cache: float32[B, layers, H, L, dh], the sequences' keys/values
+        (positions < t used, the rest ignored).
+      tokens: int[B], x_t, the token at position t of each sequence.
+      t: int scalar or int[B], the position of ``tokens`` (0 <= t < L).
+
+    Returns:
+      logits float32[B, N_tokens] (the scores of the token after x_0..x_t) and
+      k_cache, v_cache float32[B, layers, H, L, dh] with position t written.
+
+    Equals ``Transformer`` at the last position of x_0..x_t up to float32
+    round-off. An out-of-range token gives NaN logits at its position and, via
+    its keys/values, at every later one (as in ``Transformer``).
+    """
+    cfg = config
+    N, d, H, dh, L = cfg.n_tokens, cfg.d_model, cfg.n_heads, cfg.d_head, cfg.context_length
+    B = tokens.shape[0]
+    eps = cfg.layer_norm_eps
+    t = jnp.broadcast_to(jnp.asarray(t, dtype=jnp.int32), (B,))  # [B]
+    bad = (tokens < 0) | (tokens >= N)  # [B]
+    ids = jnp.where(bad, 0, tokens)  # [B]
+    h = jnp.take(params["tok_embed"], ids, axis=0) + jnp.take(params["pos_embed"], t, axis=0)  # [B, d]
+    h = jnp.where(bad[:, None], F32(jnp.nan), h.astype(F32))  # [B, d]
+    pos = jnp.arange(L)  # [L]
+    at_t = (pos[None, :] == t[:, None])[:, None, :, None]  # [B, 1, L, 1]
+    valid = (pos[None, :] <= t[:, None])[:, None, :]  # [B, 1, L]
     scale = F32(1.0 / math.sqrt(dh))
     new_k, new_v = [], []
     for i in range(cfg.n_layers):
         blk = params[f"block_{i}"]
-        z = _layer_norm(h, blk["ln_1"], eps)  # [P, N, d]
-        qkv = _dense(z, blk["attn"]["qkv"])  # [P, N, 3d]
-        q, kk, v = jnp.split(qkv, 3, axis=-1)  # 3 x [P, N, d]
-        q, kk, v = (a.reshape(P, N, H, dh) for a in (q, kk, v))  # [P, N, H, dh]
-        s_par = jnp.einsum("pnhd,phld->pnhl", q, k_cache[:, i]) * scale  # [P, N, H, L]
-        s_par = jnp.where(valid[None, None, None, :], s_par, F32(-1e30))
-        s_own = jnp.einsum("pnhd,pnhd->pnh", q, kk)[..., None] * scale  # [P, N, H, 1]
-        w = jax.nn.softmax(jnp.concatenate([s_par, s_own], axis=-1), axis=-1)  # [P, N, H, L+1]
-        y = jnp.einsum("pnhl,phld->pnhd", w[..., :L], v_cache[:, i]) + w[..., L:] * v  # [P, N, H, dh]
-        h = h + _dense(y.reshape(P, N, d), blk["attn"]["out"])  # [P, N, d]
+        z = _layer_norm(h, blk["ln_1"], eps)  # [B, d]
+        qkv = _dense(z, blk["attn"]["qkv"])  # [B, 3d]
+        q, kk, v = jnp.split(qkv, 3, axis=-1)  # 3 x [B, d]
+        q, kk, v = (a.reshape(B, H, dh) for a in (q, kk, v))  # [B, H, dh]
+        kc = jnp.where(at_t, kk[:, :, None, :], k_cache[:, i])  # [B, H, L, dh]
+        vc = jnp.where(at_t, v[:, :, None, :], v_cache[:, i])  # [B, H, L, dh]
+        s = jnp.einsum("bhd,bhld->bhl", q, kc) * scale  # [B, H, L]
+        w = jax.nn.softmax(jnp.where(valid, s, F32(-1e30)), axis=-1)  # [B, H, L]
+        y = jnp.einsum("bhl,bhld->bhd", w, jnp.where(valid[..., None], vc, F32(0)))  # [B, H, dh]
+        h = h + _dense(y.reshape(B, d), blk["attn"]["out"])  # [B, d]
         u = jax.nn.gelu(_dense(_layer_norm(h, blk["ln_2"], eps), blk["mlp"]["fc"]), approximate=True)
-        h = h + _dense(u, blk["mlp"]["proj"])  # [P, N, d]
-        new_k.append(kk)
-        new_v.append(v)
-    logits = _dense(_layer_norm(h, params["ln_f"], eps), params["unembed"])  # [P, N, N_tokens]
-    at_t = (jnp.arange(L) == t)[None, None, None, None, :, None]  # [1,1,1,1,L,1]
-    k_new = jnp.stack(new_k, axis=2)  # [P, N, layers, H, dh]
-    v_new = jnp.stack(new_v, axis=2)  # [P, N, layers, H, dh]
-    kc = jnp.where(at_t, k_new[:, :, :, :, None, :], k_cache[:, None])  # [P, N, layers, H, L, dh]
-    vc = jnp.where(at_t, v_new[:, :, :, :, None, :], v_cache[:, None])  # [P, N, layers, H, L, dh]
-    shape = (P * N,) + k_cache.shape[1:]
-    return logits, kc.reshape(shape), vc.reshape(shape)
+        h = h + _dense(u, blk["mlp"]["proj"])  # [B, d]
+        new_k.append(kc)
+        new_v.append(vc)
+    logits = _dense(_layer_norm(h, params["ln_f"], eps), params["unembed"])  # [B, N_tokens]
+    return logits.astype(F32), jnp.stack(new_k, axis=1), jnp.stack(new_v, axis=1)
+
+
+def prefill_cache(config: TransformerConfig, params: Any, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The keys/values of positions 0..k-1 of B contexts tokens int[B, k] (1 <= k <= L), all at once.
+
+    Returns k_cache, v_cache float32[B, layers, H, L, dh] (positions >= k zero),
+    ready for ``decode_step`` at t = k. Only what the cache needs is computed:
+    the last block stops after its keys/values (no attention output, MLP or
+    unembedding), so ``prefill_cache(x[:, :-1])`` followed by ``decode_step`` of
+    x[:, -1] gives the next-token logits of the context x at about the cost of
+    the whole window minus the last block's per-position tail. Tokens must be
+    in range (no NaN tainting here; the sampler's tokens always are).
+    """
+    cfg = config
+    d, H, dh, L = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.context_length
+    B, k = tokens.shape
+    eps = cfg.layer_norm_eps
+    h = jnp.take(params["tok_embed"], tokens, axis=0) + params["pos_embed"][:k][None]  # [B, k, d]
+    h = h.astype(F32)
+    causal = jnp.tril(jnp.ones((k, k), dtype=bool))  # [k, k], True where j <= i
+    scale = F32(1.0 / math.sqrt(dh))
+    ks, vs = [], []
+    for i in range(cfg.n_layers):
+        blk = params[f"block_{i}"]
+        z = _layer_norm(h, blk["ln_1"], eps)  # [B, k, d]
+        w, b = blk["attn"]["qkv"]["kernel"], blk["attn"]["qkv"]["bias"]  # [d, 3d], [3d]
+        kv = z @ w[:, d:] + b[d:]  # [B, k, 2d]
+        kk, v = (a.reshape(B, k, H, dh).transpose(0, 2, 1, 3) for a in jnp.split(kv, 2, axis=-1))  # [B, H, k, dh]
+        ks.append(kk)
+        vs.append(v)
+        if i == cfg.n_layers - 1:
+            break  # the last block's keys/values are all the cache needs
+        q = (z @ w[:, :d] + b[:d]).reshape(B, k, H, dh).transpose(0, 2, 1, 3)  # [B, H, k, dh]
+        s = jnp.where(causal, (q @ kk.transpose(0, 1, 3, 2)) * scale, F32(-1e30))  # [B, H, k, k]
+        y = (jax.nn.softmax(s, axis=-1) @ v).transpose(0, 2, 1, 3).reshape(B, k, d)  # [B, k, d]
+        h = h + _dense(y, blk["attn"]["out"])  # [B, k, d]
+        u = jax.nn.gelu(_dense(_layer_norm(h, blk["ln_2"], eps), blk["mlp"]["fc"]), approximate=True)
+        h = h + _dense(u, blk["mlp"]["proj"])  # [B, k, d]
+    pad = ((0, 0), (0, 0), (0, 0), (0, L - k), (0, 0))
+    return jnp.pad(jnp.stack(ks, axis=1), pad), jnp.pad(jnp.stack(vs, axis=1), pad)  # [B, layers, H, L, dh]
 
 
 # -----------------------------------------------------------------------------
@@ -346,49 +516,101 @@ class TransformerModel:
 
         Calls ``emit(k, start, logits)`` with float32 logits [n, N] of the
         contexts of length k whose big-endian group-local indices are
-        start..start+n-1. Depth-first in blocks of at most ``chunk`` contexts,
-        so memory stays bounded (about ``length`` blocks of caches at a time).
-        Each context costs one position of the network instead of k.
+        start..start+n-1. The walk (see the section comment above
+        ``tree_step``) starts with one forward pass over the N^e contexts of
+        length e, the largest e <= ``length`` with N^(e+1) <= max(``chunk``, N^2)
+        (levels 1..e are emitted from it), then goes depth-first in blocks of
+        N^e nodes, each step emitting the N^(e+1) children of one block. Memory
+        stays bounded: per level, one block's own keys/values. Each context of
+        length > e costs one position of the network instead of its length.
 
-        Resuming (optional): a *subtree* ``(k, start)`` is the block of level k
-        emitted from the parents with level-(k-1) indices start.. together with
-        everything below it. ``done(k, start)`` is called once all its blocks
-        have been emitted; the walk skips a subtree when ``skip(k, start)`` is
-        true. The blocks that are computed are computed exactly as in an
-        uninterrupted walk (same shapes, same caches), so a resumed walk gives
-        bitwise the same logits.
+        Resuming (optional): a *subtree* ``(k, start)`` (k > e) is the block of
+        level k emitted from the parents with level-(k-1) indices start..
+        together with everything below it. ``done(k, start)`` is called once
+        all its blocks have been emitted; the walk skips a subtree when
+        ``skip(k, start)`` is true. The forward pass over levels 1..e is always
+        recomputed. Every block is computed exactly as in an uninterrupted walk
+        (same shapes, same inputs), so a resumed walk gives bitwise the same logits.
         """
         cfg = self.config
         if not 1 <= length <= cfg.context_length:
             raise ValueError(f"length must be in 1..L={cfg.context_length}, got {length}")
         N = cfg.n_tokens
-        per_call = max(1, chunk // N)  # parents per call
-        shape = (per_call, cfg.n_layers, cfg.n_heads, cfg.context_length, cfg.d_head)
-        step = self._extend_step
+        e = 1
+        while e < length and N ** (e + 2) <= chunk:
+            e += 1
+        P = N ** e  # nodes per block
+        tokens = np.stack(np.unravel_index(np.arange(P), (N,) * e), axis=1).astype(np.int32)  # [P, e]
+        logits, keys, values = self._prefill(self.params, jnp.asarray(tokens))  # [P, e, N], 2 x [P, e, ...]
+        logits = np.asarray(logits)
+        for k in range(1, e + 1):  # level k, node i: the prefix of context i N^(e-k)
+            emit(k, 0, logits[:: N ** (e - k), k - 1])
+        if e == length:
+            return
+        # the block of all level-e nodes; the ancestor j levels up of node i is node i // N^j of level e - j
+        dk = tuple(keys[:: N**j, e - 1 - j] for j in range(e))  # [P / N^j, layers, H, dh]
+        dv = tuple(values[:: N**j, e - 1 - j] for j in range(e))
+        none = jnp.zeros((cfg.context_length, cfg.n_layers, cfg.n_heads, cfg.d_head), dtype=F32)
+        step, down = self._tree_step, self._descend
 
-        def visit(k: int, kc, vc, start: int, count: int) -> None:
-            # kc, vc: caches of `count` parents (length k-1, group-local indices start..), padded to per_call
-            if skip is not None and skip(k, start):
+        def visit(k: int, block: tuple, start: int) -> None:
+            # block: tree_step's inputs for the level-k nodes start..start+P-1; emits their children
+            if skip is not None and skip(k + 1, start):
                 return
-            logits, kc2, vc2 = step(self.params, kc, vc, jnp.int32(k - 1))
-            emit(k, start * N, np.asarray(logits).reshape(per_call * N, N)[: count * N])
-            if k < length:
-                for s in range(0, count * N, per_call):
-                    n = min(per_call, count * N - s)
-                    kcs, vcs = kc2[s: s + n], vc2[s: s + n]
-                    if n < per_call:  # pad to the compiled shape
-                        pad = ((0, per_call - n),) + ((0, 0),) * 4
-                        kcs, vcs = jnp.pad(kcs, pad), jnp.pad(vcs, pad)
-                    visit(k + 1, kcs, vcs, start * N + s, n)
+            out, ck, cv = step(self.params, *block, jnp.int32(k))
+            emit(k + 1, start * N, np.asarray(out))
+            if k + 1 < length:
+                for r in range(N):
+                    visit(k + 1, down(*block, ck, cv, jnp.int32(r)), start * N + r * P)
             if done is not None:
-                done(k, start)
+                done(k + 1, start)
 
-        zeros = jnp.zeros(shape, dtype=F32)
-        visit(1, zeros, zeros, 0, 1)
+        visit(e, (none, none, jnp.int32(0), dk, dv), 0)
 
     @functools.cached_property
-    def _extend_step(self):
-        return jax.jit(functools.partial(extend_step, self.config))
+    def _prefill(self):
+        return jax.jit(functools.partial(prefill_kv, self.module))
+
+    @functools.cached_property
+    def _tree_step(self):
+        return jax.jit(functools.partial(tree_step, self.config))
+
+    @functools.cached_property
+    def _descend(self):
+        return jax.jit(functools.partial(descend, self.config.n_tokens))
+
+    # -- cached one-position steps (used by the Monte Carlo sampler) ------------
+
+    def init_cache(self, batch: int) -> tuple[jax.Array, jax.Array]:
+        """An empty key/value cache for ``batch`` sequences: two float32[batch, layers, H, L, dh] zeros."""
+        c = self.config
+        zeros = jnp.zeros((int(batch), c.n_layers, c.n_heads, c.context_length, c.d_head), dtype=F32)
+        return zeros, zeros
+
+    def cached_step(self, cache: tuple[jax.Array, jax.Array], tokens: Any, t: Any) -> tuple[jax.Array, tuple]:
+        """Feed x_t (int[B]) at position t (int, or int[B]); return (logits [B, N] after x_0..x_t, new cache).
+
+        ``cache`` holds the keys/values of positions < t (from ``init_cache`` and
+        earlier steps). Valid only while a context GROWS: with absolute positions a
+        sliding window moves every token, which invalidates the cache (see
+        ``decode_step``). Traceable (jit / lax.scan); t must be < L.
+        """
+        k_cache, v_cache = cache
+        logits, k_cache, v_cache = self._sampling_decode(self.params, k_cache, v_cache, tokens, t)
+        return logits, (k_cache, v_cache)
+
+    @functools.cached_property
+    def _sampling_decode(self):
+        return jax.jit(functools.partial(decode_step, self.config))
+
+    def prefill(self, contexts: Any) -> tuple[jax.Array, jax.Array]:
+        """The cache of int[B, k] contexts (positions 0..k-1), computed in one pass; see ``prefill_cache``."""
+        tokens = self._check_contexts(contexts)
+        return self._sampling_prefill(self.params, tokens)
+
+    @functools.cached_property
+    def _sampling_prefill(self):
+        return jax.jit(functools.partial(prefill_cache, self.config))
 
     # -- construction / description ---------------------------------------------
 

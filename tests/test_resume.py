@@ -43,8 +43,8 @@ class FlakyTransformer(TransformerModel):
         self.base, self.limit, self.steps = base, limit, 0
 
     @property
-    def _extend_step(self):
-        inner = self.base._extend_step  # the base model's compiled step (compiled once for all builds)
+    def _tree_step(self):
+        inner = self.base._tree_step  # the base model's compiled step (compiled once for all builds)
 
         def step(*args):
             self.steps += 1
