@@ -55,7 +55,8 @@ grows quickly on de Bruijn graphs, which are expanders) and Krylov above;
 above 2^18 states it first gives power iteration 2000 steps (a fast-mixing
 chain converges in a few hundred, and there each GMRES step costs several
 matvecs: 28 s against 10 s for power at 2^20 at temperature 1) and turns to
-Krylov if that is not enough.
+Krylov if that is not enough, or as soon as the residual's decay over the last
+50 steps projects that 2000 will not be.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ LU_MAX = 8192
 #: above this class size ``auto`` tries POWER_FIRST_ITERS steps of power iteration before GMRES
 KRYLOV_AUTO_MAX = 2**18
 POWER_FIRST_ITERS = 2000
+_PROBE = 50  # steps over which the trial power run measures its rate of convergence
 
 
 @dataclass
@@ -226,14 +228,27 @@ def _solve_gth(block: sp.csr_matrix, j: int) -> tuple[np.ndarray, float]:
     return pi, tau
 
 
-def _solve_power(op, members: np.ndarray, tol: float, max_iter: int) -> np.ndarray:
+def _solve_power(op, members: np.ndarray, tol: float, max_iter: int, give_up_early: bool = False) -> np.ndarray:
+    """Lazy power iteration from the uniform law on ``members``.
+
+    With ``give_up_early`` (the trial run of ``auto``) it stops as soon as the
+    residual's observed geometric decay over the last ``_PROBE`` steps projects
+    that ``max_iter`` steps will not reach ``tol``.
+    """
     v = np.zeros(op.num_states)
     v[members] = 1.0 / members.size
+    history = []
     for it in range(max_iter):
         w = op.push(v)
         res = np.abs(w - v).sum()
         if res <= tol:
             return w / w.sum()
+        if give_up_early:
+            history.append(res)
+            if it >= 2 * _PROBE and it % _PROBE == 0:
+                rate = (history[-1] / history[-1 - _PROBE]) ** (1.0 / _PROBE)
+                if rate >= 1.0 or it + np.log(tol / res) / np.log(rate) > max_iter:
+                    break
         v = 0.5 * (v + w)
     raise ConvergenceError(
         f"power iteration did not reach residual {tol:g} in {max_iter} steps (last residual {res:.2e}); "
@@ -313,7 +328,7 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
             # Very big classes: GMRES's preconditioner costs several matvecs per step there, so a
             # fast-mixing chain is cheaper by power iteration; it gets a short budget first.
             try:
-                pi_full = _solve_power(op, members, tol, min(max_iter, POWER_FIRST_ITERS))
+                pi_full = _solve_power(op, members, tol, min(max_iter, POWER_FIRST_ITERS), give_up_early=True)
                 m = "power"
                 j = int(members[np.argmax(pi_full[members])])
                 tau = hitting_time_bound(op, members, j)
