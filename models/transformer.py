@@ -237,6 +237,13 @@ def _dense(x: jax.Array, p: dict) -> jax.Array:
     return x @ p["kernel"] + p["bias"]
 
 
+def _attention_out_and_mlp(h: jax.Array, y: jax.Array, blk: dict, eps: float) -> jax.Array:
+    """The rest of a block after attention: h + out(y), then h + mlp(ln_2(h)). Shapes [..., d]."""
+    h = h + _dense(y, blk["attn"]["out"])
+    u = jax.nn.gelu(_dense(_layer_norm(h, blk["ln_2"], eps), blk["mlp"]["fc"]), approximate=True)
+    return h + _dense(u, blk["mlp"]["proj"])
+
+
 def tree_step(config: TransformerConfig, params: Any, shared_k: jax.Array, shared_v: jax.Array,
               n_shared: jax.Array, dk: tuple, dv: tuple, t: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Logits and own keys/values of the N children of each node of a block, at position t.
@@ -279,9 +286,7 @@ def tree_step(config: TransformerConfig, params: Any, shared_k: jax.Array, share
             wj = w[..., L + j].reshape(a.shape[0], -1, H, 1)  # [A, C / A, H, 1]
             y = y + (wj * a[:, None, i]).reshape(C, H, dh)  # [C, H, dh]
         y = y + w[..., -1:] * v  # [C, H, dh]
-        h = h + _dense(y.reshape(C, d), blk["attn"]["out"])  # [C, d]
-        u = jax.nn.gelu(_dense(_layer_norm(h, blk["ln_2"], eps), blk["mlp"]["fc"]), approximate=True)
-        h = h + _dense(u, blk["mlp"]["proj"])  # [C, d]
+        h = _attention_out_and_mlp(h, y.reshape(C, d), blk, eps)  # [C, d]
         new_k.append(kk)
         new_v.append(v)
     logits = _dense(_layer_norm(h, params["ln_f"], eps), params["unembed"])  # [C, N_tokens]
@@ -388,9 +393,7 @@ def decode_step(config: TransformerConfig, params: Any, k_cache: jax.Array, v_ca
         s = jnp.einsum("bhd,bhld->bhl", q, kc) * scale  # [B, H, L]
         w = jax.nn.softmax(jnp.where(valid, s, F32(-1e30)), axis=-1)  # [B, H, L]
         y = jnp.einsum("bhl,bhld->bhd", w, jnp.where(valid[..., None], vc, F32(0)))  # [B, H, dh]
-        h = h + _dense(y.reshape(B, d), blk["attn"]["out"])  # [B, d]
-        u = jax.nn.gelu(_dense(_layer_norm(h, blk["ln_2"], eps), blk["mlp"]["fc"]), approximate=True)
-        h = h + _dense(u, blk["mlp"]["proj"])  # [B, d]
+        h = _attention_out_and_mlp(h, y.reshape(B, d), blk, eps)  # [B, d]
         new_k.append(kc)
         new_v.append(vc)
     logits = _dense(_layer_norm(h, params["ln_f"], eps), params["unembed"])  # [B, N_tokens]
@@ -430,9 +433,7 @@ def prefill_cache(config: TransformerConfig, params: Any, tokens: jax.Array) -> 
         q = (z @ w[:, :d] + b[:d]).reshape(B, k, H, dh).transpose(0, 2, 1, 3)  # [B, H, k, dh]
         s = jnp.where(causal, (q @ kk.transpose(0, 1, 3, 2)) * scale, F32(-1e30))  # [B, H, k, k]
         y = (jax.nn.softmax(s, axis=-1) @ v).transpose(0, 2, 1, 3).reshape(B, k, d)  # [B, k, d]
-        h = h + _dense(y, blk["attn"]["out"])  # [B, k, d]
-        u = jax.nn.gelu(_dense(_layer_norm(h, blk["ln_2"], eps), blk["mlp"]["fc"]), approximate=True)
-        h = h + _dense(u, blk["mlp"]["proj"])  # [B, k, d]
+        h = _attention_out_and_mlp(h, y, blk, eps)  # [B, k, d]
     pad = ((0, 0), (0, 0), (0, 0), (0, L - k), (0, 0))
     return jnp.pad(jnp.stack(ks, axis=1), pad), jnp.pad(jnp.stack(vs, axis=1), pad)  # [B, layers, H, L, dh]
 
