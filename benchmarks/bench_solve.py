@@ -1,0 +1,654 @@
+"""Stationary distributions and absorption probabilities: semio_jax vs Storm vs SciPy.
+
+Question: on the same chains, how long does each solver take, how accurate is
+the answer it returns (measured here, by us, in float64), and how much memory
+does it need?
+
+Chains (N = 2 tokens, full windows only: StateSpace(2, L, prefixes=False), S = 2^L states):
+
+  fast    order-L n-gram (NGramModel) with i.i.d. N(0, 1) logits for every window
+          (seed 0), temperature=1: one attractor, mixes within a few L steps.
+  slow    order-4 n-gram with N(0, 1) logits, seed 27 (the first seed 0, 1, 2, ... whose
+          16-state 4-gram chain has relaxation time 1/(1 - |lambda_2|) >= 1000; it is 2.5e3),
+          temperature=0.25: one attractor, slowly mixing.
+  absorb  the slow chain's 4-gram table with four contexts made deterministic by -inf
+          logits (0000 -> 0, 1111 -> 1, 0101 -> 0, 1010 -> 1), temperature=0.25: three
+          attractors (0^L, 1^L and the 2-cycle (01)^(L/2) <-> (10)^(L/2)); the expected
+          absorption time reaches 2.6e3 steps.
+
+Peers, problem "pi" (stationary distribution; fast and slow chains):
+  semio-<m>      sj.stationary_result(op, method=m), for every method its docstring lists
+                 (found at run time; "auto" left out, it dispatches to these; "krylov" is GMRES
+                 preconditioned by the greedy functional graph, semio_jax.analysis.krylov). gth is run up
+                 to 2^10 states only (dense, O(S^3); auto's own limit for it).
+  semio-sharded-gmres
+                 semio_jax.sharding.stationary_sharded(op, method="gmres") on the one CPU device:
+                 restarted GMRES (jax.scipy) on x (I - Q_j) = r_j, then lazy power steps to residual
+                 1e-12 (its JIT compilation is part of its solve time: each run is a fresh process).
+  storm-lu       stormpy.analysis.compute_steady_state_distribution with stormpy.Environment(),
+                 linear equation solver EIGEN and force_soundness=True: the steady-state
+                 algorithm (AUTOMATIC) becomes expected visiting times, and Storm's Eigen
+                 solver switches to the direct SparseLU to be sound (tests/test_storm.py's setting).
+  storm-sound    stormpy.environments.sound() (stormpy's default environment for model
+                 checking): force_soundness, TOPOLOGICAL solver, native method optimistic value
+                 iteration, relative precision 1e-6, algorithm EXPECTED_VISITING_TIMES.
+  storm-iter     stormpy.Environment() as constructed: not sound, TOPOLOGICAL solver over Storm's
+                 default gmm++ (GMRES with ILU preconditioner), relative precision 1e-6,
+                 algorithm AUTOMATIC -> EQUATION_SYSTEM.
+  storm-evt      storm-iter with steady_state_distribution_algorithm = EXPECTED_VISITING_TIMES.
+  scipy-spsolve  scipy.sparse.linalg.spsolve (SuperLU, COLAMD) on the reduced system: with j
+                 the last state and Q_j = P without row/column j, x (I - Q_j) = P[j, others];
+                 pi = (x, 1) / sum.
+  scipy-eigs     scipy.sparse.linalg.eigs(P^T, k=1, which="LM", tol=0, v0=uniform) (ARPACK);
+                 real part normalised to sum 1.
+
+Peers, problem "h" (absorption probabilities into every attractor; absorb chain; the
+attractors are labelled attractor_i as in semio_jax.export):
+  semio-basins   sj.basins_result(op).probabilities (sparse LU while at most 8192 states are
+                 undetermined, i.e. up to 2^12 here; preconditioned GMRES, semio_jax.analysis.krylov, above)
+  storm-lu, storm-sound, storm-iter
+                 stormpy.model_checking(P=? [F "attractor_i"], only_initial_states=False) for
+                 each attractor i, with the environments above.
+  scipy-spsolve  spsolve(I - Q_TT, P_TA 1_A) on all transient states T, every attractor at once.
+
+Protocol. Each chain is built once per size in this process (model evaluation is not
+timed for anyone) and saved as its float64 probability table. Each peer then runs in its own
+subprocess (``bench_solve.py --worker ...``) that loads the table and builds its own data
+structure, timed as "setup s" (semio: the validated Operator; Storm: the CSR matrix handed
+to SparseMatrixBuilder.add_next_values, the labelling and the SparseDtmc; SciPy: the CSR
+matrix), then solves, timed as "solve s" (wall clock) and "solve CPU s" (the process's CPU
+time, all threads); graph analyses are included for everyone (semio's class decomposition,
+Storm's BSCC / prob01 analyses). The machine's cores are shared with other jobs, so the
+limit is on CPU time: the parent kills a solve that has used LIMIT CPU seconds (or
+WALL_FACTOR x LIMIT wall seconds) ("DNF"), or a process whose RSS passes the memory cap
+("OOM"), and skips a peer's larger sizes after a DNF, OOM or failure. It also does not start
+a run whose linear extrapolation from the peer's previous size (CPU time x ratio of states)
+already exceeds the limit: no peer here scales better than linearly, as each must at least
+read every transition ("not run: predicted"; --no-predict runs them anyway). "peak MiB" is
+the subprocess's peak RSS (VmHWM), "+MiB" how much of it the solve added.
+
+Accuracy is measured here for every peer with the float64 operator (op.push / op.pull) on
+the vector the peer returned (not renormalised):
+  pi: residual ||pi P - pi||_1 and error ||pi - pi*||_1;
+  h:  residual max_i ||P h_i - h_i||_inf and error max |h - h*|.
+pi* and h* are exact references where the chain allows one: the slow and absorb chains
+depend on the last 4 tokens only, so pi* (and h*) follow from the 16-state 4-gram chain,
+solved in exact rational arithmetic (fractions) from the same float64 table and lifted to
+T^L in float64 (relative error <= L eps). The fast chain has no such reference ("-"); there
+semio's certified bound 4 tau_j ||pi P - pi||_1 is quoted in the notes column.
+
+Usage:
+  python benchmarks/bench_solve.py            # L = 10, 12, ..., 20; 60 CPU s per solve
+  python benchmarks/bench_solve.py --quick    # L = 10, 12, 14; 20 CPU s per solve
+  python benchmarks/bench_solve.py --full     # every L = 10..20
+  python benchmarks/bench_solve.py --sizes 16 --chains fast,slow --peers semio-lu,storm-lu,scipy-spsolve \
+      --limit 400 --name solve_lu16           # the direct solvers at 2^16, past the default limit (~12 CPU min)
+  options: --limit S, --mem-gib G, --sizes 10,16, --peers storm-lu,semio-lu, --chains fast,slow,absorb,
+           --name OUT (results/OUT.md, OUT_raw.json, OUT.png; default "solve")
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+N_TOKENS = 2
+SLOW_SEED = 27
+FAST_SEED = 0
+FORCED = [((0, 0, 0, 0), 0), ((1, 1, 1, 1), 1), ((0, 1, 0, 1), 0), ((1, 0, 1, 0), 1)]
+GTH_MAX_STATES = 2**10  # semio's own GTH_MAX: auto uses gth up to 1024 states
+STORM_PI = ["storm-lu", "storm-sound", "storm-iter", "storm-evt"]
+STORM_H = ["storm-lu", "storm-sound", "storm-iter"]
+SCIPY_PI = ["scipy-spsolve", "scipy-eigs"]
+SCIPY_H = ["scipy-spsolve"]
+KNOWN_SEMIO_METHODS = ["gth", "lu", "power"]
+WALL_FACTOR = 6  # a solve is also stopped after WALL_FACTOR x limit wall seconds (shared machine)
+
+
+# ============================================================ chains (parent side)
+def ngram4_table(absorbing: bool) -> np.ndarray:
+    table = np.random.default_rng(SLOW_SEED).normal(size=(N_TOKENS,) * 5)
+    if absorbing:
+        for ctx, y in FORCED:
+            table[ctx + (1 - y,)] = -np.inf
+    return table
+
+
+def build_chain(chain: str, length: int):
+    import semio_jax as sj
+
+    space = sj.StateSpace(N_TOKENS, length, prefixes=False)
+    if chain == "fast":
+        table = np.random.default_rng(FAST_SEED).normal(size=(N_TOKENS,) * (length + 1))
+        return sj.build_operator(sj.NGramModel(table, name=f"random-order-{length}"), space, "temperature=1")
+    model = sj.NGramModel(ngram4_table(chain == "absorb"), name=f"ngram4-{chain}")
+    return sj.build_operator(model, space, "temperature=0.25")
+
+
+def _gth_exact(p: list[list[Fraction]]) -> list[Fraction]:
+    """Stationary vector of an irreducible stochastic matrix by GTH, in exact rationals."""
+    a = [row[:] for row in p]
+    n = len(a)
+    for k in range(n - 1, 0, -1):
+        s = sum(a[k][:k])
+        for i in range(k):
+            a[i][k] /= s
+        for i in range(k):
+            if a[i][k]:
+                for j in range(k):
+                    a[i][j] += a[i][k] * a[k][j]
+    pi = [Fraction(1)] + [Fraction(0)] * (n - 1)
+    for k in range(1, n):
+        pi[k] = sum(pi[i] * a[i][k] for i in range(k))
+    z = sum(pi)
+    return [x / z for x in pi]
+
+
+def _solve_exact(a: list[list[Fraction]], b: list[list[Fraction]]) -> list[list[Fraction]]:
+    """Solve a x = b (b with several columns) by Gauss-Jordan elimination in exact rationals."""
+    n, m = len(a), len(b[0])
+    aug = [a[i][:] + b[i][:] for i in range(n)]
+    for c in range(n):
+        piv = next(r for r in range(c, n) if aug[r][c] != 0)
+        aug[c], aug[piv] = aug[piv], aug[c]
+        inv = 1 / aug[c][c]
+        aug[c] = [v * inv for v in aug[c]]
+        for r in range(n):
+            if r != c and aug[r][c] != 0:
+                f = aug[r][c]
+                aug[r] = [vr - f * vc for vr, vc in zip(aug[r], aug[c])]
+    return [row[n:] for row in aug]
+
+
+def _lumped(op) -> tuple[np.ndarray, np.ndarray]:
+    """(q4[16, 2], succ4[16, 2]): the 4-gram chain of an order-4 model, from the operator's own table.
+
+    State c < 16 of T^L is (0, ..., 0, c's 4 bits), so its row is the rule after context c.
+    """
+    n4 = N_TOKENS**4
+    q4 = np.array(op.probs[:n4])
+    succ4 = (np.arange(n4)[:, None] % N_TOKENS**3) * N_TOKENS + np.arange(N_TOKENS)[None, :]
+    return q4, succ4
+
+
+def _lift_to_windows(first: np.ndarray, q4: np.ndarray, length: int) -> np.ndarray:
+    """pi over T^L from the law of the first 4 tokens and the 4-gram rule: pi_{k+1}[x N + y] = pi_k[x] q4[x mod 16, y]."""
+    pi = np.asarray(first, dtype=np.float64)
+    for _ in range(4, length):
+        ctx = np.arange(pi.size) % N_TOKENS**4
+        pi = (pi[:, None] * q4[ctx]).reshape(-1)
+    return pi
+
+
+def exact_stationary_ngram4(op) -> np.ndarray:
+    q4, succ4 = _lumped(op)
+    n4 = q4.shape[0]
+    p = [[Fraction(0)] * n4 for _ in range(n4)]
+    for c in range(n4):
+        for y in range(N_TOKENS):
+            p[c][int(succ4[c, y])] += Fraction(float(q4[c, y]))
+    pi4 = np.array([float(x) for x in _gth_exact(p)])
+    return _lift_to_windows(pi4, q4, op.space.length)
+
+
+def exact_absorption_ngram4(op, attractors: list[np.ndarray]) -> np.ndarray:
+    """h*[S, m]: absorption probabilities of the absorb chain; h(s) depends on the last 4 tokens of s only."""
+    q4, succ4 = _lumped(op)
+    n4 = q4.shape[0]
+    # the 4-gram class of each T^L attractor: the last-4-token contexts of its member windows
+    cls = {}
+    for a, members in enumerate(attractors):
+        for s in members:
+            cls[int(s) % n4] = a
+    trans = [c for c in range(n4) if c not in cls]
+    idx = {c: i for i, c in enumerate(trans)}
+    m = len(attractors)
+    a_mat = [[Fraction(int(i == j)) for j in range(len(trans))] for i in range(len(trans))]
+    b = [[Fraction(0)] * m for _ in trans]
+    for c in trans:
+        for y in range(N_TOKENS):
+            t, pr = int(succ4[c, y]), Fraction(float(q4[c, y]))
+            if t in cls:
+                b[idx[c]][cls[t]] += pr
+            else:
+                a_mat[idx[c]][idx[t]] -= pr
+    x = _solve_exact(a_mat, b)
+    h4 = np.zeros((n4, m))
+    for c, a in cls.items():
+        h4[c, a] = 1.0
+    for c in trans:
+        h4[c] = [float(v) for v in x[idx[c]]]
+    return h4[np.arange(op.num_states) % n4]
+
+
+# ============================================================ worker (child side)
+def _rss_mib() -> float:
+    """Peak RSS of this process (VmHWM; ru_maxrss would include the parent's peak from before exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _csr_from_table(probs: np.ndarray, length: int):
+    """The transition matrix of the full-window space as scipy CSR (succ(s, y) = (s mod N^(L-1)) N + y)."""
+    import scipy.sparse as sp
+
+    s, n = probs.shape
+    succ = (np.arange(s)[:, None] % (n ** (length - 1))) * n + np.arange(n)[None, :]
+    mat = sp.csr_matrix((probs.ravel(), succ.ravel(), np.arange(0, s * n + 1, n)), shape=(s, s))
+    mat.sum_duplicates()
+    mat.eliminate_zeros()
+    mat.sort_indices()
+    return mat
+
+
+def storm_environment(setting: str):
+    import stormpy
+    import stormpy.environments as E
+
+    if setting == "lu":
+        env = stormpy.Environment()
+        env.solver().set_linear_equation_solver_type(E.EquationSolverType.EIGEN)
+        env.solver().force_soundness = True
+    elif setting == "sound":
+        env = E.sound()
+    elif setting == "iter":
+        env = stormpy.Environment()
+    elif setting == "evt":
+        env = stormpy.Environment()
+        env.modelchecker().steady_state_distribution_algorithm = E.SteadyStateDistributionAlgorithm.EXPECTED_VISITING_TIMES
+    else:
+        raise ValueError(setting)
+    return env
+
+
+def describe_environment(env) -> str:
+    s = env.solver()
+    nat = s.native()
+    return (f"solver={s.get_linear_equation_solver_type().name}, force_soundness={s.force_soundness}, "
+            f"native={nat.method.name}, precision={float(nat.precision):g} "
+            f"({'relative' if nat.relative_termination_criterion else 'absolute'}), "
+            f"steady_state_algorithm={env.modelchecker().steady_state_distribution_algorithm.name}")
+
+
+def _storm_model(csr, attractor_of: np.ndarray | None):
+    import stormpy.datastructures as D
+    import stormpy.models as M
+
+    s = csr.shape[0]
+    builder = D.SparseMatrixBuilder[float](rows=s, columns=s, entries=csr.nnz)
+    rows = np.repeat(np.arange(s), np.diff(csr.indptr))
+    builder.add_next_values(rows.tolist(), csr.indices.tolist(), csr.data.tolist(), [])
+    labels = M.StateLabeling(s)
+    labels.add_label("init")
+    labels.set_states("init", D.BitVector(s, [0]))
+    if attractor_of is not None:
+        for a in range(int(attractor_of.max()) + 1):
+            labels.add_label(f"attractor_{a}")
+            labels.set_states(f"attractor_{a}", D.BitVector(s, np.flatnonzero(attractor_of == a).tolist()))
+    return M.SparseDtmc(M.SparseModelComponents(transition_matrix=builder.build(), state_labeling=labels,
+                                                rate_transitions=False))
+
+
+def worker(peer: str, problem: str, data: str, out: str) -> int:
+    # imports first: interpreter start-up and imports are not part of anyone's setup time
+    if peer.startswith("semio-"):
+        import semio_jax as sj
+    elif peer.startswith("storm-"):
+        import stormpy
+    else:
+        import scipy.sparse as sp
+        import scipy.sparse.linalg as spla
+    arrays = np.load(data)
+    probs, length = arrays["probs"], int(arrays["length"])
+    attractor_of = arrays["attractor_of"] if "attractor_of" in arrays else None
+    info = ""
+    t0 = time.perf_counter()
+    if peer.startswith("semio-"):
+        op = sj.Operator(sj.StateSpace(probs.shape[1], length, prefixes=False), probs)
+    elif peer.startswith("storm-"):
+        csr = _csr_from_table(probs, length)
+        model = _storm_model(csr, attractor_of if problem == "h" else None)
+        env = storm_environment(peer.split("-", 1)[1])
+        info = describe_environment(env)
+    else:
+        csr = _csr_from_table(probs, length)
+    setup = time.perf_counter() - t0
+    rss_setup = _rss_mib()
+    Path(out + ".started").write_text(str(time.time()))
+    t0, c0 = time.perf_counter(), time.process_time()
+    if peer.startswith("semio-"):
+        if problem == "pi":
+            if peer.startswith("semio-sharded-"):
+                from semio_jax.sharding import stationary_sharded
+
+                res = stationary_sharded(op, method=peer.rsplit("-", 1)[1])
+            else:
+                res = sj.stationary_result(op, method=peer.split("-", 1)[1])
+            result = res.distributions[0]
+            bound = res.error_bounds[0]
+            info = f"method={res.methods[0]}; certified L1 error bound " + (f"{bound:.1e}" if bound is not None else "none")
+        else:
+            res = sj.basins_result(op)
+            result = res.probabilities
+            info = f"n_solved={res.n_solved}; certified max error bound {res.error_bound:.1e}"
+    elif peer.startswith("storm-"):
+        if problem == "pi":
+            r = stormpy.analysis.compute_steady_state_distribution(model, environment=env)
+            result = np.array(r.get_value_vector())
+        else:
+            cols = []
+            for a in range(int(attractor_of.max()) + 1):
+                prop = stormpy.parse_properties(f'P=? [F "attractor_{a}"]')[0]
+                r = stormpy.model_checking(model, prop, only_initial_states=False, environment=env)
+                cols.append(np.array(r.get_value_vector()))
+            result = np.stack(cols, axis=1)
+    elif peer == "scipy-spsolve" and problem == "pi":
+        s = csr.shape[0]
+        j = s - 1
+        others = np.arange(s - 1)
+        m = (sp.identity(s, format="csr") - csr)[others][:, others]
+        r = np.asarray(csr[j, others].todense()).ravel()
+        x = spla.spsolve(m.T.tocsc(), r)
+        result = np.append(x, 1.0)
+        result /= result.sum()
+    elif peer == "scipy-eigs":
+        s = csr.shape[0]
+        vals, vecs = spla.eigs(csr.T.tocsr(), k=1, which="LM", tol=0, v0=np.full(s, 1.0 / s))
+        v = vecs[:, 0].real
+        result = v / v.sum()
+        info = f"eigenvalue {complex(vals[0]).real:.15f}{complex(vals[0]).imag:+.1e}j"
+    elif peer == "scipy-spsolve" and problem == "h":
+        s = csr.shape[0]
+        trans = np.flatnonzero(attractor_of < 0)
+        m_att = int(attractor_of.max()) + 1
+        ind = np.zeros((s, m_att))
+        ind[attractor_of >= 0, attractor_of[attractor_of >= 0]] = 1.0
+        a_mat = (sp.identity(trans.size, format="csr") - csr[trans][:, trans]).tocsc()
+        rhs = csr[trans] @ ind  # = P_TA 1_A: ind is zero on the transient states
+        x = spla.spsolve(a_mat, rhs)
+        result = ind.copy()
+        result[trans] = x.reshape(trans.size, m_att)
+    else:
+        raise SystemExit(f"unknown peer {peer!r} for problem {problem!r}")
+    solve, solve_cpu = time.perf_counter() - t0, time.process_time() - c0
+    np.save(out + ".npy", np.asarray(result, dtype=np.float64))
+    Path(out + ".json").write_text(json.dumps({
+        "status": "ok", "setup_s": setup, "solve_s": solve, "solve_cpu_s": solve_cpu, "rss_setup_mib": rss_setup,
+        "rss_peak_mib": _rss_mib(), "info": info}))
+    return 0
+
+
+# ============================================================ runner (parent side)
+def semio_methods() -> list[str]:
+    """The explicit methods listed in stationary_result's docstring that run on a tiny chain."""
+    import semio_jax as sj
+
+    doc = sj.stationary_result.__doc__ or ""
+    line = re.search(r"method:(.*?)(?:\n\s*\w+:|\Z)", doc, re.S)
+    names = re.findall(r'"([A-Za-z_][\w-]*)"', line.group(1)) if line else []
+    names = [n for n in dict.fromkeys(names + KNOWN_SEMIO_METHODS) if n != "auto"]
+    tiny = sj.Operator(sj.StateSpace(2, 3, prefixes=False),
+                       np.tile([[0.3, 0.7], [0.6, 0.4]], (4, 1)))
+    ok = []
+    for n in names:
+        try:
+            sj.stationary_result(tiny, method=n)
+            ok.append(n)
+        except ValueError as e:
+            if "unknown" not in str(e).lower():
+                ok.append(n)
+        except Exception:  # noqa: BLE001 - a method that exists but fails on this chain is still a peer
+            ok.append(n)
+    return ok
+
+
+def sharded_methods() -> list[str]:
+    """semio's Krylov solver outside stationary_result: semio_jax.sharding.stationary_sharded(method="gmres")."""
+    try:
+        from semio_jax.sharding import stationary_sharded  # noqa: F401
+    except ImportError:
+        return []
+    return ["semio-sharded-gmres"]
+
+
+def _proc_status(pid: int) -> dict:
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    out[line.split(":")[0]] = int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a running process (all its threads), from /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def run_peer(peer: str, problem: str, data: Path, work: Path, limit: float, mem_mib: float) -> dict:
+    """Run one peer in a subprocess; kill it when its solve has used ``limit`` CPU seconds
+    (or WALL_FACTOR x limit wall seconds) or its RSS exceeds ``mem_mib``."""
+    out = str(work / f"{problem}-{data.stem}-{peer}")
+    log = open(out + ".log", "w")
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", peer, problem, str(data), out],
+                            stdout=log, stderr=subprocess.STDOUT)
+    t_start = time.time()
+    started = cpu_start = None
+    hwm = 0.0
+    status = None
+    while proc.poll() is None:
+        st = _proc_status(proc.pid)
+        hwm = max(hwm, st.get("VmHWM", 0.0))
+        if st.get("VmRSS", 0.0) > mem_mib:
+            status = "OOM"
+        if started is None and os.path.exists(out + ".started"):
+            started, cpu_start = time.time(), _cpu_seconds(proc.pid)
+        if started is not None and (_cpu_seconds(proc.pid) - cpu_start > limit
+                                    or time.time() - started > WALL_FACTOR * limit):
+            status = status or "DNF"
+        elif started is None and time.time() - t_start > 600:
+            status = status or "failed"
+        if status:
+            proc.kill()
+            proc.wait()
+            break
+        time.sleep(0.05)
+    log.close()
+    if status:
+        return {"status": status, "rss_peak_mib": hwm, "solve_s": None, "error": "start-up took over 600 s"}
+    if proc.returncode != 0 or not os.path.exists(out + ".json"):
+        tail = Path(out + ".log").read_text().strip().splitlines()
+        err = next((t for t in reversed(tail) if "Error" in t or "error" in t), tail[-1] if tail else "no output")
+        return {"status": "failed", "error": err.strip()[:160], "solve_s": None}
+    rec = json.loads(Path(out + ".json").read_text())
+    rec["result"] = np.load(out + ".npy")
+    return rec
+
+
+def accuracy(problem: str, op, result: np.ndarray, ref: np.ndarray | None) -> tuple[float, float | None]:
+    if problem == "pi":
+        resid = float(np.abs(op.push(result) - result).sum())
+        err = None if ref is None else float(np.abs(result - ref).sum())
+    else:
+        resid = float(np.abs(op.pull(result) - result).max())
+        err = None if ref is None else float(np.abs(result - ref).max())
+    return resid, err
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worker", nargs=4, metavar=("PEER", "PROBLEM", "DATA", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--quick", action="store_true", help="L = 10, 12, 14 and a 20 s limit (development)")
+    ap.add_argument("--full", action="store_true", help="every L from 10 to 20")
+    ap.add_argument("--sizes", help="comma-separated L values (overrides the grid)")
+    ap.add_argument("--limit", type=float, help="CPU seconds per solve (default 60; 20 with --quick)")
+    ap.add_argument("--mem-gib", type=float, default=8.0, help="memory cap per run in GiB (default 8)")
+    ap.add_argument("--peers", help="comma-separated subset of peers")
+    ap.add_argument("--chains", default="fast,slow,absorb", help="comma-separated subset of fast, slow, absorb")
+    ap.add_argument("--no-predict", dest="predict", action="store_false",
+                    help="run every size even when linear extrapolation of the previous size exceeds the limit")
+    ap.add_argument("--name", default="solve", help="output name in benchmarks/results (default solve)")
+    args = ap.parse_args(argv)
+    if args.worker:
+        return worker(*args.worker)
+
+    import semio_jax as sj
+    from _common import RESULTS, write_table
+    from figures import solve_figure
+
+    sizes = ([int(x) for x in args.sizes.split(",")] if args.sizes else
+             [10, 12, 14] if args.quick else list(range(10, 21)) if args.full else list(range(10, 21, 2)))
+    limit = args.limit if args.limit is not None else (20.0 if args.quick else 60.0)
+    mem_mib = args.mem_gib * 1024
+    methods = semio_methods()
+    peers_pi = [f"semio-{m}" for m in methods] + sharded_methods() + STORM_PI + SCIPY_PI
+    peers_h = ["semio-basins"] + STORM_H + SCIPY_H
+    if args.peers:
+        wanted = set(args.peers.split(","))
+        peers_pi = [p for p in peers_pi if p in wanted]
+        peers_h = [p for p in peers_h if p in wanted]
+    chains = [c for c in ("fast", "slow", "absorb") if c in args.chains.split(",")]
+    print(f"semio methods: {methods}; sizes L = {sizes}; limit {limit:g} CPU s; memory cap {args.mem_gib:g} GiB", flush=True)
+
+    records, rows, env_desc = [], [], {}
+    with tempfile.TemporaryDirectory(prefix="bench_solve_") as tmp:
+        work = Path(tmp)
+        for chain in chains:
+            problem = "h" if chain == "absorb" else "pi"
+            peers = peers_h if problem == "h" else peers_pi
+            stopped: dict[str, str] = {}
+            last_cpu: dict[str, tuple[int, float]] = {}
+            for length in sizes:
+                op = build_chain(chain, length)
+                s = op.num_states
+                arrays = {"probs": op.probs, "length": np.array(length)}
+                atts = sj.attractors(op)
+                if problem == "h":
+                    arrays["attractor_of"] = sj.class_structure(op).attractor_of.astype(np.int64)
+                    ref = exact_absorption_ngram4(op, atts)
+                else:
+                    assert len(atts) == 1 and atts[0].size == s, "the stationary chains must be ergodic"
+                    ref = exact_stationary_ngram4(op) if chain == "slow" else None
+                data = work / f"{chain}-L{length}.npz"
+                np.savez(data, **arrays)
+                for peer in peers:
+                    rec = {"problem": problem, "chain": chain, "L": length, "states": s, "peer": peer}
+                    if peer == "semio-gth" and s > GTH_MAX_STATES:
+                        rec.update(status="not run", note=f"dense O(S^3): run up to {GTH_MAX_STATES} states")
+                    elif peer in stopped:
+                        rec.update(status="skipped", note=f"{stopped[peer]} at a smaller size")
+                    elif args.predict and peer in last_cpu and last_cpu[peer][1] * s / last_cpu[peer][0] > limit:
+                        prev_s, prev_t = last_cpu[peer]
+                        rec.update(status="not run", note=f"predicted over the limit: {prev_t:.3g} CPU s at "
+                                                          f"2^{int(np.log2(prev_s))} x {s // prev_s} states")
+                        stopped[peer] = "predicted over the limit"
+                    else:
+                        r = run_peer(peer, problem, data, work, limit, mem_mib)
+                        rec.update(status=r["status"], setup_s=r.get("setup_s"), solve_s=r.get("solve_s"),
+                                   solve_cpu_s=r.get("solve_cpu_s"), rss_peak_mib=r.get("rss_peak_mib"), rss_setup_mib=r.get("rss_setup_mib"))
+                        if r["status"] == "ok":
+                            last_cpu[peer] = (s, r["solve_cpu_s"])
+                            rec["residual"], rec["error"] = accuracy(problem, op, r["result"], ref)
+                            rec["note"] = r.get("info", "")
+                            if peer.startswith("storm-"):
+                                env_desc[peer] = r.get("info", "")
+                                rec["note"] = ""
+                        else:
+                            stopped[peer] = r["status"] if r["status"] != "failed" else "failed"
+                            rec["note"] = {"DNF": f"did not finish in {limit:g} CPU s",
+                                           "OOM": f"over the {args.mem_gib:g} GiB memory cap"}.get(
+                                r["status"], r.get("error", ""))
+                    records.append(rec)
+                    rows.append(_row(rec))
+                    print(rows[-1], flush=True)
+
+    headers = ["problem", "chain", "states", "peer", "status", "setup s", "solve s", "solve CPU s", "residual",
+               "error vs exact",
+               "peak MiB", "+MiB", "note"]
+    RESULTS.mkdir(exist_ok=True)
+    extra = RESULTS / "solve_lu16_raw.json"  # the supplementary run of the direct solvers (see Usage)
+    extra = json.loads(extra.read_text()) if args.name == "solve" and extra.exists() else None
+    fig = solve_figure(records, limit, RESULTS / f"{args.name}.png", extra=extra["records"] if extra else None,
+                       extra_label=f" (limit {extra['limit_s']:g} CPU s, solve_lu16.md)" if extra else "")
+    raw = {"limit_s": limit, "mem_gib": args.mem_gib, "sizes": sizes, "semio_methods": methods,
+           "storm_settings": env_desc, "records": records}
+    (RESULTS / f"{args.name}_raw.json").write_text(json.dumps(raw, indent=1, default=float))
+    notes = _notes(limit, args.mem_gib, methods, env_desc, fig, extra is not None)
+    write_table(args.name, headers, rows, notes=notes,
+                title="Stationary distribution (pi) and absorption probabilities (h): semio_jax vs Storm vs SciPy "
+                      f"(N=2, S=2^L full windows; limit {limit:g} CPU s per solve)")
+    return 0
+
+
+def _fmt(x, spec):
+    return "-" if x is None else format(x, spec)
+
+
+def _row(rec: dict) -> list:
+    plus = (rec["rss_peak_mib"] - rec["rss_setup_mib"]) if rec.get("rss_setup_mib") is not None else None
+    return [rec["problem"], rec["chain"], f"2^{rec['L']}", rec["peer"], rec["status"],
+            _fmt(rec.get("setup_s"), ".2f"), _fmt(rec.get("solve_s"), ".3g"), _fmt(rec.get("solve_cpu_s"), ".3g"),
+            _fmt(rec.get("residual"), ".1e"), _fmt(rec.get("error"), ".1e"),
+            _fmt(rec.get("rss_peak_mib"), ".0f") if rec["status"] in ("ok", "DNF", "OOM") else "-",
+            _fmt(plus, ".0f"), rec.get("note", "")]
+
+
+def _notes(limit, mem_gib, methods, env_desc, fig, extra: bool = False) -> str:
+    lines = [f"Figure: `{fig.relative_to(HERE.parent)}` (log-log solve CPU time vs states, one panel per chain; "
+             "crosses: did not finish"
+             + ("; open markers: the direct solvers at 2^16 from benchmarks/results/solve_lu16.md, run with a "
+                "longer limit" if extra else "") + ").", "",
+             "Chains, peers and protocol: see the docstring of benchmarks/bench_solve.py. In short: "
+             "fast = order-L n-gram with N(0,1) logits at temperature 1; slow = order-4 n-gram (seed 27) at "
+             "temperature 0.25; absorb = slow with 0000->0, 1111->1, 0101->0, 1010->1 forced (3 attractors). "
+             "semio-basins uses sparse LU up to 8192 undetermined states (2^12 here) and GMRES above. "
+             "Model evaluation is excluded for everyone; 'setup s' is each peer's own data-structure "
+             "construction (for Storm: SparseMatrixBuilder + labelling + SparseDtmc), 'solve s' the solve.",
+             "",
+             f"semio_jax methods found in stationary_result's docstring: {', '.join(methods)} (auto dispatches to "
+             "these); semio-sharded-gmres is semio_jax.sharding.stationary_sharded(method='gmres') on one CPU "
+             "device (its JIT compilation, about 2 CPU s, is inside its solve time). Storm settings as read back "
+             "from the environment objects (storm-lu: Eigen then uses its direct SparseLU because soundness is "
+             "forced; storm-iter/evt: the TOPOLOGICAL solver's underlying solver is Storm's default gmm++):"]
+    for peer, desc in sorted(env_desc.items()):
+        lines.append(f"- `{peer}`: {desc}")
+    lines += ["",
+              "residual: ||pi P - pi||_1 (pi) or max_i ||P h_i - h_i||_inf (h), evaluated here with the float64 "
+              "operator on the vector as returned. error vs exact: ||pi - pi*||_1 or max|h - h*| against the "
+              "exact lumped 4-gram reference (slow, absorb); '-' where there is none (fast).",
+              f"Each run is a separate process; DNF = the solve did not finish within {limit:g} s of CPU time (or "
+              f"{WALL_FACTOR * limit:g} s wall); OOM = RSS above "
+              f"{mem_gib:g} GiB; after either (or a failure) the peer's larger sizes are skipped. 'peak MiB' = the "
+              "process's peak RSS (imports and the loaded table included); '+MiB' = what the solve added.",
+              "Timings: 'solve s' is wall clock, 'solve CPU s' the process's CPU time (all threads) during the "
+              "solve. The machine's 2 cores are shared with other jobs, so wall times carry their load; compare "
+              "peers by CPU time (the figure plots it) and only within this table."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
