@@ -138,25 +138,6 @@ def build_chain(chain: str, length: int):
     return sj.build_operator(model, space, "temperature=0.25")
 
 
-def _gth_exact(p: list[list[Fraction]]) -> list[Fraction]:
-    """Stationary vector of an irreducible stochastic matrix by GTH, in exact rationals."""
-    a = [row[:] for row in p]
-    n = len(a)
-    for k in range(n - 1, 0, -1):
-        s = sum(a[k][:k])
-        for i in range(k):
-            a[i][k] /= s
-        for i in range(k):
-            if a[i][k]:
-                for j in range(k):
-                    a[i][j] += a[i][k] * a[k][j]
-    pi = [Fraction(1)] + [Fraction(0)] * (n - 1)
-    for k in range(1, n):
-        pi[k] = sum(pi[i] * a[i][k] for i in range(k))
-    z = sum(pi)
-    return [x / z for x in pi]
-
-
 def _solve_exact(a: list[list[Fraction]], b: list[list[Fraction]]) -> list[list[Fraction]]:
     """Solve a x = b (b with several columns) by Gauss-Jordan elimination in exact rationals."""
     n, m = len(a), len(b[0])
@@ -194,13 +175,15 @@ def _lift_to_windows(first: np.ndarray, q4: np.ndarray, length: int) -> np.ndarr
 
 
 def exact_stationary_ngram4(op) -> np.ndarray:
+    from semio_jax.analysis._reference import gth_rational
+
     q4, succ4 = _lumped(op)
     n4 = q4.shape[0]
     p = [[Fraction(0)] * n4 for _ in range(n4)]
     for c in range(n4):
         for y in range(N_TOKENS):
             p[c][int(succ4[c, y])] += Fraction(float(q4[c, y]))
-    pi4 = np.array([float(x) for x in _gth_exact(p)])
+    pi4 = np.array([float(x) for x in gth_rational(p)])
     return _lift_to_windows(pi4, q4, op.space.length)
 
 

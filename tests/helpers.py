@@ -16,6 +16,7 @@ import numpy as np
 
 import semio_jax as sj
 from semio_jax import sampling as S
+from semio_jax.analysis._reference import gth_rational
 
 
 # ------------------------------------------------------------------ procedures
@@ -151,20 +152,8 @@ def exact_stationary(op, members) -> dict:
     for s, row in exact_rows(op, members).items():
         for t, v in row.items():
             a[pos[s]][pos[t]] += v
-    for k in range(n - 1, 0, -1):
-        s = sum(a[k][:k])
-        for i in range(k):
-            a[i][k] /= s
-        for i in range(k):
-            if a[i][k]:
-                for j in range(k):
-                    if a[k][j]:
-                        a[i][j] += a[i][k] * a[k][j]
-    pi = [Fraction(1)] + [Fraction(0)] * (n - 1)
-    for k in range(1, n):
-        pi[k] = sum(pi[i] * a[i][k] for i in range(k))
-    z = sum(pi)
-    return {s: pi[pos[s]] / z for s in members}
+    pi = gth_rational(a)
+    return {s: pi[pos[s]] for s in members}
 
 
 def exact_absorption(op, attractor_sets) -> tuple[np.ndarray, np.ndarray]:

@@ -24,3 +24,29 @@ def dense_block(probs: np.ndarray, succ: np.ndarray, members) -> tuple[np.ndarra
             if probs[s, y] > 0 and t in pos:
                 p[pos[s], pos[t]] += probs[s, y]
     return p, members
+
+
+def gth_rational(a: list) -> list:
+    """Stationary vector of an irreducible stochastic matrix by GTH in exact rationals.
+
+    ``a``: a list of rows of ``fractions.Fraction`` (copied, not modified). Returns
+    the normalised stationary vector as Fractions: no rounding anywhere.
+    """
+    from fractions import Fraction
+
+    a = [row[:] for row in a]
+    n = len(a)
+    for k in range(n - 1, 0, -1):  # eliminate state k: fold its flow into the states below it
+        s = sum(a[k][:k])
+        for i in range(k):
+            a[i][k] /= s
+        for i in range(k):
+            if a[i][k]:
+                for j in range(k):
+                    if a[k][j]:
+                        a[i][j] += a[i][k] * a[k][j]
+    pi = [Fraction(1)] + [Fraction(0)] * (n - 1)
+    for k in range(1, n):
+        pi[k] = sum(pi[i] * a[i][k] for i in range(k))
+    z = sum(pi)
+    return [x / z for x in pi]
