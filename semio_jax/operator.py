@@ -411,6 +411,23 @@ def _check_model_fits(model, space: StateSpace) -> None:
                                  f"context_length={ctx_len}; choose L <= {ctx_len}")
 
 
+def tree_block(space: StateSpace, k: int, start: int, logits) -> tuple[int, np.ndarray] | None:
+    """A block emitted by ``prefix_tree_logits``, checked: (row offset in the operator, logits [n, N]).
+
+    None when the space has no rows for it (a prefix level of a space without
+    prefix states). Raises LogitsShapeError / NonFiniteLogitsError naming the context.
+    """
+    logits = np.asarray(logits)
+    if k < space.length and not space.prefixes:
+        return None
+    n = space.n_tokens
+    if logits.ndim != 2 or logits.shape[1] != n:
+        raise LogitsShapeError(f"prefix_tree_logits emitted logits of shape {logits.shape}; expected [B, {n}]")
+    count = logits.shape[0]
+    _check_logits(logits, None, n, k, lambda: space.contexts(k, start, start + count))
+    return space.group_offsets[k] + start, logits
+
+
 def _evaluate_prefix_tree(model, space: StateSpace, chunk: int, progress: bool) -> np.ndarray:
     """Shared-prefix evaluation: the model walks its prefix tree and hands over each block."""
     _check_model_fits(model, space)
@@ -419,16 +436,11 @@ def _evaluate_prefix_tree(model, space: StateSpace, chunk: int, progress: bool) 
     bar = _progress_bar(space.num_states, progress)
 
     def emit(k: int, start: int, logits) -> None:
-        logits = np.asarray(logits)
-        if k < space.length and not space.prefixes:
-            return
-        count = logits.shape[0]
-        if logits.ndim != 2 or logits.shape[1] != n:
-            raise LogitsShapeError(f"prefix_tree_logits emitted logits of shape {logits.shape}; expected [B, {n}]")
-        _check_logits(logits, None, n, k, lambda: space.contexts(k, start, start + count))
-        off = space.group_offsets[k] + start
-        out[off: off + count] = logits
-        bar.update(count)
+        block = tree_block(space, k, start, logits)
+        if block is not None:
+            off, logits = block
+            out[off: off + logits.shape[0]] = logits
+            bar.update(logits.shape[0])
 
     model.prefix_tree_logits(space.length, emit, chunk=chunk)
     bar.close()

@@ -171,7 +171,7 @@ def evaluate_logits_resumable(model, space: StateSpace, checkpoint_dir, *, batch
         out = _plain(model, space, folder, int(batch_size), progress, jitted_model(model), _check_logits, _progress_bar)
     else:
         out = _prefix(model, space, folder, int(batch_size), progress, manifest.get("complete", False),
-                      _check_logits, _progress_bar)
+                      _progress_bar)
     if not manifest.get("complete"):
         atomic_write_json(folder / MANIFEST, {**manifest, "complete": True})
     return out
@@ -207,7 +207,9 @@ def _plain(model, space, folder, batch_size, progress, fn, check, bar_factory) -
     return out
 
 
-def _prefix(model, space, folder, chunk, progress, complete, check, bar_factory) -> np.ndarray:
+def _prefix(model, space, folder, chunk, progress, complete, bar_factory) -> np.ndarray:
+    from .operator import tree_block
+
     n = space.n_tokens
     out = np.empty((space.num_states, n), dtype=np.float32)
     filled = np.zeros(space.num_states, dtype=bool)
@@ -228,15 +230,11 @@ def _prefix(model, space, folder, chunk, progress, complete, check, bar_factory)
         bar.update(arr.shape[0])
 
     def emit(k: int, start: int, logits) -> None:
-        logits = np.asarray(logits)
-        if k < space.length and not space.prefixes:
+        block = tree_block(space, k, start, logits)
+        if block is None:
             return
+        off, logits = block
         count = logits.shape[0]
-        if logits.ndim != 2 or logits.shape[1] != n:
-            from .errors import LogitsShapeError
-            raise LogitsShapeError(f"prefix_tree_logits emitted logits of shape {logits.shape}; expected [B, {n}]")
-        check(logits, None, n, k, lambda: space.contexts(k, start, start + count))
-        off = space.group_offsets[k] + start
         path = folder / f"T{k}_{start:012d}.npy"
         if not filled[off: off + count].all():
             _save_npy(path, logits)
