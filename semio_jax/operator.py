@@ -139,7 +139,8 @@ class Operator:
         self.probs = probs
         self.procedure = procedure
         if logits is not None:
-            logits = np.asarray(logits)
+            # a read-only view: the caller's own array keeps its flags (it is not copied: logits can be large)
+            logits = np.asarray(logits).view()
             logits.setflags(write=False)
         self.logits = logits
         self.model_info = model_info or {}

@@ -163,9 +163,19 @@ def _masked_softmax(z: jax.Array, keep: jax.Array) -> jax.Array:
 
 
 # ------------------------------------------------------------------ factories
+def _real(name: str, value) -> float:
+    """``value`` as a float, or InvalidProcedureError naming the parameter (not a bare TypeError/ValueError)."""
+    if isinstance(value, bool):
+        raise InvalidProcedureError(f"{name} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InvalidProcedureError(f"{name} must be a number, got {value!r}") from None
+
+
 def temperature(t: float) -> Procedure:
     """Softmax of logits / t."""
-    return Procedure(temperature=float(t))
+    return Procedure(temperature=_real("temperature", t))
 
 
 def greedy() -> Procedure:
@@ -182,12 +192,12 @@ def top_k(k: int) -> Procedure:
 
 def top_p(p: float) -> Procedure:
     """Nucleus sampling: keep the smallest most-likely set of mass >= p."""
-    return Procedure(top_p=float(p))
+    return Procedure(top_p=_real("top_p", p))
 
 
 def min_p(p: float) -> Procedure:
     """Keep tokens whose probability is at least p times the largest."""
-    return Procedure(min_p=float(p))
+    return Procedure(min_p=_real("min_p", p))
 
 
 def compose(*procedures: Procedure) -> Procedure:

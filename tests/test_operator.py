@@ -309,3 +309,14 @@ def test_evaluate_logits_batches(ngram3):
     full = evaluate_logits(ngram3, space)
     for bs in (1, 5, 27, 10_000):
         np.testing.assert_array_equal(evaluate_logits(ngram3, space, batch_size=bs), full)
+
+
+def test_operator_leaves_the_callers_arrays_writable():
+    space = sj.StateSpace(2, 3)
+    logits = np.zeros((space.num_states, 2), dtype=np.float32)
+    probs = np.full((space.num_states, 2), 0.5)
+    op = sj.Operator(space, probs, logits=logits)
+    assert logits.flags.writeable and probs.flags.writeable  # the caller's arrays are untouched
+    assert not op.logits.flags.writeable and not op.probs.flags.writeable  # ours cannot be written through
+    with pytest.raises(ValueError):
+        op.logits[0, 0] = 1.0

@@ -192,6 +192,12 @@ def test_spec_examples():
     lambda: S.min_p(1.01),
     lambda: S.Procedure(top_k=1.5),
     lambda: S.Procedure(temperature=0),
+    # wrong types name the parameter instead of leaking a bare TypeError/ValueError from float()
+    lambda: S.temperature(None),
+    lambda: S.temperature("hot"),
+    lambda: S.top_p("abc"),
+    lambda: S.min_p([0.1]),
+    lambda: S.top_p(True),
 ])
 def test_invalid_parameters(make):
     with pytest.raises(sj.InvalidProcedureError):
