@@ -18,7 +18,8 @@ Chains (N = 2 tokens, full windows only: StateSpace(2, L, prefixes=False), S = 2
 
 Peers, problem "pi" (stationary distribution; fast and slow chains):
   semio-<m>      sj.stationary_result(op, method=m), for every method its docstring lists
-                 (found at run time; "auto" left out, it dispatches to these; "krylov" is GMRES
+                 (found at run time; "auto", the default, dispatches to the others: see its row's
+                 note for the method it chose; "krylov" is GMRES
                  preconditioned by the greedy functional graph, semio_jax.analysis.krylov). gth is run up
                  to 2^10 states only (dense, O(S^3); auto's own limit for it).
   semio-sharded-gmres
@@ -385,7 +386,7 @@ def semio_methods() -> list[str]:
     doc = sj.stationary_result.__doc__ or ""
     line = re.search(r"method:(.*?)(?:\n\s*\w+:|\Z)", doc, re.S)
     names = re.findall(r'"([A-Za-z_][\w-]*)"', line.group(1)) if line else []
-    names = [n for n in dict.fromkeys(names + KNOWN_SEMIO_METHODS) if n != "auto"]
+    names = list(dict.fromkeys(names + KNOWN_SEMIO_METHODS))
     tiny = sj.Operator(sj.StateSpace(2, 3, prefixes=False),
                        np.tile([[0.3, 0.7], [0.6, 0.4]], (4, 1)))
     ok = []

@@ -45,6 +45,7 @@ from .analysis import (  # noqa: E402
 from .analysis import (  # noqa: E402
     certified_mixing_time,
     dobrushin,
+    limit_distribution,
     metastable_sets,
     mixing_time,
     prompt_sensitivity,
@@ -77,6 +78,6 @@ __all__ += [
     "beam_search", "compare_decoders",
 ]
 __all__ += [
-    "spectral_gap", "tv_distance", "worst_case_tv", "mixing_time", "metastable_sets", "prompt_sensitivity",
+    "spectral_gap", "tv_distance", "worst_case_tv", "mixing_time", "limit_distribution", "metastable_sets", "prompt_sensitivity",
     "sweep", "temperature_limit", "dobrushin", "tv_bound", "certified_mixing_time",
 ]

@@ -334,7 +334,7 @@ def draw_stationary_samples(op, model, *, procedure=None, attractors=None, n_cha
         attractors = [a for a, m in enumerate(cs.attractors) if m.size > 1][:max_attractors]
     out = {}
     for a in attractors:
-        pi = st.distributions[a][: space.num_full]
+        pi = st.distribution(a)[: space.num_full]
         rng = np.random.default_rng([seed, a])
         starts = rng.choice(space.num_full, size=n_chains, p=pi / pi.sum())
         out[int(a)] = sample_occupation(model, proc, space, starts, n_steps, seed=seed * 100_003 + a)
@@ -410,7 +410,7 @@ def check_stationary(op, model, *, procedure=None, attractors=None, n_chains: in
     rare = 0
     no_transitions = []
     for a in attractors:
-        pi = st.distributions[a][: space.num_full]
+        pi = st.distribution(a)[: space.num_full]
         occ = sample[a]
         df = occ.n_chains - 1
         visits = occ.n_chains * occ.n_steps  # chain-steps: a frequency f means f * visits expected visits
@@ -677,7 +677,7 @@ def check_entropy_rate(op, model, *, procedure=None, attractors=None, n_chains: 
         attractors = [a for a, m in enumerate(cs.attractors) if m.size > 1][:max_attractors]
     rows = []
     for a in attractors:
-        pi = st.distributions[a][: space.num_full]
+        pi = st.distribution(a)[: space.num_full]
         rng = np.random.default_rng([seed, a])
         starts = rng.choice(space.num_full, size=n_chains, p=pi / pi.sum())
         prompts = np.stack([space.tokens(int(s)) for s in starts])

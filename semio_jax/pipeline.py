@@ -24,6 +24,15 @@ from .space import StateSpace
 __all__ = ["analyze", "tag_of"]
 
 
+#: the report stores stationary laws as one dense [n_attractors, S] array up to this size, per attractor above
+DENSE_REPORT_BYTES = 64 * 2**20
+
+
+def _dense_rows(st, k: int) -> np.ndarray:
+    """float64[min(k, n_attractors), S]: the first k stationary laws as dense rows (for figures)."""
+    return np.stack([st.distribution(a) for a in range(min(k, len(st)))]) if len(st) else np.zeros((0, st.num_states))
+
+
 def tag_of(spec: str) -> str:
     """A file-name-safe tag for a procedure spec: 'temperature=0.8,top_k=3' -> 'temperature0.8_top_k3'."""
     return re.sub(r"[^A-Za-z0-9_.]+", "", spec.replace(",", "_").replace("=", ""))
@@ -63,7 +72,7 @@ def analyze(model, procedure, *, length: int | None = None, sample: bool = True,
 
     att_rows = []
     for a, members in enumerate(cs.attractors):
-        pi = st.distributions[a]
+        pi = st.distribution(a)
         top = int(np.argmax(pi))
         att_rows.append([f"A{a}", int(members.size), int(cs.periods[a]), space.label(top), float(pi[top]),
                          _entropy(pi), st.methods[a], st.residuals[a],
@@ -130,7 +139,12 @@ def analyze(model, procedure, *, length: int | None = None, sample: bool = True,
     if report is not None:
         report.result(tag, summary)
         report.array(f"{tag}/probs", op.probs)
-        report.array(f"{tag}/stationary", st.distributions)
+        if 8 * len(st) * st.num_states <= DENSE_REPORT_BYTES:
+            report.array(f"{tag}/stationary", st.distributions)
+        else:  # per attractor: the states of attractor a are stationary_states[offsets[a]:offsets[a + 1]]
+            report.array(f"{tag}/stationary_offsets", np.cumsum([0] + [s.size for s in st.supports]))
+            report.array(f"{tag}/stationary_states", np.concatenate(st.supports))
+            report.array(f"{tag}/stationary_values", np.concatenate(st.values))
         report.array(f"{tag}/basins", bs.probabilities)
         report.array(f"{tag}/attractor_of", cs.attractor_of)
         report.array(f"{tag}/greedy_map", gd.map)
@@ -139,10 +153,10 @@ def analyze(model, procedure, *, length: int | None = None, sample: bool = True,
                 f"**Attractors** ({len(cs.attractors)} closed classes, {cs.transient.size} transient states):", "",
                 markdown_table(att_headers, att_rows[:30]), ""]
         fig_names = [report.figure(f"{tag}_stationary_states",
-                                   figures.stationary_states_figure(space, st.distributions[:6],
+                                   figures.stationary_states_figure(space, _dense_rows(st, 6),
                                                                     title=f"{model_name}, {proc.spec}: top states")),
                      report.figure(f"{tag}_stationary_tokens",
-                                   figures.stationary_tokens_figure(space, st.distributions[:8],
+                                   figures.stationary_tokens_figure(space, _dense_rows(st, 8),
                                                                     title=f"{model_name}, {proc.spec}: tokens"))]
         if len(cs.attractors) > 1 and basin_rows:
             body += ["**Basins** from one-token prompts:", "", markdown_table(basin_headers, basin_rows[:20]), ""]

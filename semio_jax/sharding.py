@@ -576,7 +576,7 @@ def stationary_sharded(op: Operator | ShardedOperator, mesh: Mesh | None = None,
     sop = op if isinstance(op, ShardedOperator) else ShardedOperator(op, mesh)
     base = sop.operator
     cs = class_structure(base)
-    out = StationaryResult(distributions=np.zeros((len(cs.attractors), base.num_states)))
+    out = StationaryResult(num_states=base.num_states)
     label = f"{method} (sharded, {sop.n_devices} devices)"
     for i, members in enumerate(cs.attractors):
         uniform = np.zeros(base.num_states)
@@ -603,7 +603,7 @@ def stationary_sharded(op: Operator | ShardedOperator, mesh: Mesh | None = None,
         j = int(members[np.argmax(pi_full[members])])
         tau = sop.hitting_time_bound(members, j)
         resid = float(np.abs(sop.to_numpy(sop.push(sop.vector(pi_full))) - pi_full).sum())
-        out.distributions[i] = pi_full
+        out._store(members, pi_full)
         out.residuals.append(resid)
         out.hitting_times.append(tau)
         resid_hi = resid * (1.0 + base.num_states * _EPS) + (base.n_tokens + 3) * _EPS  # as stationary_result

@@ -57,7 +57,7 @@ SECTIONS = ("entropy", "evolution", "mixing", "hitting", "trajectories", "sensit
 def _choose_prompt(op) -> tuple[int, int]:
     """(one-token prompt state, its token): the most frequent stationary token of attractor 0."""
     space = op.space
-    pi = stationary_result(op).distributions[0][: space.num_full]
+    pi = stationary_result(op).distribution(0)[: space.num_full]
     tok = int(np.argmax(pi.reshape(-1, space.n_tokens).sum(axis=0)))
     return (space.index([tok]) if space.prefixes else int(np.argmax(pi))), tok
 
@@ -126,7 +126,7 @@ def run_toolkit(op, model, *, model_name: str, seed: int = 0, sample: bool = Tru
     space = op.space
     cs = class_structure(op)
     prompt, tok = _choose_prompt(op)
-    pi0 = stationary_result(op).distributions[0]
+    pi0 = stationary_result(op).distribution(0)
     members0 = cs.attractors[0]
     top_state = int(members0[np.argmax(pi0[members0])])
     rare_state = int(members0[np.argmin(pi0[members0])])

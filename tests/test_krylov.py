@@ -202,3 +202,47 @@ def test_basins_on_a_million_windows():
     assert res.n_solved > basins_mod.KRYLOV_MIN
     assert res.error_bound < 1e-10
     assert res.max_row_error < 1e-10
+
+
+# ------------------------------------------- auto above KRYLOV_AUTO_MAX: power first
+stationary_mod = importlib.import_module("semio_jax.analysis.stationary")
+
+
+def test_auto_big_class_fast_chain_power_with_certified_tau(monkeypatch):
+    """A fast chain above the (lowered) auto limit: power wins the trial and GMRES certifies tau_j."""
+    for name, value in (("GTH_MAX", 64), ("LU_MAX", 256), ("KRYLOV_AUTO_MAX", 512)):
+        monkeypatch.setattr(stationary_mod, name, value)
+    op = window_operator(np.random.default_rng(5).normal(size=(2**12, 2)), 2, 12, 1.0)
+    res = sj.stationary_result(op)
+    assert res.methods == ["power"]
+    assert res.residuals[0] <= 1e-12
+    lu = sj.stationary_result(op, method="lu")
+    err = np.abs(res.distributions[0] - lu.distributions[0]).sum()
+    # the certificate comes from the GMRES tau_j: within a small factor of LU's exact one, far below n-step's
+    j = res.reference_states[0]
+    members = np.arange(op.space.num_full)
+    weak = stationary_mod.hitting_time_bound(op, members, j)
+    assert res.hitting_times[0] is not None and res.hitting_times[0] < 1e-3 * weak
+    assert res.error_bounds[0] is not None and err <= res.error_bounds[0] + lu.error_bounds[0]
+    assert res.matvecs[0] > 0
+
+
+def test_auto_big_class_slow_chain_gives_up_power_early(monkeypatch):
+    """A slow chain above the (lowered) auto limit: the trial power run projects a miss and GMRES takes over."""
+    for name, value in (("GTH_MAX", 64), ("LU_MAX", 256), ("KRYLOV_AUTO_MAX", 512)):
+        monkeypatch.setattr(stationary_mod, name, value)
+    calls = []
+    real = stationary_mod._solve_power
+
+    def spy(*a, **k):
+        try:
+            return real(*a, **k)
+        except sj.ConvergenceError:
+            calls.append("gave up")
+            raise
+
+    monkeypatch.setattr(stationary_mod, "_solve_power", spy)
+    op = window_operator(ngram_logits(12), 2, 12, 0.2)
+    res = sj.stationary_result(op)
+    assert calls == ["gave up"] and res.methods == ["krylov"]
+    assert res.residuals[0] <= 1e-12 and res.error_bounds[0] is not None

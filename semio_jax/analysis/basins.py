@@ -45,7 +45,7 @@ from .classes import class_structure
 KRYLOV_MIN = 8192
 
 __all__ = ["BasinsResult", "basins", "basins_result", "strict_basins", "reachable_attractors",
-           "basins_reference"]
+           "basins_reference", "check_dense_basins"]
 
 
 @dataclass
@@ -85,11 +85,32 @@ class BasinsResult:
         }
 
 
+def check_dense_basins(num_states: int, n_attractors: int, memory_limit: int | None = None) -> None:
+    """Raise StateSpaceTooLargeError if the dense [S, m] basin arrays would not fit.
+
+    Absorption probabilities are an |S| x m object (float64, plus the bool
+    reachability table of the same shape); a chain with very many attractors
+    (a greedy copy model has one per necklace) is refused here, before any work.
+    """
+    from ..errors import StateSpaceTooLargeError
+    from ..operator import _fmt_bytes, available_memory
+
+    need = 9 * num_states * n_attractors
+    limit = int(memory_limit) if memory_limit is not None else int(0.5 * available_memory())
+    if need > limit:
+        raise StateSpaceTooLargeError(
+            f"basins over {num_states:,} states and {n_attractors:,} attractors need dense [S, m] tables of "
+            f"{_fmt_bytes(need)} (float64 probabilities + bool reachability), over the budget of "
+            f"{_fmt_bytes(limit)} (half the available memory). The attractors themselves are available "
+            f"(class_structure); for a deterministic operator greedy_dynamics gives each state's cycle")
+
+
 @cached_analysis("reachable_attractors")
 def reachable_attractors(op) -> np.ndarray:
     """bool[S, m]: which attractors each state can reach (exact graph reachability)."""
     cs = class_structure(op)
     m = len(cs.attractors)
+    check_dense_basins(op.num_states, m)
     out = np.zeros((op.num_states, m), dtype=bool)
     if op.is_deterministic:
         from .greedy import functional_graph

@@ -103,7 +103,7 @@ def entropy_rate(op) -> EntropyRateResult:
     cond = conditional_entropies(op)
     nats, bounds, sizes, hmax = [], [], [], []
     for a, members in enumerate(cs.attractors):
-        pi = st.distributions[a][members]
+        pi = st.distribution(a)[members]
         hc = cond[members]
         h = float(pi @ hc)
         nats.append(h)

@@ -392,7 +392,7 @@ def metastable_sets(op, k: int | None = None, attractor: int | None = None, thre
     n = members.size
     if n < 2:
         raise ValueError(f"attractor {attractor} has a single state: nothing to partition")
-    pi = stationary_result(op).distributions[attractor][members]
+    pi = stationary_result(op).distribution(attractor)[members]
     block = op.csr[members][:, members].tocsr()
 
     def matvec(f):

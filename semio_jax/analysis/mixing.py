@@ -289,9 +289,8 @@ def spectral_gap_reference(probs: np.ndarray, succ: np.ndarray, members) -> floa
 # -------------------------------------------------------- total variation
 def limit_distribution(op, start) -> np.ndarray:
     """pi_s = sum_a h_a(s) pi_a: the long-run law from ``start`` (state index, prompt or distribution)."""
-    pis = stationary_result(op).distributions  # [m, S]
     h = basins_result(op).probabilities  # [S, m]
-    return (_start_vector(op, start) @ h) @ pis
+    return stationary_result(op).mixture(_start_vector(op, start) @ h)
 
 
 def _start_vector(op, start) -> np.ndarray:
@@ -351,13 +350,13 @@ def _full_state_batches(op):
             f"{WORST_CASE_MAX} is supported. Use tv_distance(op, start, n) for chosen starts, "
             f"or the bounds of semio_jax.analysis.bounds")
     m = max(1, min(nf, _BATCH_BYTES // (8 * op.num_states * max(op.n_tokens, 2))))
-    pis = stationary_result(op).distributions  # [a, S]
+    pis = stationary_result(op).sparse()  # csr [a, S]
     h = basins_result(op).probabilities  # [S, a]
     for lo in range(0, nf, m):
         starts = np.arange(lo, min(lo + m, nf))
         mu = np.zeros((op.num_states, starts.size))
         mu[starts, np.arange(starts.size)] = 1.0
-        lim = (h[starts] @ pis).T  # [S, m]
+        lim = np.asarray((pis.T @ h[starts].T))  # [S, m]
         yield starts, mu, lim
 
 

@@ -56,7 +56,10 @@ above 2^18 states it first gives power iteration 2000 steps (a fast-mixing
 chain converges in a few hundred, and there each GMRES step costs several
 matvecs: 28 s against 10 s for power at 2^20 at temperature 1) and turns to
 Krylov if that is not enough, or as soon as the residual's decay over the last
-50 steps projects that 2000 will not be.
+50 steps projects that 2000 will not be. When power succeeds there, tau_j for
+the bound still comes from the GMRES solve of (I - Q_j) t = 1 (the n-step
+bound of ``power`` is 10^6 to 10^9 times too large on classes of 2^14 to 2^18
+states, e.g. 7e13 against the actual 3.7e4 at 2^18, which leaves no certificate).
 """
 
 from __future__ import annotations
@@ -87,8 +90,14 @@ _PROBE = 50  # steps over which the trial power run measures its rate of converg
 class StationaryResult:
     """Stationary distributions of every attractor, with their diagnostics.
 
+    Storage is per attractor: pi_i lives on attractor i only, so the result
+    holds sum_i |A_i| <= N^L numbers however many attractors there are (a
+    greedy copy model has thousands; dense rows would need n_attractors x |S|).
+
     Attributes:
-      distributions: float64[n_attractors, S]; row i is pi_i (zero outside attractor i).
+      supports: int64 array per attractor: its states (sorted), where pi_i may be non-zero.
+      values: float64 array per attractor: pi_i on ``supports[i]`` (sums to 1 up to rounding).
+      num_states: |S|, the length of a dense distribution.
       residuals: ||pi_i P - pi_i||_1 per attractor.
       error_bounds: certified bound on ||pi_i - true pi_i||_1 (None where not certified).
       hitting_times: tau_j used in the bound (a certified upper bound on the max expected
@@ -96,16 +105,82 @@ class StationaryResult:
       reference_states: the reference state j of each attractor.
       methods: algorithm used per attractor.
       matvecs: structured matrix-vector products used by an iterative method (None for gth/lu;
-        for krylov both solves, pi and tau_j, are counted).
+        for krylov both solves, pi and tau_j, are counted; for power its steps, plus the
+        GMRES solve for tau_j when ``auto`` chose power).
+
+    Dense views: ``distribution(i)`` (float64[S], zero outside attractor i),
+    ``distributions`` (float64[n_attractors, S]; refused with
+    StateSpaceTooLargeError when it would not fit), ``mixture(w)`` (sum_i w_i pi_i)
+    and ``expectations(f)`` (sum_s pi_i(s) f(s) per attractor) without a dense matrix.
     """
 
-    distributions: np.ndarray
+    num_states: int
+    supports: list = field(default_factory=list)
+    values: list = field(default_factory=list)
     residuals: list = field(default_factory=list)
     error_bounds: list = field(default_factory=list)
     hitting_times: list = field(default_factory=list)
     reference_states: list = field(default_factory=list)
     methods: list = field(default_factory=list)
     matvecs: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.supports)
+
+    def distribution(self, i: int) -> np.ndarray:
+        """float64[S]: pi_i as a dense vector (zero outside attractor i)."""
+        out = np.zeros(self.num_states)
+        out[self.supports[i]] = self.values[i]
+        return out
+
+    def mixture(self, weights) -> np.ndarray:
+        """float64[S]: sum_i weights[i] pi_i (e.g. the long-run law from a start, weights = absorption probabilities)."""
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (len(self),):
+            raise ValueError(f"weights have shape {w.shape}, expected ({len(self)},): one per attractor")
+        out = np.zeros(self.num_states)
+        for wi, sup, val in zip(w, self.supports, self.values):
+            if wi != 0.0:
+                out[sup] += wi * val
+        return out
+
+    def expectations(self, f) -> np.ndarray:
+        """float64[n_attractors]: E_{pi_i}[f] = sum_s pi_i(s) f(s) for f: float64[S]."""
+        f = np.asarray(f, dtype=np.float64)
+        if f.shape != (self.num_states,):
+            raise ValueError(f"f has shape {f.shape}, expected ({self.num_states},)")
+        return np.array([float(val @ f[sup]) for sup, val in zip(self.supports, self.values)])
+
+    @property
+    def distributions(self) -> np.ndarray:
+        """float64[n_attractors, S]: row i is pi_i. Refused up front when it would not fit in memory."""
+        from ..errors import StateSpaceTooLargeError
+        from ..operator import _fmt_bytes, available_memory
+
+        need = 8 * len(self) * self.num_states
+        limit = int(0.5 * available_memory())
+        if need > limit:
+            raise StateSpaceTooLargeError(
+                f"a dense [n_attractors, S] = [{len(self):,}, {self.num_states:,}] array of stationary laws needs "
+                f"{_fmt_bytes(need)}, over the budget of {_fmt_bytes(limit)} (half the available memory); use "
+                f"distribution(i), supports/values, mixture(w) or expectations(f), which store "
+                f"{sum(int(s.size) for s in self.supports):,} numbers in all")
+        out = np.zeros((len(self), self.num_states))
+        for i, (sup, val) in enumerate(zip(self.supports, self.values)):
+            out[i, sup] = val
+        return out
+
+    def sparse(self) -> sp.csr_matrix:
+        """scipy CSR [n_attractors, S]: row i is pi_i."""
+        rows = np.repeat(np.arange(len(self)), [s.size for s in self.supports])
+        cols = np.concatenate(self.supports) if len(self) else np.zeros(0, dtype=np.int64)
+        vals = np.concatenate(self.values) if len(self) else np.zeros(0)
+        return sp.csr_matrix((vals, (rows, cols)), shape=(len(self), self.num_states))
+
+    def _store(self, members: np.ndarray, pi_full: np.ndarray) -> None:
+        sup = np.sort(np.asarray(members, dtype=np.int64))
+        self.supports.append(sup)
+        self.values.append(np.array(pi_full[sup], dtype=np.float64))
 
     def summary(self) -> list[dict]:
         return [
@@ -228,21 +303,34 @@ def _solve_gth(block: sp.csr_matrix, j: int) -> tuple[np.ndarray, float]:
     return pi, tau
 
 
-def _solve_power(op, members: np.ndarray, tol: float, max_iter: int, give_up_early: bool = False) -> np.ndarray:
-    """Lazy power iteration from the uniform law on ``members``.
+def _solve_power(op, members: np.ndarray, tol: float, max_iter: int,
+                 give_up_early: bool = False) -> tuple[np.ndarray, int]:
+    """(pi, steps): lazy power iteration from the uniform law on ``members``.
 
     With ``give_up_early`` (the trial run of ``auto``) it stops as soon as the
     residual's observed geometric decay over the last ``_PROBE`` steps projects
     that ``max_iter`` steps will not reach ``tol``.
     """
-    v = np.zeros(op.num_states)
+    # A closed class lives on full states, whose image under P is a reshape-and-contract over the
+    # (N,)*L index: iterate on the N^L full states only, with one einsum per step.
+    n, nf = op.n_tokens, op.space.num_full
+    if members.size and int(members.max()) >= nf:
+        raise ValueError("a closed class contains a prefix state; prefix states are always transient")
+    table = op.probs[:nf].reshape(n, nf // n, n)  # [a, m, y]: state a*M + m moves to m*N + y
+
+    def push(x):
+        return np.einsum("am,amy->my", x.reshape(n, nf // n), table).ravel()
+
+    v = np.zeros(nf)
     v[members] = 1.0 / members.size
     history = []
     for it in range(max_iter):
-        w = op.push(v)
+        w = push(v)
         res = np.abs(w - v).sum()
         if res <= tol:
-            return w / w.sum()
+            out = np.zeros(op.num_states)
+            out[:nf] = w / w.sum()
+            return out, it + 1
         if give_up_early:
             history.append(res)
             if it >= 2 * _PROBE and it % _PROBE == 0:
@@ -258,25 +346,36 @@ def _solve_power(op, members: np.ndarray, tol: float, max_iter: int, give_up_ear
 
 def _solve_krylov(op, members: np.ndarray, tol: float, max_matvecs: int):
     """(pi, j, tau_j, matvecs) by GMRES (see semio_jax.analysis.krylov); j = the state of largest mass."""
-    from .krylov import ChainKernels, certified_max_time_structured, column_solve, stationary_krylov
+    from .krylov import ChainKernels, stationary_krylov
 
     kern = ChainKernels(op, full_only=True)
     pi_full, j0, info, factor = stationary_krylov(op, members, tol=tol, max_matvecs=max_matvecs, kern=kern)
-    mv = info.matvecs + 1
     j = int(members[np.argmax(pi_full[members])])
+    tau, tmv = _tau_krylov(op, members, j, kern, factor if j == j0 else None)
+    return pi_full, j, tau, info.matvecs + 1 + tmv
+
+
+def _tau_krylov(op, members: np.ndarray, j: int, kern=None, factor=None) -> tuple[float | None, int]:
+    """(tau_j, matvecs): certified max_i E_i[steps to hit j] by GMRES on (I - Q_j) t = 1 (the greedy preconditioner).
+
+    The solve needs only rtol 1e-8: the M-matrix inequality then certifies t_hat / c; if it
+    does not, :func:`hitting_time_bound` (exact n-step hitting probabilities, weaker) is used.
+    """
+    from .krylov import ChainKernels, certified_max_time_structured, column_solve
+
     if members.size == 1:
-        return pi_full, j, 0.0, mv
+        return 0.0, 0
+    kern = kern or ChainKernels(op, full_only=True)
     inside = np.zeros(kern.size, dtype=bool)
     inside[members] = True
     sink = np.zeros(kern.size, dtype=bool)
     sink[j] = True
     t_hat, _, tinfo = column_solve(kern, inside, np.where(inside & ~sink, 1.0, 0.0), rtol=1e-8, sink=sink,
-                                   factor=factor if j == j0 else None)
-    mv += tinfo.matvecs + 1
+                                   factor=factor)
     tau = certified_max_time_structured(kern, inside, sink, t_hat)
     if tau is None:  # the solve was not accurate enough to certify: n-step hitting probabilities instead
         tau = hitting_time_bound(op, members, j)
-    return pi_full, j, tau, mv
+    return tau, tinfo.matvecs + 1
 
 
 def hitting_time_bound(op, members: np.ndarray, j: int, max_factor: int = 64) -> float | None:
@@ -314,24 +413,28 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
     if method not in ("auto", "gth", "lu", "krylov", "power"):
         raise ValueError(f"unknown stationary method {method!r}; use auto, gth, lu, krylov or power")
     cs = class_structure(op)
-    out = StationaryResult(distributions=np.zeros((len(cs.attractors), op.num_states)))
+    out = StationaryResult(num_states=op.num_states)
     for i, members in enumerate(cs.attractors):
         m = method
         if m == "auto":
             m = "gth" if members.size <= GTH_MAX else "lu" if members.size <= LU_MAX else "krylov"
         mv = None
         if m == "power":
-            pi_full = _solve_power(op, members, tol, max_iter)
+            pi_full, mv = _solve_power(op, members, tol, max_iter)
             j = int(members[np.argmax(pi_full[members])])
             tau = hitting_time_bound(op, members, j)
         elif m == "krylov" and method == "auto" and members.size > KRYLOV_AUTO_MAX:
             # Very big classes: GMRES's preconditioner costs several matvecs per step there, so a
             # fast-mixing chain is cheaper by power iteration; it gets a short budget first.
             try:
-                pi_full = _solve_power(op, members, tol, min(max_iter, POWER_FIRST_ITERS), give_up_early=True)
+                pi_full, steps = _solve_power(op, members, tol, min(max_iter, POWER_FIRST_ITERS),
+                                              give_up_early=True)
                 m = "power"
                 j = int(members[np.argmax(pi_full[members])])
-                tau = hitting_time_bound(op, members, j)
+                # the n-step hitting bound is cheap but weak on big classes (1e10 to 1e14 where tau_j is
+                # 1e3 to 1e4); the GMRES solve of (I - Q_j) t = 1 certifies the actual tau_j
+                tau, tmv = _tau_krylov(op, members, j)
+                mv = steps + tmv
             except ConvergenceError:
                 pi_full, j, tau, mv = _solve_krylov(op, members, tol, min(max_iter, 5000))
         elif m == "krylov":
@@ -351,7 +454,7 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
             pi_full /= pi_full.sum()
             j = int(members[jl])
         resid = float(np.abs(op.push(pi_full) - pi_full).sum())
-        out.distributions[i] = pi_full
+        out._store(members, pi_full)
         out.residuals.append(resid)
         out.hitting_times.append(tau)
         # The residual is evaluated in floating point: allow for its rounding (each entry of pi P

@@ -72,7 +72,7 @@ def entropy_rates_inline(op) -> np.ndarray:
     p = op.probs
     with np.errstate(divide="ignore", invalid="ignore"):
         h = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)  # [S]
-    return stationary_result(op).distributions @ h
+    return stationary_result(op).expectations(h)
 
 
 def start_weights(op) -> np.ndarray:
@@ -174,7 +174,7 @@ def _point(op, value, analyses, top: int, cycle_states: list) -> SweepPoint:
         pt.min_gap = float(pt.gaps.min())
     pi_w = None
     if "top_states" in analyses or "greedy_mass" in analyses:
-        pi_w = w @ stationary_result(op).distributions
+        pi_w = stationary_result(op).mixture(w)
     if "top_states" in analyses:
         idx = np.argsort(-pi_w, kind="stable")[:top]
         pt.top_states = [(op.space.label(int(s)), float(pi_w[s])) for s in idx if pi_w[s] > 0]
