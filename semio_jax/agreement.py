@@ -498,21 +498,21 @@ def default_starts(op, max_starts: int = 6) -> list[int]:
     start per basin instead: the sampled outcome must then match exactly.
     """
     b = basins_result(op)
-    h = b.probabilities
-    split = np.flatnonzero(b.reachable.sum(axis=1) >= 2)
+    split = b.split
     chosen: list[int] = []
     if op.space.prefixes:
         chosen += [s for s in op.space.group(1) if s in set(split.tolist())]
+    hu = b.split_probabilities  # [U, m], the rows of the split states
     with np.errstate(divide="ignore", invalid="ignore"):
-        ent = -np.nansum(np.where(h > 0, h * np.log(h), 0.0), axis=1)
-    for s in split[np.argsort(-ent[split], kind="stable")]:
+        ent = -np.nansum(np.where(hu > 0, hu * np.log(hu), 0.0), axis=1)  # [U]
+    for s in split[np.argsort(-ent, kind="stable")]:
         if len(chosen) >= max_starts:
             break
         if int(s) not in chosen:
             chosen.append(int(s))
     if not chosen:  # no state can reach two attractors (e.g. greedy): one start per basin
         cs = class_structure(op)
-        owner = np.argmax(b.reachable, axis=1)
+        owner = b.owner
         candidates = list(op.space.group(1)) if op.space.prefixes else []
         candidates += [int(s) for s in cs.transient]
         seen = set()
@@ -564,7 +564,7 @@ def check_basins(op, model, *, starts=None, procedure=None, n_chains: int = 2000
     """
     proc = parse(procedure) if procedure is not None else op.procedure
     cs = class_structure(op)
-    h = basins_result(op).probabilities
+    basins = basins_result(op)
     if sample is not None:
         samples = list(sample.values()) if isinstance(sample, dict) else list(sample)
         starts = [int(x.start) for x in samples]
@@ -596,7 +596,7 @@ def check_basins(op, model, *, starts=None, procedure=None, n_chains: int = 2000
             if p0 == 0.0 and k == 0:
                 continue
             name = f"{op.space.label(s)} -> " + (f"A{a}" if a < len(exact) - 1 else "none") + f" by {t}"
-            note = f"h={h[s, a]:.6f}" if a < len(exact) - 1 else ""
+            note = f"h={basins.rows(s)[a]:.6f}" if a < len(exact) - 1 else ""
             c = samp.n_chains
             se = math.sqrt(p0 * (1 - p0) / c)
             z = (k / c - p0) / se if se > 0 else (0.0 if k == round(p0 * c) else math.inf)

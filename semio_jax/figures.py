@@ -47,13 +47,18 @@ def stationary_tokens_figure(space, dists: np.ndarray, title: str = ""):
 
 
 def basins_figure(space, h: np.ndarray, states, title: str = ""):
-    """Stacked bars: absorption probabilities into each attractor from chosen states."""
+    """Stacked bars: absorption probabilities into each attractor from chosen states.
+
+    h: float64[len(states), m], row i the absorption law from states[i] (``BasinsResult.rows(states)``).
+    """
     states = list(states)
+    if h.shape[0] != len(states):
+        raise ValueError(f"h has {h.shape[0]} rows for {len(states)} states; pass BasinsResult.rows(states)")
     m = h.shape[1]
     fig, ax = plt.subplots(figsize=(max(5, 0.35 * len(states) + 2), 3.2))
     bottom = np.zeros(len(states))
     for a in range(m):
-        vals = h[states, a]
+        vals = h[:, a]
         ax.bar(range(len(states)), vals, bottom=bottom, label=f"A{a}", color=f"C{a % 10}")
         bottom += vals
     ax.set_xticks(range(len(states)), [space.label(int(s)) for s in states], rotation=60, fontsize=7)

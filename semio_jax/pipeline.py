@@ -24,7 +24,8 @@ from .space import StateSpace
 __all__ = ["analyze", "tag_of"]
 
 
-#: the report stores stationary laws as one dense [n_attractors, S] array up to this size, per attractor above
+#: the report stores stationary laws ([n_attractors, S]) and basins ([S, m]) as dense arrays up to this size,
+#: compactly above
 DENSE_REPORT_BYTES = 64 * 2**20
 
 
@@ -80,7 +81,7 @@ def analyze(model, procedure, *, length: int | None = None, sample: bool = True,
     att_headers = ["attractor", "states", "period", "top state", "pi(top)", "H(pi) nats", "method",
                    "residual L1", "error bound L1"]
     prompts = list(space.group(1)) if space.prefixes else []
-    basin_rows = [[space.label(s)] + [float(v) for v in bs.probabilities[s]] for s in prompts]
+    basin_rows = [[space.label(s)] + [float(v) for v in bs.rows(s)] for s in prompts]
     basin_headers = ["prompt"] + [f"P(->A{a})" for a in range(len(cs.attractors))]
 
     echo("")
@@ -145,7 +146,12 @@ def analyze(model, procedure, *, length: int | None = None, sample: bool = True,
             report.array(f"{tag}/stationary_offsets", np.cumsum([0] + [s.size for s in st.supports]))
             report.array(f"{tag}/stationary_states", np.concatenate(st.supports))
             report.array(f"{tag}/stationary_values", np.concatenate(st.values))
-        report.array(f"{tag}/basins", bs.probabilities)
+        if 8 * bs.num_states * bs.n_attractors <= DENSE_REPORT_BYTES:
+            report.array(f"{tag}/basins", bs.probabilities)
+        else:  # compact: basins_owner[s] = the attractor s ends in surely, or -1; then the split rows
+            report.array(f"{tag}/basins_owner", bs.owner)
+            report.array(f"{tag}/basins_split_states", bs.split)
+            report.array(f"{tag}/basins_split_rows", bs.split_probabilities)
         report.array(f"{tag}/attractor_of", cs.attractor_of)
         report.array(f"{tag}/greedy_map", gd.map)
         body = [f"Space: N={n}, L={length}, {space.num_states} states ({space.num_full} full). "
@@ -160,8 +166,9 @@ def analyze(model, procedure, *, length: int | None = None, sample: bool = True,
                                                                     title=f"{model_name}, {proc.spec}: tokens"))]
         if len(cs.attractors) > 1 and basin_rows:
             body += ["**Basins** from one-token prompts:", "", markdown_table(basin_headers, basin_rows[:20]), ""]
+            fig_states = prompts + list(range(min(space.num_full, 24)))
             fig_names.append(report.figure(f"{tag}_basins", figures.basins_figure(
-                space, bs.probabilities, prompts + list(range(min(space.num_full, 24))),
+                space, bs.rows(fig_states), fig_states,
                 title=f"{model_name}, {proc.spec}: basins")))
         body += [f"Greedy map: {len(gd.cycles)} cycles with periods {sorted(set(gd.periods))}; longest tail {int(gd.tail.max())}.", ""]
         for c in checks:

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 import semio_jax as sj
+from hypothesis import given
+from semio_jax.testing import operators
 from semio_jax.analysis import stationary as stationary_mod
 
 
@@ -78,12 +80,58 @@ def test_limit_distribution_uses_the_sparse_store():
     np.testing.assert_allclose(lim, expect, rtol=1e-12, atol=1e-15)
 
 
-def test_basins_refused_up_front_with_the_numbers(monkeypatch):
-    op = _copy_operator(2, 8)  # 36 attractors over 510 states
+def test_basins_of_many_attractors_are_compact(monkeypatch):
+    op = _copy_operator(2, 8)  # deterministic: 36 attractors over 510 states, no split state
     import semio_jax.operator as operator_mod
-    monkeypatch.setattr(operator_mod, "available_memory", lambda: 2 * 9 * 510 * 10)  # room for 10 columns
-    with pytest.raises(sj.StateSpaceTooLargeError, match=r"510 states and 36 attractors"):
-        sj.basins_result(op)
-    monkeypatch.setattr(operator_mod, "available_memory", lambda: 2 * 9 * 510 * 36)  # exactly enough
-    h = sj.basins_result(op).probabilities
-    assert h.shape == (510, 36)
+    monkeypatch.setattr(operator_mod, "available_memory", lambda: 2 * 9 * 510 * 10)  # room for 10 dense columns
+    b = sj.basins_result(op)  # compact: fine within the budget
+    assert b.split.size == 0 and b.split_probabilities.shape == (0, 36)
+    with pytest.raises(sj.StateSpaceTooLargeError, match=r"510 states and 36 attractors.*rows\(states\)"):
+        b.probabilities
+    with pytest.raises(sj.StateSpaceTooLargeError):
+        b.reachable
+    cycle_of = sj.greedy_dynamics(op).cycle_of
+    rows = b.rows(np.arange(op.num_states))
+    np.testing.assert_array_equal(rows, np.eye(36)[cycle_of])
+    np.testing.assert_array_equal(b.rows(5), np.eye(36)[cycle_of[5]])
+    mu = np.random.default_rng(1).dirichlet(np.ones(op.num_states))
+    np.testing.assert_allclose(b.absorption(mu), np.bincount(cycle_of, mu, minlength=36), rtol=1e-12)
+
+
+def test_split_rows_refused_before_the_solve(monkeypatch):
+    """A random chain whose transient states can reach several attractors: U x m is checked first."""
+    space = sj.StateSpace(2, 6)
+    probs = np.full((space.num_states, 2), 0.5)
+    nf = space.num_full
+    fixed = [space.index([y] * 6) for y in (0, 1)]  # 000000 -> 0 and 111111 -> 1 forever: 2 attractors
+    for y, s in enumerate(fixed):
+        probs[s] = np.eye(2)[y]
+    op = sj.Operator(space, probs)
+    b = sj.basins_result(op)
+    assert b.n_attractors == 2 and b.split.size == space.num_states - 2
+    np.testing.assert_allclose(b.sparse().toarray(), b.probabilities, atol=0)
+    import semio_jax.operator as operator_mod
+    op2 = sj.Operator(space, probs)
+    monkeypatch.setattr(operator_mod, "available_memory", lambda: 2 * 9 * 2 * 100)  # room for 100 split rows
+    with pytest.raises(sj.StateSpaceTooLargeError, match=r"rows for the 124 states that can reach two or more"):
+        sj.basins_result(op2)
+    assert nf == 64
+
+
+@pytest.mark.property
+@given(operators())
+def test_compact_basin_views_agree_with_the_dense_tables(op):
+    b = sj.basins_result(op)
+    h, reach = b.probabilities, b.reachable
+    assert h.shape == reach.shape == (op.num_states, len(sj.attractors(op)))
+    np.testing.assert_array_equal(b.sparse().toarray(), h)
+    states = np.arange(op.num_states)[::-1]
+    np.testing.assert_array_equal(b.rows(states), h[states])
+    np.testing.assert_array_equal(b.reachable_rows(states), reach[states])
+    mu = np.linspace(1.0, 2.0, op.num_states)
+    np.testing.assert_allclose(b.absorption(mu), mu @ h, rtol=1e-12, atol=1e-15)
+    # owner/split partition the states; a state ends in one attractor exactly when it reaches only one
+    assert np.array_equal(b.owner < 0, reach.sum(axis=1) >= 2)
+    np.testing.assert_array_equal(b.split, np.flatnonzero(b.owner < 0))
+    st = sj.stationary_result(op)
+    np.testing.assert_allclose(st.sparse().toarray(), st.distributions, atol=0)

@@ -27,6 +27,13 @@ Computation:
 
 Deterministic operators (greedy, top-k = 1) skip the solve: each state's
 basin is the cycle its orbit enters (0/1 probabilities).
+
+Storage. h is an |S| x m object, but only the split states U (those that can
+reach two or more attractors) have rows that are not a unit vector. The result
+keeps ``owner`` (int64[S]: the sure attractor, or -1) and the |U| x m rows, so
+a greedy copy model with thousands of attractors costs |S| integers. The
+|U| x m rows are checked against the memory budget before the solve; the dense
+[S, m] views are checked when asked for.
 """
 
 from __future__ import annotations
@@ -50,22 +57,37 @@ __all__ = ["BasinsResult", "basins", "basins_result", "strict_basins", "reachabl
 
 @dataclass
 class BasinsResult:
-    """Absorption probabilities and strict basins.
+    """Absorption probabilities and strict basins, stored compactly.
+
+    Most states end in one attractor with probability 1 (every state of a
+    deterministic chain does); only the states that can reach two or more
+    attractors (the *split* states, U) carry a row of m numbers. So the result
+    holds |S| + |U| m numbers, not |S| m (a greedy copy model has thousands of
+    attractors).
 
     Attributes:
-      probabilities: float64[S, m]; row s is the distribution of the attractor finally entered from s.
-      reachable: bool[S, m]; reachable[s, a] iff attractor a can be reached from s.
+      owner: int64[S]; the attractor state s ends in with probability 1, or -1 if s is split.
+      split: int64[U], sorted; the states that can reach two or more attractors.
+      split_probabilities: float64[U, m]; their rows of h (solved; exact zeros where unreachable).
+      split_reachable: bool[U, m]; which attractors each split state can reach.
       strict: list of sorted int64 arrays; states absorbed into attractor a with probability 1.
-      n_solved: number of states whose rows needed the linear solve.
+      n_solved: number of states whose rows needed the linear solve (= U).
       residual: ||(I - Q) X - b||_inf of that solve (0.0 if none was needed).
       max_row_error: max_s |sum_a h_a(s) - 1|.
       max_absorption_time: certified upper bound on the max expected steps spent among the solved
         states (None if no solve, or if it could not be certified).
       error_bound: certified bound on the entrywise error (0.0 if exact).
+
+    Views: ``rows(states)`` and ``reachable_rows(states)`` for chosen states,
+    ``absorption(mu)`` = mu h for a start distribution mu, ``sparse()`` (CSR [S, m]);
+    the dense ``probabilities`` float64[S, m] and ``reachable`` bool[S, m] are
+    refused with StateSpaceTooLargeError when they would not fit.
     """
 
-    probabilities: np.ndarray
-    reachable: np.ndarray
+    owner: np.ndarray
+    split: np.ndarray
+    split_probabilities: np.ndarray
+    split_reachable: np.ndarray
     strict: list
     n_solved: int
     residual: float
@@ -73,9 +95,75 @@ class BasinsResult:
     max_absorption_time: float | None
     error_bound: float
 
+    @property
+    def num_states(self) -> int:
+        return int(self.owner.size)
+
+    @property
+    def n_attractors(self) -> int:
+        return len(self.strict)
+
+    def _split_pos(self, states: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self.split, states)
+        return np.minimum(pos, max(self.split.size - 1, 0))
+
+    def rows(self, states) -> np.ndarray:
+        """float64[k, m]: h for the given states (a state index gives float64[m])."""
+        st = np.asarray(states, dtype=np.int64)
+        flat = st.reshape(-1)
+        out = np.zeros((flat.size, self.n_attractors))
+        own = self.owner[flat]
+        single = own >= 0
+        out[np.flatnonzero(single), own[single]] = 1.0
+        if (~single).any():
+            out[~single] = self.split_probabilities[self._split_pos(flat[~single])]
+        return out[0] if st.ndim == 0 else out.reshape(st.shape + (self.n_attractors,))
+
+    def reachable_rows(self, states) -> np.ndarray:
+        """bool[k, m]: which attractors the given states can reach."""
+        st = np.asarray(states, dtype=np.int64)
+        flat = st.reshape(-1)
+        out = np.zeros((flat.size, self.n_attractors), dtype=bool)
+        own = self.owner[flat]
+        single = own >= 0
+        out[np.flatnonzero(single), own[single]] = True
+        if (~single).any():
+            out[~single] = self.split_reachable[self._split_pos(flat[~single])]
+        return out[0] if st.ndim == 0 else out.reshape(st.shape + (self.n_attractors,))
+
+    def absorption(self, mu) -> np.ndarray:
+        """float64[m]: sum_s mu(s) h(s), the law of the attractor finally entered from the start law mu."""
+        mu = np.asarray(mu, dtype=np.float64)
+        if mu.shape != (self.num_states,):
+            raise ValueError(f"mu has shape {mu.shape}, expected ({self.num_states},)")
+        single = self.owner >= 0
+        out = np.bincount(self.owner[single], weights=mu[single], minlength=self.n_attractors)
+        return out + mu[self.split] @ self.split_probabilities if self.split.size else out
+
+    def sparse(self) -> sp.csr_matrix:
+        """scipy CSR [S, m]: h with its structural zeros left out."""
+        single = np.flatnonzero(self.owner >= 0)
+        ui, ua = np.nonzero(self.split_probabilities)
+        rows = np.concatenate([single, self.split[ui]])
+        cols = np.concatenate([self.owner[single], ua])
+        vals = np.concatenate([np.ones(single.size), self.split_probabilities[ui, ua]])
+        return sp.csr_matrix((vals, (rows, cols)), shape=(self.num_states, self.n_attractors))
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """float64[S, m]: row s is the law of the attractor finally entered from s (refused if too big)."""
+        check_dense_basins(self.num_states, self.n_attractors)
+        return self.rows(np.arange(self.num_states))
+
+    @property
+    def reachable(self) -> np.ndarray:
+        """bool[S, m]: reachable[s, a] iff attractor a can be reached from s (refused if too big)."""
+        check_dense_basins(self.num_states, self.n_attractors)
+        return self.reachable_rows(np.arange(self.num_states))
+
     def summary(self) -> dict:
         return {
-            "n_attractors": int(self.probabilities.shape[1]),
+            "n_attractors": self.n_attractors,
             "strict_basin_sizes": [int(s.size) for s in self.strict],
             "n_solved": self.n_solved,
             "residual_inf": self.residual,
@@ -85,12 +173,12 @@ class BasinsResult:
         }
 
 
-def check_dense_basins(num_states: int, n_attractors: int, memory_limit: int | None = None) -> None:
-    """Raise StateSpaceTooLargeError if the dense [S, m] basin arrays would not fit.
+def check_dense_basins(num_states: int, n_attractors: int, memory_limit: int | None = None,
+                       what: str = "dense [S, m] tables") -> None:
+    """Raise StateSpaceTooLargeError if an [S, m] float64 + bool pair of tables would not fit.
 
-    Absorption probabilities are an |S| x m object (float64, plus the bool
-    reachability table of the same shape); a chain with very many attractors
-    (a greedy copy model has one per necklace) is refused here, before any work.
+    Used for the dense views of :class:`BasinsResult` and for the split rows
+    (|U| x m) before the absorption solve starts.
     """
     from ..errors import StateSpaceTooLargeError
     from ..operator import _fmt_bytes, available_memory
@@ -99,56 +187,80 @@ def check_dense_basins(num_states: int, n_attractors: int, memory_limit: int | N
     limit = int(memory_limit) if memory_limit is not None else int(0.5 * available_memory())
     if need > limit:
         raise StateSpaceTooLargeError(
-            f"basins over {num_states:,} states and {n_attractors:,} attractors need dense [S, m] tables of "
+            f"basins over {num_states:,} states and {n_attractors:,} attractors need {what} of "
             f"{_fmt_bytes(need)} (float64 probabilities + bool reachability), over the budget of "
-            f"{_fmt_bytes(limit)} (half the available memory). The attractors themselves are available "
-            f"(class_structure); for a deterministic operator greedy_dynamics gives each state's cycle")
+            f"{_fmt_bytes(limit)} (half the available memory). Use rows(states), absorption(mu) or sparse(), "
+            f"which store one number per state that ends in a single attractor")
+
+
+def _reach_counts(op) -> tuple[np.ndarray, np.ndarray, list]:
+    """(owner int64[S], count int64[S], per-attractor BFS node lists or None) by reverse reachability.
+
+    owner[s]: an attractor s can reach (the only one where count == 1); count[s]: how many it can reach.
+    """
+    cs = class_structure(op)
+    m = len(cs.attractors)
+    s = op.num_states
+    if op.is_deterministic:
+        from .greedy import functional_graph
+        g = functional_graph(op.successors[np.arange(s), np.argmax(op.probs, axis=1)])
+        return g.cycle_of.astype(np.int64), np.ones(s, dtype=np.int64), None
+    if m == 1:
+        return np.zeros(s, dtype=np.int64), np.ones(s, dtype=np.int64), None
+    rev = op.adjacency().T.tocsr()
+    owner = np.full(s, -1, dtype=np.int64)
+    count = np.zeros(s, dtype=np.int64)
+    for a, members in enumerate(cs.attractors):
+        nodes = csgraph.breadth_first_order(rev, int(members[0]), directed=True, return_predecessors=False)
+        count[nodes] += 1
+        owner[nodes[owner[nodes] < 0]] = a
+    return owner, count, rev
+
+
+def _split_reachable(op, split: np.ndarray, rev) -> np.ndarray:
+    """bool[U, m]: which attractors each split state reaches (a second BFS pass, rows for U only)."""
+    cs = class_structure(op)
+    pos = np.full(op.num_states, -1, dtype=np.int64)
+    pos[split] = np.arange(split.size)
+    out = np.zeros((split.size, len(cs.attractors)), dtype=bool)
+    for a, members in enumerate(cs.attractors):
+        nodes = csgraph.breadth_first_order(rev, int(members[0]), directed=True, return_predecessors=False)
+        p = pos[nodes]
+        out[p[p >= 0], a] = True
+    return out
 
 
 @cached_analysis("reachable_attractors")
 def reachable_attractors(op) -> np.ndarray:
-    """bool[S, m]: which attractors each state can reach (exact graph reachability)."""
-    cs = class_structure(op)
-    m = len(cs.attractors)
-    check_dense_basins(op.num_states, m)
-    out = np.zeros((op.num_states, m), dtype=bool)
-    if op.is_deterministic:
-        from .greedy import functional_graph
-        g = functional_graph(op.successors[np.arange(op.num_states), np.argmax(op.probs, axis=1)])
-        out[np.arange(op.num_states), g.cycle_of] = True
-        return out
-    if m == 1:
-        out[:, 0] = True
-        return out
-    rev = op.adjacency().T.tocsr()
-    for a, members in enumerate(cs.attractors):
-        nodes = csgraph.breadth_first_order(rev, int(members[0]), directed=True, return_predecessors=False)
-        out[nodes, a] = True
-    return out
+    """bool[S, m]: which attractors each state can reach (exact graph reachability; refused if too big)."""
+    return basins_result(op).reachable
 
 
 @cached_analysis("basins")
 def basins_result(op) -> BasinsResult:
     """Absorption probabilities into every attractor (see module docstring)."""
     cs = class_structure(op)
-    reach = reachable_attractors(op)
-    s, m = reach.shape
-    h = np.zeros((s, m))
-    count = reach.sum(axis=1)
-    single = count == 1
-    h[single] = reach[single]  # exact 0/1 rows
-    strict = [np.flatnonzero(single & reach[:, a]) for a in range(m)]
+    m = len(cs.attractors)
+    owner, count, rev = _reach_counts(op)
     unknown = np.flatnonzero(count >= 2)
+    check_dense_basins(unknown.size, m, what=f"rows for the {unknown.size:,} states that can reach two or more")
+    owner = np.where(count >= 2, -1, owner)
+    strict = [np.flatnonzero(owner == a) for a in range(m)]
+    reach_u = _split_reachable(op, unknown, rev) if unknown.size else np.zeros((0, m), dtype=bool)
+    x = np.zeros((unknown.size, m))
     residual, tmax, bound = 0.0, None, 0.0
     if unknown.size > KRYLOV_MIN:
-        residual, tmax, bound = _solve_krylov(op, h, unknown, reach)
+        x, residual, tmax, bound = _solve_krylov(op, owner, unknown, reach_u)
     elif unknown.size:
         mat = op.csr
-        known = np.flatnonzero(count < 2)
+        known = np.flatnonzero(owner >= 0)
         from .stationary import _off_diagonal
         off, exits = _off_diagonal(mat)  # P without its diagonal; exits = 1 - p_ii
         q = off[unknown][:, unknown].tocsc()
-        rhs = mat[unknown][:, known] @ h[known]  # [U, m]
+        # rhs[u, a] = P(u -> the states that end in a for sure)
+        flow = mat[unknown][:, known].tocoo()
+        rhs = np.zeros((unknown.size, m))
+        np.add.at(rhs, (flow.row, owner[known][flow.col]), flow.data)
         a_mat = (sp.diags(exits[unknown]) - q).tocsc()  # I - Q_UU without cancellation on the diagonal
         try:
             lu = spla.splu(a_mat, permc_spec="COLAMD")
@@ -161,7 +273,7 @@ def basins_result(op) -> BasinsResult:
         x = lu.solve(rhs)
         for _ in range(2):
             x = x + lu.solve(rhs - a_mat @ x)
-        x = np.where(reach[unknown], np.clip(x, 0.0, 1.0), 0.0)  # exact zeros where unreachable
+        x = np.where(reach_u, np.clip(x, 0.0, 1.0), 0.0)  # exact zeros where unreachable
         residual = float(np.max(np.abs(a_mat @ x - rhs)))
         from .stationary import _certified_max_time
         tmax = _certified_max_time(a_mat, lu.solve(np.ones(unknown.size)))
@@ -169,38 +281,44 @@ def basins_result(op) -> BasinsResult:
         # h and its estimate lie in [0, 1], so 1.0 is always a valid bound (used when tmax is not certified)
         eps = float(np.finfo(np.float64).eps)
         bound = 1.0 if tmax is None else min(1.0, tmax * (residual + 4 * (op.n_tokens + 3) * eps))
-        h[unknown] = x
+    row_err = float(np.max(np.abs(x.sum(axis=1) - 1.0))) if unknown.size else 0.0
     return BasinsResult(
-        probabilities=h, reachable=reach, strict=strict, n_solved=int(unknown.size), residual=residual,
-        max_row_error=float(np.max(np.abs(h.sum(axis=1) - 1.0))) if s else 0.0,
+        owner=owner, split=unknown, split_probabilities=x, split_reachable=reach_u, strict=strict,
+        n_solved=int(unknown.size), residual=residual, max_row_error=row_err,
         max_absorption_time=tmax, error_bound=bound,
     )
 
 
-def _solve_krylov(op, h: np.ndarray, unknown: np.ndarray, reach: np.ndarray):
-    """Fill h[unknown] by GMRES with structured pulls (semio_jax.analysis.krylov); (residual, tmax, bound)."""
+def _solve_krylov(op, owner: np.ndarray, unknown: np.ndarray, reach_u: np.ndarray):
+    """h on the split states by GMRES with structured pulls (semio_jax.analysis.krylov); (x, residual, tmax, bound)."""
     from .krylov import ChainKernels, certified_max_time_structured, column_solve
 
     kern = ChainKernels(op)
+    m = reach_u.shape[1]
     u = np.zeros(op.num_states, dtype=bool)
     u[unknown] = True
-    known_h = np.where(u[:, None], 0.0, h)
-    rhs = np.stack([np.where(u, kern.pull_off(known_h[:, a]), 0.0) for a in range(h.shape[1])], axis=1)
+    rhs = np.zeros((op.num_states, m))
+    for a in range(m):
+        rhs[:, a] = np.where(u, kern.pull_off((owner == a).astype(np.float64)), 0.0)
     factor = kern.greedy_factor(u)
-    x, _, _ = column_solve(kern, u, rhs, factor=factor)
-    x = np.where(reach & u[:, None], np.clip(x, 0.0, 1.0), 0.0)  # exact zeros where unreachable
-    ax = np.stack([kern.exits * x[:, a] - kern.pull_off(x[:, a]) for a in range(h.shape[1])], axis=1)
-    residual = float(np.max(np.abs(ax - rhs)[unknown]))
+    xf, _, _ = column_solve(kern, u, rhs, factor=factor)
+    x = np.where(reach_u, np.clip(xf[unknown], 0.0, 1.0), 0.0)  # exact zeros where unreachable
+    residual = 0.0
+    for a in range(m):
+        col = np.zeros(op.num_states)
+        col[unknown] = x[:, a]
+        ax = kern.exits * col - kern.pull_off(col)
+        residual = max(residual, float(np.max(np.abs(ax[unknown] - rhs[unknown, a]))))
     t_hat, _, _ = column_solve(kern, u, np.where(u, 1.0, 0.0), factor=factor, rtol=1e-8)
     tmax = certified_max_time_structured(kern, u, np.zeros_like(u), t_hat)
     eps = float(np.finfo(np.float64).eps)
     bound = 1.0 if tmax is None else min(1.0, tmax * (residual + 4 * (op.n_tokens + 3) * eps))
-    h[unknown] = x[unknown]
-    return residual, tmax, bound
+    return x, residual, tmax, bound
 
 
 def basins(op) -> np.ndarray:
-    """float64[S, m]: probability of ending in each attractor from every state (rows sum to 1)."""
+    """float64[S, m]: probability of ending in each attractor from every state (rows sum to 1; dense, see
+    :class:`BasinsResult` for the compact views)."""
     return basins_result(op).probabilities
 
 

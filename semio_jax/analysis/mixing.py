@@ -289,8 +289,7 @@ def spectral_gap_reference(probs: np.ndarray, succ: np.ndarray, members) -> floa
 # -------------------------------------------------------- total variation
 def limit_distribution(op, start) -> np.ndarray:
     """pi_s = sum_a h_a(s) pi_a: the long-run law from ``start`` (state index, prompt or distribution)."""
-    h = basins_result(op).probabilities  # [S, m]
-    return stationary_result(op).mixture(_start_vector(op, start) @ h)
+    return stationary_result(op).mixture(basins_result(op).absorption(_start_vector(op, start)))
 
 
 def _start_vector(op, start) -> np.ndarray:
@@ -351,12 +350,12 @@ def _full_state_batches(op):
             f"or the bounds of semio_jax.analysis.bounds")
     m = max(1, min(nf, _BATCH_BYTES // (8 * op.num_states * max(op.n_tokens, 2))))
     pis = stationary_result(op).sparse()  # csr [a, S]
-    h = basins_result(op).probabilities  # [S, a]
+    b = basins_result(op)
     for lo in range(0, nf, m):
         starts = np.arange(lo, min(lo + m, nf))
         mu = np.zeros((op.num_states, starts.size))
         mu[starts, np.arange(starts.size)] = 1.0
-        lim = np.asarray((pis.T @ h[starts].T))  # [S, m]
+        lim = np.asarray((pis.T @ b.rows(starts).T))  # [S, m]
         yield starts, mu, lim
 
 
@@ -380,8 +379,7 @@ def _check_periodic(op, start, lazy: bool) -> None:
     if start is None:
         reach = range(len(cs.attractors))
     else:
-        reach_mat = basins_result(op).reachable
-        rows = reach_mat[_start_vector(op, start) > 0].any(axis=0)
+        rows = basins_result(op).reachable_rows(np.flatnonzero(_start_vector(op, start) > 0)).any(axis=0)
         reach = np.flatnonzero(rows)
     bad = [(int(a), cs.periods[a]) for a in reach if cs.periods[a] > 1]
     if bad:

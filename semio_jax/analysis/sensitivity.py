@@ -228,7 +228,7 @@ def prompt_sensitivity(op, prompt, n: int = 64, positions=None, tail: float = 0.
     asym = np.array([bool(np.isneginf(r) or w[0] > lo) for r, w in zip(rates, (f[1] for f in fits))], dtype=bool)
     lim0 = limit_distribution(op, s)
     limit_tv = np.array([0.5 * np.abs(limit_distribution(op, int(x)) - lim0).sum() for x in states])
-    reach = basins_result(op).reachable[starts].any(axis=0)
+    reach = basins_result(op).reachable_rows(starts).any(axis=0)
     gaps = spectral_gap(op)
     slems = [gaps.classes[a].slem for a in np.flatnonzero(reach)]
     slem = max(slems) if slems else 0.0

@@ -77,11 +77,10 @@ def entropy_rates_inline(op) -> np.ndarray:
 
 def start_weights(op) -> np.ndarray:
     """float64[n_attractors]: absorption probabilities from a uniform one-token prompt (else uniform full state)."""
-    h = basins_result(op).probabilities
     sp_ = op.space
     rows = np.arange(sp_.group(1).start, sp_.group(1).stop) if sp_.prefixes and sp_.length > 1 \
         else np.arange(sp_.num_full)
-    return h[rows].mean(axis=0)
+    return basins_result(op).rows(rows).mean(axis=0)
 
 
 @dataclass
