@@ -93,6 +93,19 @@ def _fmt_bytes(b: float) -> str:
     return f"{b:.1f} PiB"
 
 
+def refuse_if_over(need: int, what: str, hint: str, memory_limit: int | None = None) -> None:
+    """Raise StateSpaceTooLargeError if ``need`` bytes (for ``what``) exceed half the available memory.
+
+    For the dense views of analysis results: they are derived from compact storage, so the
+    message says what to use instead (``hint``).
+    """
+    limit = int(memory_limit) if memory_limit is not None else int(0.5 * available_memory())
+    if need > limit:
+        raise StateSpaceTooLargeError(
+            f"{what} needs {_fmt_bytes(need)}, over the budget of {_fmt_bytes(limit)} (half the available "
+            f"memory); {hint}")
+
+
 def check_fits(space: StateSpace, memory_limit: int | None = None, keep_logits: bool = True) -> None:
     """Raise StateSpaceTooLargeError if the operator of ``space`` would not fit."""
     need = estimate_memory(space, keep_logits)

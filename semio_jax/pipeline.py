@@ -73,10 +73,11 @@ def analyze(model, procedure, *, length: int | None = None, sample: bool = True,
 
     att_rows = []
     for a, members in enumerate(cs.attractors):
-        pi = st.distribution(a)
-        top = int(np.argmax(pi))
-        att_rows.append([f"A{a}", int(members.size), int(cs.periods[a]), space.label(top), float(pi[top]),
-                         _entropy(pi), st.methods[a], st.residuals[a],
+        vals = st.values[a]  # pi on the attractor's own states (no dense row per attractor)
+        k = int(np.argmax(vals))
+        top = int(st.supports[a][k])
+        att_rows.append([f"A{a}", int(members.size), int(cs.periods[a]), space.label(top), float(vals[k]),
+                         _entropy(vals), st.methods[a], st.residuals[a],
                          st.error_bounds[a] if st.error_bounds[a] is not None else "n/a"])
     att_headers = ["attractor", "states", "period", "top state", "pi(top)", "H(pi) nats", "method",
                    "residual L1", "error bound L1"]

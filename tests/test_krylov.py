@@ -246,3 +246,33 @@ def test_auto_big_class_slow_chain_gives_up_power_early(monkeypatch):
     res = sj.stationary_result(op)
     assert calls == ["gave up"] and res.methods == ["krylov"]
     assert res.residuals[0] <= 1e-12 and res.error_bounds[0] is not None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 39), min_size=1, max_size=40))
+def test_cycle_states_match_the_orbit_walk(targets):
+    from semio_jax.analysis.greedy import cycle_states, greedy_reference
+
+    f = np.array([t % len(targets) for t in targets])
+    on_cycle, _ = cycle_states(f)
+    cycles, _, tail = greedy_reference(f)
+    expect = np.zeros(f.size, dtype=bool)
+    expect[[s for c in cycles for s in c]] = True
+    np.testing.assert_array_equal(on_cycle, expect)
+    np.testing.assert_array_equal(on_cycle, np.asarray(tail) == 0)
+
+
+def test_greedy_factor_drops_only_negligible_path_weights():
+    """One long tail with weights 0.5: the doubling levels stop early and the solve is still exact to rounding."""
+    n = 2000
+    f = np.minimum(np.arange(n) + 1, n - 1)  # a path 0 -> 1 -> ... -> n-1 (a fixed point)
+    w = np.full(n, 0.5)
+    w[-1] = 0.0
+    fac = krylov.GreedyFactor(f, w, 1.0 - w)
+    assert len(fac.levels) <= 7  # 0.5^(2^6) = 5e-20 < 2^-60: no level beyond that survives
+    g = np.zeros((n, n))
+    g[np.arange(n - 1), f[:-1]] = 0.5
+    a = np.eye(n) - g
+    b = np.random.default_rng(0).normal(size=n)
+    np.testing.assert_allclose(a @ fac.solve_col(b), b, atol=1e-13)
+    np.testing.assert_allclose(fac.solve_row(b) @ a, b, atol=1e-13)

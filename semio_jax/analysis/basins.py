@@ -180,17 +180,14 @@ def check_dense_basins(num_states: int, n_attractors: int, memory_limit: int | N
     Used for the dense views of :class:`BasinsResult` and for the split rows
     (|U| x m) before the absorption solve starts.
     """
-    from ..errors import StateSpaceTooLargeError
-    from ..operator import _fmt_bytes, available_memory
+    from ..operator import refuse_if_over
 
-    need = 9 * num_states * n_attractors
-    limit = int(memory_limit) if memory_limit is not None else int(0.5 * available_memory())
-    if need > limit:
-        raise StateSpaceTooLargeError(
-            f"basins over {num_states:,} states and {n_attractors:,} attractors need {what} of "
-            f"{_fmt_bytes(need)} (float64 probabilities + bool reachability), over the budget of "
-            f"{_fmt_bytes(limit)} (half the available memory). Use rows(states), absorption(mu) or sparse(), "
-            f"which store one number per state that ends in a single attractor")
+    refuse_if_over(
+        9 * num_states * n_attractors,
+        f"basins over {num_states:,} states and {n_attractors:,} attractors: {what} (float64 probabilities "
+        f"+ bool reachability)",
+        "use rows(states), absorption(mu) or sparse(), which store one number per state that ends in a "
+        "single attractor", memory_limit)
 
 
 def _reach_counts(op) -> tuple[np.ndarray, np.ndarray, list]:
@@ -218,7 +215,11 @@ def _reach_counts(op) -> tuple[np.ndarray, np.ndarray, list]:
 
 
 def _split_reachable(op, split: np.ndarray, rev) -> np.ndarray:
-    """bool[U, m]: which attractors each split state reaches (a second BFS pass, rows for U only)."""
+    """bool[U, m]: which attractors each split state reaches (a second BFS pass, rows for U only).
+
+    The first pass keeps only counts: holding its node lists would cost |S| + |U| m integers
+    before the |U| x m check could refuse them; a BFS costs far less than the solve that follows.
+    """
     cs = class_structure(op)
     pos = np.full(op.num_states, -1, dtype=np.int64)
     pos[split] = np.arange(split.size)

@@ -75,17 +75,28 @@ def greedy_map(op) -> np.ndarray:
     return op.successors[np.arange(op.num_states), tokens]
 
 
+def cycle_states(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(on_cycle bool[n], g = f^(2^K) int64[n]) of the map ``f``: which states lie on a cycle.
+
+    f^(2^K)(s) lands on a cycle for every s once 2^K >= n, and every cycle state is such an
+    image, so K = ceil(log2 n) gathers find them all.
+    """
+    f = np.asarray(f, dtype=np.int64)
+    n = f.size
+    g = f.copy()
+    for _ in range(max(1, int(np.ceil(np.log2(max(n, 2)))))):
+        g = g[g]
+    on_cycle = np.zeros(n, dtype=bool)
+    on_cycle[g] = True
+    return on_cycle, g
+
+
 def functional_graph(f: np.ndarray) -> GreedyDynamics:
     """Cycles, basins and tails of the map ``f`` (int array, f[s] in [0, len(f)))."""
     f = np.asarray(f, dtype=np.int64)
     n = f.size
     steps = max(1, int(np.ceil(np.log2(max(n, 2)))))
-    # f^(2^K)(s) for every s: lands on a cycle because 2^K >= n.
-    g = f.copy()
-    for _ in range(steps):
-        g = g[g]
-    on_cycle = np.zeros(n, dtype=bool)
-    on_cycle[g] = True
+    on_cycle, g = cycle_states(f)
     # Name each cycle by its smallest state: min over f^j(s), j < 2^K >= period.
     label = np.arange(n, dtype=np.int64)
     h = f.copy()

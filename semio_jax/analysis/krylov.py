@@ -30,7 +30,10 @@ solve because G is a functional graph:
   with 2^K > the longest tail; X^(2^i) is again a functional graph (the map
   f^(2^i) with the products of the weights along the path), precomputed by
   pointer doubling. Applied to a column vector it is a gather
-  (x[s] += w_i(s) x[f_i(s)]), to a row vector a scatter-add (bincount);
+  (x[s] += w_i(s) x[f_i(s)]), to a row vector a scatter-add (bincount). Path
+  weights below 2^-60 are dropped (``TINY_WEIGHT``): at high temperature the
+  weights are ~0.5 and the levels then stop after about six doublings;
+  at low temperature nothing is dropped;
 * on the greedy cycles (few states) the small system I - Y (Y: the cycle edges)
   is factorised once by sparse LU; tails feed the cycles and never the reverse,
   so the two parts are solved one after the other.
@@ -64,12 +67,14 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from ..errors import ConvergenceError
-from .greedy import functional_graph
+from .greedy import cycle_states
 
 __all__ = ["GreedyFactor", "KrylovInfo", "gmres", "ChainKernels", "stationary_krylov", "column_solve",
            "certified_max_time_structured"]
 
 _EPS = float(np.finfo(np.float64).eps)
+#: path weights of the greedy factor's doubling levels below this are dropped (see GreedyFactor)
+TINY_WEIGHT = 2.0**-60
 #: bytes of Krylov basis vectors GMRES may keep (sets the restart length on big spaces)
 BASIS_BUDGET = 256 * 2**20
 
@@ -170,9 +175,9 @@ class GreedyFactor:
         w = np.where(w > 0, w, 0.0)
         idx = np.arange(n, dtype=np.int64)
         f_eff = np.where(w > 0, f, idx)
-        g = functional_graph(f_eff)
-        cyc = g.on_cycle & (w > 0)
-        tail = ~g.on_cycle
+        on_cycle, _ = cycle_states(f_eff)  # only this is needed: tails and cycle lists are not
+        cyc = on_cycle & (w > 0)
+        tail = ~on_cycle
         # doubling levels of the tail part: X^(2^i) as (states, targets, weights)
         self.levels = []
         F = np.where(tail, f_eff, idx)
@@ -188,6 +193,11 @@ class GreedyFactor:
             if len(self.levels) > 64:
                 break
             W = W * W[F]
+            # Drop path weights below 2^-60 (products of probabilities): on fast chains (greedy
+            # weights ~0.5) the levels then empty after a few doublings instead of running to
+            # the longest tail. M stays a preconditioner (GMRES judges the true residual); only
+            # its exactness is lost, in terms 2^-60 times smaller than the ones it keeps.
+            W[W < TINY_WEIGHT] = 0.0
             F = F[F]
         # the cycles: (I - Y) on the cyclic states with an edge, by sparse LU
         self.cyc = np.flatnonzero(cyc)

@@ -154,17 +154,13 @@ class StationaryResult:
     @property
     def distributions(self) -> np.ndarray:
         """float64[n_attractors, S]: row i is pi_i. Refused up front when it would not fit in memory."""
-        from ..errors import StateSpaceTooLargeError
-        from ..operator import _fmt_bytes, available_memory
+        from ..operator import refuse_if_over
 
-        need = 8 * len(self) * self.num_states
-        limit = int(0.5 * available_memory())
-        if need > limit:
-            raise StateSpaceTooLargeError(
-                f"a dense [n_attractors, S] = [{len(self):,}, {self.num_states:,}] array of stationary laws needs "
-                f"{_fmt_bytes(need)}, over the budget of {_fmt_bytes(limit)} (half the available memory); use "
-                f"distribution(i), supports/values, mixture(w) or expectations(f), which store "
-                f"{sum(int(s.size) for s in self.supports):,} numbers in all")
+        refuse_if_over(
+            8 * len(self) * self.num_states,
+            f"a dense [n_attractors, S] = [{len(self):,}, {self.num_states:,}] array of stationary laws",
+            f"use distribution(i), supports/values, mixture(w) or expectations(f), which store "
+            f"{sum(int(s.size) for s in self.supports):,} numbers in all")
         out = np.zeros((len(self), self.num_states))
         for i, (sup, val) in enumerate(zip(self.supports, self.values)):
             out[i, sup] = val
