@@ -9,7 +9,8 @@ Algorithms (``method=``):
 * ``"gth"``: Grassmann-Taksar-Heyman state reduction on the dense |C| x |C|
   block. It never subtracts, so every entry of pi is computed to high
   *relative* accuracy however slowly the chain mixes or however nearly
-  decomposable it is. O(|C|^3); the default for |C| <= 1024.
+  decomposable it is. O(|C|^3), blocked so that most of the work is one
+  matrix product per 64 states; the default for |C| <= 1024.
 * ``"lu"``: pick a reference state j (largest mass after a short lazy power
   run); with Q_j the block of P on C \\ {j} and r_j = P[j, C \\ {j}], solve
   x (I - Q_j) = r_j by sparse LU and set pi = (x, 1) / Z. I - Q_j is a
@@ -75,7 +76,7 @@ from ._cache import cached_analysis
 from ._reference import dense_block
 from .classes import class_structure
 
-__all__ = ["StationaryResult", "stationary", "stationary_result", "gth", "hitting_time_bound", "stationary_reference"]
+__all__ = ["StationaryResult", "stationary", "stationary_result", "gth", "gth_unblocked", "hitting_time_bound", "stationary_reference"]
 
 GTH_MAX = 1024
 _EPS = float(np.finfo(np.float64).eps)
@@ -187,19 +188,53 @@ class StationaryResult:
         ]
 
 
-def gth(block: np.ndarray) -> np.ndarray:
-    """Stationary vector of an irreducible dense stochastic matrix by GTH state reduction."""
+def gth(block: np.ndarray, panel: int = 64) -> np.ndarray:
+    """Stationary vector of an irreducible dense stochastic matrix by GTH state reduction (blocked).
+
+    The same reduction as :func:`gth_unblocked` (states n-1, ..., 1 eliminated in turn; the
+    exit rate s_k = sum_{j<k} a[k, j] summed, never 1 - a[k, k]), organised like a blocked LU:
+    ``panel`` states at a time are eliminated on their own rows and columns, and the rest of the
+    matrix receives their rank-``panel`` update as one matrix product. Every quantity is still a
+    sum of products of non-negative numbers, so GTH's entrywise accuracy is kept; only the order
+    of the additions changes. 1024 states: ~0.1 s instead of ~1 s.
+    """
+    a = np.array(block, dtype=np.float64, copy=True)
+    n = a.shape[0]
+    if n == 1:
+        return np.ones(1)
+    hi = n
+    while hi > 1:
+        lo = max(1, hi - panel)  # eliminate hi-1, ..., lo; states < lo get the delayed update
+        for k in range(hi - 1, lo - 1, -1):
+            s = a[k, :k].sum()
+            if s <= 0.0:  # not irreducible, or the reduced rates underflowed to 0
+                raise ConvergenceError(
+                    f"GTH: state {k} has no remaining exit rate (the block is reducible, or its products "
+                    f"underflowed below the smallest float64); use method='lu'"
+                )
+            a[:k, k] /= s
+            if k > lo:  # the panel's own columns (all rows < k) and rows (columns < lo)
+                a[:k, lo:k] += np.outer(a[:k, k], a[k, lo:k])
+                a[lo:k, :lo] += np.outer(a[lo:k, k], a[k, :lo])
+        a[:lo, :lo] += a[:lo, lo:hi] @ a[lo:hi, :lo]  # the delayed rank-(hi - lo) update
+        hi = lo
+    pi = np.zeros(n)
+    pi[0] = 1.0
+    for k in range(1, n):
+        pi[k] = pi[:k] @ a[:k, k]
+    return pi / pi.sum()
+
+
+def gth_unblocked(block: np.ndarray) -> np.ndarray:
+    """Reference GTH: one state eliminated at a time by a rank-1 update (the textbook loop; test oracle)."""
     a = np.array(block, dtype=np.float64, copy=True)
     n = a.shape[0]
     if n == 1:
         return np.ones(1)
     for k in range(n - 1, 0, -1):
         s = a[k, :k].sum()  # = 1 - a[k, k] after reduction, computed without subtraction
-        if s <= 0.0:  # not irreducible, or the reduced rates underflowed to 0
-            raise ConvergenceError(
-                f"GTH: state {k} has no remaining exit rate (the block is reducible, or its products underflowed "
-                f"below the smallest float64); use method='lu'"
-            )
+        if s <= 0.0:
+            raise ConvergenceError(f"GTH: state {k} has no remaining exit rate; use method='lu'")
         a[:k, k] /= s
         a[:k, :k] += np.outer(a[:k, k], a[k, :k])
     pi = np.zeros(n)
