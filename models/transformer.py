@@ -512,7 +512,8 @@ class TransformerModel:
             contexts = contexts.astype(np.int32)
         return contexts
 
-    def prefix_tree_logits(self, length: int, emit, chunk: int = 4096, *, skip=None, done=None) -> None:
+    def prefix_tree_logits(self, length: int, emit, chunk: int = 4096, *, skip=None, done=None,
+                           mesh=None) -> None:
         """Logits of every context of length 1..``length`` by a walk of the prefix tree.
 
         Calls ``emit(k, start, logits)`` with float32 logits [n, N] of the
@@ -532,6 +533,13 @@ class TransformerModel:
         ``skip(k, start)`` is true. The forward pass over levels 1..e is always
         recomputed. Every block is computed exactly as in an uninterrupted walk
         (same shapes, same inputs), so a resumed walk gives bitwise the same logits.
+
+        Several devices (optional): with ``mesh`` (a ``jax.sharding.Mesh`` of D > 1
+        devices) the walk descends until it has at least D subtrees, then walks D
+        of them at a time in lock step: their blocks are stacked on a leading axis
+        split over the mesh and ``tree_step``/``descend`` run vmapped, each device
+        on its own subtree, with no communication. Blocks are emitted in another
+        order than the single-device walk; the resume hooks are not supported here.
         """
         cfg = self.config
         if not 1 <= length <= cfg.context_length:
@@ -553,6 +561,11 @@ class TransformerModel:
         dv = tuple(values[:: N**j, e - 1 - j] for j in range(e))
         none = jnp.zeros((cfg.context_length, cfg.n_layers, cfg.n_heads, cfg.d_head), dtype=F32)
         step, down = self._tree_step, self._descend
+        if mesh is not None and int(mesh.devices.size) > 1:
+            if skip is not None or done is not None:
+                raise ValueError("the resume hooks (skip/done) are not supported by the walk over a mesh")
+            self._walk_on_mesh(length, emit, mesh, e, (none, none, jnp.int32(0), dk, dv))
+            return
 
         def visit(k: int, block: tuple, start: int) -> None:
             # block: tree_step's inputs for the level-k nodes start..start+P-1; emits their children
@@ -567,6 +580,53 @@ class TransformerModel:
                 done(k + 1, start)
 
         visit(e, (none, none, jnp.int32(0), dk, dv), 0)
+
+    def _walk_on_mesh(self, length: int, emit, mesh, e: int, root: tuple) -> None:
+        """The depth-first walk below level e, D subtrees at a time over the devices of ``mesh``."""
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        N, P, D = self.config.n_tokens, self.config.n_tokens ** e, int(mesh.devices.size)
+        step, down = self._tree_step, self._descend
+        # 1. single-device descent until there are >= D subtrees (blocks still to visit), or no deeper level
+        frontier = [(e, root, 0)]  # (level k of the block's nodes, tree_step inputs, group-local start)
+        while len(frontier) < D and frontier[0][0] + 1 < length:
+            deeper = []
+            for k, block, start in frontier:
+                out, ck, cv = step(self.params, *block, jnp.int32(k))
+                emit(k + 1, start * N, np.asarray(out))
+                deeper += [(k + 1, down(*block, ck, cv, jnp.int32(r)), start * N + r * P) for r in range(N)]
+            frontier = deeper
+        # 2. D subtrees at a time, stacked on a leading axis split over the mesh
+        spread = NamedSharding(mesh, PartitionSpec(mesh.axis_names))
+        params = jax.device_put(self.params, NamedSharding(mesh, PartitionSpec()))
+        step_d, down_d = self._mesh_fns
+
+        def visit(k: int, blocks: tuple, starts: list) -> None:
+            out, ck, cv = step_d(params, *blocks, jnp.int32(k))  # out [D, P N, N]
+            out = np.asarray(out)
+            for i, start in enumerate(starts):
+                if start is not None:  # None: padding (a copy of a real subtree, not emitted twice)
+                    emit(k + 1, start * N, out[i])
+            if k + 1 < length:
+                for r in range(N):
+                    visit(k + 1, down_d(*blocks, ck, cv, jnp.int32(r)),
+                          [None if s is None else s * N + r * P for s in starts])
+
+        level = frontier[0][0]
+        for lo in range(0, len(frontier), D):
+            group = frontier[lo: lo + D]
+            starts = [start for _, _, start in group] + [None] * (D - len(group))
+            group = group + [group[-1]] * (D - len(group))
+            blocks = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[block for _, block, _ in group])
+            visit(level, jax.device_put(blocks, spread), starts)
+
+    @functools.cached_property
+    def _mesh_fns(self):
+        """tree_step and descend vmapped over a leading axis of independent subtrees."""
+        step = jax.jit(jax.vmap(functools.partial(tree_step, self.config), in_axes=(None, 0, 0, 0, 0, 0, None)))
+        down = jax.jit(jax.vmap(functools.partial(descend, self.config.n_tokens),
+                                in_axes=(0, 0, 0, 0, 0, 0, 0, None)))
+        return step, down
 
     @functools.cached_property
     def _prefill(self):

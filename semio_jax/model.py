@@ -13,7 +13,14 @@ door. Optional attributes a model may carry, read by the engine when present:
   n_tokens:        alphabet size N (otherwise taken from the StateSpace);
   context_length:  the largest k the model accepts;
   jittable:        False if the callable cannot be traced by ``jax.jit``
-                   (a numpy or external model); default True.
+                   (a numpy or external model); default True;
+  prefix_tree_logits(length, emit, chunk, *, skip=None, done=None, mesh=None):
+                   the shared-prefix walk (the zoo's TransformerModel): calls
+                   ``emit(k, start, logits[n, N])`` for the contexts of length k
+                   with group-local indices start..start+n-1, covering every
+                   context once; ``skip``/``done`` let a build resume, ``mesh``
+                   spreads the walk over devices (semio_jax.sharding). All
+                   keywords are optional for a model to support.
 
 ``as_model`` wraps a bare function so these attributes are always present.
 Logits are float32 or float64; -inf means "impossible token" and is allowed,

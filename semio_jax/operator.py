@@ -442,8 +442,12 @@ def tree_block(space: StateSpace, k: int, start: int, logits) -> tuple[int, np.n
     return space.group_offsets[k] + start, logits
 
 
-def _evaluate_prefix_tree(model, space: StateSpace, chunk: int, progress: bool) -> np.ndarray:
-    """Shared-prefix evaluation: the model walks its prefix tree and hands over each block."""
+def _evaluate_prefix_tree(model, space: StateSpace, chunk: int, progress: bool, mesh=None) -> np.ndarray:
+    """Shared-prefix evaluation: the model walks its prefix tree and hands over each block.
+
+    With ``mesh`` the model's walk spreads its subtrees over the mesh's devices (its
+    ``prefix_tree_logits`` must accept ``mesh=``; see semio_jax.model).
+    """
     _check_model_fits(model, space)
     n = space.n_tokens
     out = np.empty((space.num_states, n), dtype=np.float32)
@@ -456,7 +460,10 @@ def _evaluate_prefix_tree(model, space: StateSpace, chunk: int, progress: bool) 
             out[off: off + logits.shape[0]] = logits
             bar.update(logits.shape[0])
 
-    model.prefix_tree_logits(space.length, emit, chunk=chunk)
+    if mesh is None:
+        model.prefix_tree_logits(space.length, emit, chunk=chunk)
+    else:
+        model.prefix_tree_logits(space.length, emit, chunk=chunk, mesh=mesh)
     bar.close()
     return out
 
@@ -480,8 +487,9 @@ def build_operator(model, space: StateSpace, procedure: Procedure | str | None =
         from what an interrupted build left there (bitwise the same result; see
         semio_jax.resume). Default: the folder set by ``resume.using_checkpoint_dir``, else none.
       mesh: a ``jax.sharding.Mesh`` (see ``semio_jax.sharding.device_mesh``): spread the
-        model calls over its devices (``semio_jax.sharding.build_operator_sharded``;
-        plain method, no checkpoints). ``batch_size`` is then per device.
+        model calls over its devices (``semio_jax.sharding.build_operator_sharded``: the
+        shared-prefix walk over the mesh when the model's walk accepts ``mesh=``, else plain;
+        no checkpoints). ``batch_size`` is then per device.
 
     Raises before any model call: StateSpaceTooLargeError if the operator would
     not fit, InvalidProcedureError for bad parameters. During evaluation:
@@ -494,7 +502,8 @@ def build_operator(model, space: StateSpace, procedure: Procedure | str | None =
         from .sharding import build_operator_sharded
 
         return build_operator_sharded(model, space, procedure, mesh=mesh, batch_size=batch_size,
-                                      memory_limit=memory_limit, keep_logits=keep_logits, progress=progress)
+                                      memory_limit=memory_limit, keep_logits=keep_logits, progress=progress,
+                                      method=method)
     check_fits(space, memory_limit, keep_logits)
     from .resume import default_checkpoint_dir, evaluate_logits_resumable
 

@@ -37,6 +37,7 @@ process gets the whole host table back. See docs/sharding.md.
 
 from __future__ import annotations
 
+import inspect
 import weakref
 from dataclasses import dataclass
 from functools import cached_property, lru_cache, partial
@@ -51,8 +52,10 @@ from .model import describe_model
 from .operator import (
     _DEFAULT_BATCH,
     Operator,
+    _apply_procedure,
     _check_logits,
     _check_model_fits,
+    _evaluate_prefix_tree,
     _progress_bar,
     build_operator,
     check_fits,
@@ -513,12 +516,15 @@ def evaluate_logits_sharded(model, space: StateSpace, procedure: Procedure | str
 def build_operator_sharded(model, space: StateSpace, procedure: Procedure | str | None = None, *,
                            mesh: Mesh | None = None, batch_size: int = _DEFAULT_BATCH,
                            memory_limit: int | None = None, keep_logits: bool = True,
-                           progress: bool = False) -> Operator:
+                           progress: bool = False, method: str = "auto") -> Operator:
     """:func:`~semio_jax.operator.build_operator` with the model calls spread over ``mesh``.
 
-    Every model call evaluates ``devices x batch_size`` contexts (``batch_size``
-    is per device here), each state at its full length k (the "plain" method;
-    the shared-prefix walk is sequential and is not sharded). Returns the
+    ``method`` "auto"/"prefix": a model whose ``prefix_tree_logits`` accepts
+    ``mesh=`` (the zoo's TransformerModel) walks its prefix tree with D subtrees
+    at a time, one per device (blocks of ``batch_size`` nodes per device); the
+    procedure is then applied on the host in float64. "plain" (and "auto" for
+    other models): every model call evaluates ``devices x batch_size`` contexts
+    (``batch_size`` is per device here), each state at its full length k. Returns the
     ordinary host :class:`Operator`. Models marked ``jittable = False`` cannot
     run inside ``shard_map``: they get the ordinary single-device build.
     """
@@ -527,6 +533,17 @@ def build_operator_sharded(model, space: StateSpace, procedure: Procedure | str 
         return build_operator(model, space, procedure, batch_size=batch_size, memory_limit=memory_limit,
                               keep_logits=keep_logits, progress=progress, method="plain", checkpoint_dir=None)
     check_fits(space, memory_limit, keep_logits)
+    if method not in ("auto", "plain", "prefix"):
+        raise ValueError(f"unknown evaluation method {method!r}; use auto, plain or prefix")
+    walk = getattr(model, "prefix_tree_logits", None)
+    walks_on_mesh = callable(walk) and "mesh" in inspect.signature(walk).parameters
+    if method == "prefix" and not walks_on_mesh:
+        raise ValueError(f"{type(model).__name__} has no prefix_tree_logits(..., mesh=); use method='plain'")
+    if method != "plain" and walks_on_mesh:
+        mesh = mesh if mesh is not None else device_mesh()
+        logits = _evaluate_prefix_tree(model, space, batch_size, progress, mesh=mesh)
+        probs = _apply_procedure(procedure, logits)
+        return Operator(space, probs, procedure, logits if keep_logits else None, describe_model(model))
     logits, probs = evaluate_logits_sharded(model, space, procedure, mesh=mesh, batch_size=batch_size,
                                             progress=progress)
     return Operator(space, probs, procedure, logits if keep_logits else None, describe_model(model))
