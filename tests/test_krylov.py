@@ -276,3 +276,14 @@ def test_greedy_factor_drops_only_negligible_path_weights():
     b = np.random.default_rng(0).normal(size=n)
     np.testing.assert_allclose(a @ fac.solve_col(b), b, atol=1e-13)
     np.testing.assert_allclose(fac.solve_row(b) @ a, b, atol=1e-13)
+
+
+def test_basis_budget_follows_available_memory(monkeypatch):
+    import semio_jax.operator as operator_mod
+
+    monkeypatch.setattr(operator_mod, "available_memory", lambda: 1 * 2**30)
+    assert krylov.basis_budget() == krylov.BASIS_BUDGET  # 10% of 1 GiB is below the floor
+    monkeypatch.setattr(operator_mod, "available_memory", lambda: 20 * 2**30)
+    assert krylov.basis_budget() == 2 * 2**30
+    monkeypatch.setattr(operator_mod, "available_memory", lambda: 500 * 2**30)
+    assert krylov.basis_budget() == krylov.MAX_BASIS_BUDGET

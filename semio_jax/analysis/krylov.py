@@ -75,8 +75,20 @@ __all__ = ["GreedyFactor", "KrylovInfo", "gmres", "ChainKernels", "stationary_kr
 _EPS = float(np.finfo(np.float64).eps)
 #: path weights of the greedy factor's doubling levels below this are dropped (see GreedyFactor)
 TINY_WEIGHT = 2.0**-60
-#: bytes of Krylov basis vectors GMRES may keep (sets the restart length on big spaces)
+#: bytes of Krylov basis vectors GMRES may keep at least (sets the restart length on big spaces);
+#: the budget grows to 10% of the available memory, up to MAX_BASIS_BUDGET
 BASIS_BUDGET = 256 * 2**20
+MAX_BASIS_BUDGET = 4 * 2**30
+
+
+def basis_budget() -> int:
+    """Bytes GMRES may spend on its basis: 10% of available memory, clamped to [BASIS_BUDGET, MAX_BASIS_BUDGET].
+
+    At 2^24 unknowns a vector is 128 MiB: a fixed 256 MiB would leave GMRES(1).
+    """
+    from ..operator import available_memory
+
+    return int(min(MAX_BASIS_BUDGET, max(BASIS_BUDGET, 0.1 * available_memory())))
 
 
 @dataclass
@@ -103,7 +115,7 @@ def gmres(matvec, b: np.ndarray, precond, accept, *, restart: int = 40, max_matv
     info = info or KrylovInfo()
     n = b.size
     x = np.zeros(n) if x0 is None else np.array(x0, dtype=np.float64)
-    m = max(2, min(restart, int(BASIS_BUDGET // (8 * max(n, 1))) - 1))
+    m = max(2, min(restart, int(basis_budget() // (8 * max(n, 1))) - 1))
     V = np.empty((m + 1, n))
     while True:
         r = b - matvec(x) if (x0 is not None or info.restarts) else b.copy()
