@@ -33,3 +33,16 @@ def write_table(name: str, headers: list, rows: list, title: str, notes: str = "
     atomic_write_text(path, "\n".join(md) + "\n")
     print(f"\nwritten to {path}")
     return path
+
+
+def median_time(fn, repeats: int) -> float:
+    """Median wall time of ``repeats`` calls of ``fn`` after one warm-up call (compilation)."""
+    import numpy as np
+
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))

@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_table  # noqa: E402
+from _common import median_time, write_table  # noqa: E402
 
 #: memory bandwidth in GB/s by jax device_kind (vendor data sheets); --peak-gbs overrides
 PEAK_GBS = {
@@ -52,16 +51,6 @@ PEAK_GBS = {
     "NVIDIA A100-SXM4-80GB": 2039.0,
     "NVIDIA A100-SXM4-40GB": 1555.0,
 }
-
-
-def _median(fn, repeats: int) -> float:
-    fn()  # warm-up: compilation
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def main(argv=None) -> int:
@@ -101,7 +90,7 @@ def main(argv=None) -> int:
     np.testing.assert_allclose(np.asarray(pull(x)), op.pull(np.asarray(x)), rtol=1e-12, atol=1e-300)
     nbytes = 8 * s * (n + 2)
     for name, fn in (("push x P", push), ("pull P f", pull)):
-        t = _median(lambda: fn(x).block_until_ready(), args.repeats)
+        t = median_time(lambda: fn(x).block_until_ready(), args.repeats)
         gbs = nbytes / t / 1e9
         rows.append([name, f"{n}^{length} = {s:,} states", f"{1e3 * t:.3g} ms",
                      f"{gbs:.1f} GB/s" + (f" ({gbs / peak:.0%} of {peak:g})" if peak else " (peak unknown)"),
@@ -129,7 +118,7 @@ def main(argv=None) -> int:
         out["pi"], out["it"] = power_j(v0)
         out["pi"].block_until_ready()
 
-    t = _median(solve, max(1, args.repeats // 10))
+    t = median_time(solve, max(1, args.repeats // 10))
     pi = np.asarray(out["pi"])
     resid = float(np.abs(op.push(pi) - pi).sum())
     rows.append(["stationary, lazy power to 1e-12", f"{s:,} states", f"{t:.3g} s",
@@ -151,7 +140,7 @@ def main(argv=None) -> int:
             count["states"] = 0
             model.prefix_tree_logits(args.build_length, emit, chunk=args.chunk)
 
-        t = _median(build, 1)
+        t = median_time(build, 1)
         rows.append(["build, shared prefix (logits of every context)", f"{space.num_states:,} states",
                      f"{t:.3g} s", f"{space.num_states / t:,.0f} states/s",
                      "every context emitted once" if count["states"] == space.num_states

@@ -21,22 +21,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up (compilation)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+from _common import median_time  # noqa: E402
 
 
 def worker(out: str) -> dict:
@@ -61,26 +51,26 @@ def worker(out: str) -> dict:
     def build_tree():  # the shared-prefix walk, D subtrees at a time (blocks of 64 nodes per device)
         built["tree"] = sh.build_operator_sharded(tf, space, "temperature=1", mesh=mesh, batch_size=64)
 
-    rec["build_s"] = _median_time(build, 2)
-    rec["build_tree_s"] = _median_time(build_tree, 2)
+    rec["build_s"] = median_time(build, 2)
+    rec["build_tree_s"] = median_time(build_tree, 2)
     # (b) products: an order-2 n-gram model, N=8, L=6: 262144 + 37449 = 299593 states
     rng = np.random.default_rng(0)
     ngram = sj.NGramModel(rng.normal(scale=1.0, size=(8, 8, 8)).astype(np.float32), context_length=6)
     op = sj.build_operator(ngram, sj.StateSpace(8, 6), "temperature=1")
     sop = sh.shard_operator(op, mesh)
     x = sop.vector(rng.random(op.num_states))
-    rec["push_ms"] = 1e3 * _median_time(lambda: sop.push(x).block_until_ready(), 10)
-    rec["pull_ms"] = 1e3 * _median_time(lambda: sop.pull(x).block_until_ready(), 10)
+    rec["push_ms"] = 1e3 * median_time(lambda: sop.push(x).block_until_ready(), 10)
+    rec["pull_ms"] = 1e3 * median_time(lambda: sop.pull(x).block_until_ready(), 10)
     xh = sop.to_numpy(x)  # the host reference: Operator.push / pull (numpy)
-    rec["numpy_push_ms"] = 1e3 * _median_time(lambda: op.push(xh), 10)
-    rec["numpy_pull_ms"] = 1e3 * _median_time(lambda: op.pull(xh), 10)
+    rec["numpy_push_ms"] = 1e3 * median_time(lambda: op.push(xh), 10)
+    rec["numpy_pull_ms"] = 1e3 * median_time(lambda: op.pull(xh), 10)
     # (c) stationary distribution by sharded lazy power iteration (kernels compiled by the warm-up)
     res = {}
 
     def stat():
         res["r"] = sh.stationary_sharded(sh.shard_operator(op, mesh), method="power", tol=1e-12)
 
-    rec["stationary_s"] = _median_time(stat, 1)
+    rec["stationary_s"] = median_time(stat, 1)
     r = res["r"]
     rec["stationary_bound"] = r.error_bounds[0]
     rec["stationary_residual"] = r.residuals[0]
