@@ -135,3 +135,17 @@ def test_compact_basin_views_agree_with_the_dense_tables(op):
     np.testing.assert_array_equal(b.split, np.flatnonzero(b.owner < 0))
     st = sj.stationary_result(op)
     np.testing.assert_allclose(st.sparse().toarray(), st.distributions, atol=0)
+
+
+def test_reachability_needs_no_absorption_solve():
+    space = sj.StateSpace(2, 5)
+    probs = np.full((space.num_states, 2), 0.5)
+    for y in (0, 1):
+        probs[space.index([y] * 5)] = np.eye(2)[y]
+    op = sj.Operator(space, probs)
+    from semio_jax.analysis import reachable_attractors
+
+    reach = reachable_attractors(op)
+    assert not any(key[0] == "basins" for key in op.__dict__.get("_analysis_cache", {}))  # no solve ran
+    np.testing.assert_array_equal(reach, sj.basins_result(op).reachable)
+    assert reach.sum(axis=1).min() == 1 and reach.all(axis=1).sum() == space.num_states - 2

@@ -231,23 +231,35 @@ def _split_reachable(op, split: np.ndarray, rev) -> np.ndarray:
     return out
 
 
-@cached_analysis("reachable_attractors")
+@cached_analysis("reachability")
+def _reachability(op) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(owner int64[S] with -1 for split states, split int64[U], reach bool[U, m]): exact graph reachability."""
+    m = len(class_structure(op).attractors)
+    owner, count, rev = _reach_counts(op)
+    unknown = np.flatnonzero(count >= 2)
+    check_dense_basins(unknown.size, m, what=f"rows for the {unknown.size:,} states that can reach two or more")
+    owner = np.where(count >= 2, -1, owner)
+    reach_u = _split_reachable(op, unknown, rev) if unknown.size else np.zeros((0, m), dtype=bool)
+    return owner, unknown, reach_u
+
+
 def reachable_attractors(op) -> np.ndarray:
-    """bool[S, m]: which attractors each state can reach (exact graph reachability; refused if too big)."""
-    return basins_result(op).reachable
+    """bool[S, m]: which attractors each state can reach (exact graph reachability, no solve; refused if too big)."""
+    owner, split, reach_u = _reachability(op)
+    check_dense_basins(owner.size, reach_u.shape[1])
+    out = np.zeros((owner.size, reach_u.shape[1]), dtype=bool)
+    single = np.flatnonzero(owner >= 0)
+    out[single, owner[single]] = True
+    out[split] = reach_u
+    return out
 
 
 @cached_analysis("basins")
 def basins_result(op) -> BasinsResult:
     """Absorption probabilities into every attractor (see module docstring)."""
-    cs = class_structure(op)
-    m = len(cs.attractors)
-    owner, count, rev = _reach_counts(op)
-    unknown = np.flatnonzero(count >= 2)
-    check_dense_basins(unknown.size, m, what=f"rows for the {unknown.size:,} states that can reach two or more")
-    owner = np.where(count >= 2, -1, owner)
+    m = len(class_structure(op).attractors)
+    owner, unknown, reach_u = _reachability(op)
     strict = [np.flatnonzero(owner == a) for a in range(m)]
-    reach_u = _split_reachable(op, unknown, rev) if unknown.size else np.zeros((0, m), dtype=bool)
     x = np.zeros((unknown.size, m))
     residual, tmax, bound = 0.0, None, 0.0
     if unknown.size > KRYLOV_MIN:
