@@ -260,6 +260,16 @@ class Operator:
             out[dst.start:dst.stop] += (d[src.start:src.stop, None, :] * self.probs[src.start:src.stop, :, None]).reshape(-1, d.shape[1])
         return out if batch else out[:, 0]
 
+    def push_full(self, dist: np.ndarray) -> np.ndarray:
+        """One step forward for a row vector on the N^L full states only: float64[N^L] -> float64[N^L].
+
+        Full states map to full states (a closed class lives there), and the image is a
+        reshape-and-contract over the (N,)*L index: one einsum, no prefix groups.
+        """
+        n, nf = self.n_tokens, self.space.num_full
+        table = self.probs[:nf].reshape(n, nf // n, n)  # [a, m, y]: state a*M + m moves to m*N + y
+        return np.einsum("am,amy->my", np.asarray(dist, dtype=np.float64).reshape(n, nf // n), table).ravel()
+
     def pull(self, f: np.ndarray) -> np.ndarray:
         """One step backward for a column vector: (P f)[s] = sum_y probs[s, y] f[succ[s, y]].
 

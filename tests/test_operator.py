@@ -320,3 +320,14 @@ def test_operator_leaves_the_callers_arrays_writable():
     assert not op.logits.flags.writeable and not op.probs.flags.writeable  # ours cannot be written through
     with pytest.raises(ValueError):
         op.logits[0, 0] = 1.0
+
+
+def test_push_full_is_push_restricted_to_full_states():
+    rng = np.random.default_rng(3)
+    space = sj.StateSpace(3, 4)
+    p = rng.random((space.num_states, 3))
+    op = sj.Operator(space, p / p.sum(axis=1, keepdims=True))
+    x = np.zeros(space.num_states)
+    x[: space.num_full] = rng.random(space.num_full)
+    np.testing.assert_allclose(op.push_full(x[: space.num_full]), op.push(x)[: space.num_full], rtol=1e-14)
+    assert op.push(x)[space.num_full:].sum() == 0.0  # full states never feed prefix states

@@ -103,33 +103,13 @@ class BasinsResult:
     def n_attractors(self) -> int:
         return len(self.strict)
 
-    def _split_pos(self, states: np.ndarray) -> np.ndarray:
-        pos = np.searchsorted(self.split, states)
-        return np.minimum(pos, max(self.split.size - 1, 0))
-
     def rows(self, states) -> np.ndarray:
         """float64[k, m]: h for the given states (a state index gives float64[m])."""
-        st = np.asarray(states, dtype=np.int64)
-        flat = st.reshape(-1)
-        out = np.zeros((flat.size, self.n_attractors))
-        own = self.owner[flat]
-        single = own >= 0
-        out[np.flatnonzero(single), own[single]] = 1.0
-        if (~single).any():
-            out[~single] = self.split_probabilities[self._split_pos(flat[~single])]
-        return out[0] if st.ndim == 0 else out.reshape(st.shape + (self.n_attractors,))
+        return _expand(self.owner, self.split, self.split_probabilities, states)
 
     def reachable_rows(self, states) -> np.ndarray:
         """bool[k, m]: which attractors the given states can reach."""
-        st = np.asarray(states, dtype=np.int64)
-        flat = st.reshape(-1)
-        out = np.zeros((flat.size, self.n_attractors), dtype=bool)
-        own = self.owner[flat]
-        single = own >= 0
-        out[np.flatnonzero(single), own[single]] = True
-        if (~single).any():
-            out[~single] = self.split_reachable[self._split_pos(flat[~single])]
-        return out[0] if st.ndim == 0 else out.reshape(st.shape + (self.n_attractors,))
+        return _expand(self.owner, self.split, self.split_reachable, states)
 
     def absorption(self, mu) -> np.ndarray:
         """float64[m]: sum_s mu(s) h(s), the law of the attractor finally entered from the start law mu."""
@@ -171,6 +151,21 @@ class BasinsResult:
             "max_absorption_time": self.max_absorption_time,
             "error_bound_inf": self.error_bound,
         }
+
+
+def _expand(owner: np.ndarray, split: np.ndarray, split_rows: np.ndarray, states) -> np.ndarray:
+    """Rows [..., m] of an [S, m] table stored compactly: a unit row (1 / True) at ``owner[s]`` where
+    owner[s] >= 0, else the row of s in ``split_rows`` (``split`` sorted); dtype of ``split_rows``."""
+    st = np.asarray(states, dtype=np.int64)
+    flat = st.reshape(-1)
+    m = split_rows.shape[1]
+    out = np.zeros((flat.size, m), dtype=split_rows.dtype)
+    own = owner[flat]
+    single = own >= 0
+    out[np.flatnonzero(single), own[single]] = 1
+    if (~single).any():
+        out[~single] = split_rows[np.searchsorted(split, flat[~single])]
+    return out[0] if st.ndim == 0 else out.reshape(st.shape + (m,))
 
 
 def check_dense_basins(num_states: int, n_attractors: int, memory_limit: int | None = None,
@@ -247,11 +242,7 @@ def reachable_attractors(op) -> np.ndarray:
     """bool[S, m]: which attractors each state can reach (exact graph reachability, no solve; refused if too big)."""
     owner, split, reach_u = _reachability(op)
     check_dense_basins(owner.size, reach_u.shape[1])
-    out = np.zeros((owner.size, reach_u.shape[1]), dtype=bool)
-    single = np.flatnonzero(owner >= 0)
-    out[single, owner[single]] = True
-    out[split] = reach_u
-    return out
+    return _expand(owner, split, reach_u, np.arange(owner.size))
 
 
 @cached_analysis("basins")

@@ -162,10 +162,7 @@ class StationaryResult:
             f"a dense [n_attractors, S] = [{len(self):,}, {self.num_states:,}] array of stationary laws",
             f"use distribution(i), supports/values, mixture(w) or expectations(f), which store "
             f"{sum(int(s.size) for s in self.supports):,} numbers in all")
-        out = np.zeros((len(self), self.num_states))
-        for i, (sup, val) in enumerate(zip(self.supports, self.values)):
-            out[i, sup] = val
-        return out
+        return self.sparse().toarray()
 
     def sparse(self) -> sp.csr_matrix:
         """scipy CSR [n_attractors, S]: row i is pi_i."""
@@ -344,14 +341,10 @@ def _solve_power(op, members: np.ndarray, tol: float, max_iter: int,
     """
     # A closed class lives on full states, whose image under P is a reshape-and-contract over the
     # (N,)*L index: iterate on the N^L full states only, with one einsum per step.
-    n, nf = op.n_tokens, op.space.num_full
+    nf = op.space.num_full
     if members.size and int(members.max()) >= nf:
         raise ValueError("a closed class contains a prefix state; prefix states are always transient")
-    table = op.probs[:nf].reshape(n, nf // n, n)  # [a, m, y]: state a*M + m moves to m*N + y
-
-    def push(x):
-        return np.einsum("am,amy->my", x.reshape(n, nf // n), table).ravel()
-
+    push = op.push_full
     v = np.zeros(nf)
     v[members] = 1.0 / members.size
     history = []
