@@ -17,8 +17,8 @@ def write_table(name: str, headers: list, rows: list, title: str, notes: str = "
 
     Written to ``RESULTS/<name>.md``, or to ``path`` when given.
     """
-    from semio_jax._io import atomic_write_text
-    from semio_jax.report import markdown_table, text_table
+    from semio_jax._util.io import atomic_write_text
+    from semio_jax.app.report import markdown_table, text_table
 
     print()
     print(text_table(headers, rows, title=title))

@@ -33,7 +33,7 @@ from _common import RESULTS, write_table  # noqa: E402
 from figures import build_figure  # noqa: E402
 
 import semio_jax as sj  # noqa: E402
-from semio_jax.operator import evaluate_logits  # noqa: E402
+from semio_jax.build import evaluate_logits  # noqa: E402
 from semio_models.transformer import TransformerConfig, TransformerModel  # noqa: E402
 
 

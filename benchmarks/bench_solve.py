@@ -44,7 +44,7 @@ Peers, problem "pi" (stationary distribution; fast and slow chains):
                  real part normalised to sum 1.
 
 Peers, problem "h" (absorption probabilities into every attractor; absorb chain; the
-attractors are labelled attractor_i as in semio_jax.export):
+attractors are labelled attractor_i as in semio_jax.app.export):
   semio-basins   sj.basins_result(op).probabilities (sparse LU while at most 8192 states are
                  undetermined, i.e. up to 2^12 here; preconditioned GMRES, semio_jax.analysis.krylov, above)
   storm-lu, storm-sound, storm-iter
@@ -176,7 +176,7 @@ def _lift_to_windows(first: np.ndarray, q4: np.ndarray, length: int) -> np.ndarr
 
 
 def exact_stationary_ngram4(op) -> np.ndarray:
-    from semio_jax.analysis._reference import gth_rational
+    from semio_jax.testing.references import gth_rational
 
     q4, succ4 = _lumped(op)
     n4 = q4.shape[0]

@@ -65,7 +65,7 @@ from _common import RESULTS, write_table  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import semio_jax as sj  # noqa: E402
-from semio_jax._io import atomic_write_json  # noqa: E402
+from semio_jax._util.io import atomic_write_json  # noqa: E402
 from semio_jax.agreement import (  # noqa: E402
     MIN_EXPECTED,
     MIN_VISITS,
@@ -75,7 +75,7 @@ from semio_jax.agreement import (  # noqa: E402
     draw_absorption_samples,
     draw_stationary_samples,
 )
-from semio_jax.sampling import Procedure, parse  # noqa: E402
+from semio_jax.core.procedure import Procedure, parse  # noqa: E402
 from semio_models.checkpoint import load  # noqa: E402
 from semio_models.transformer import TransformerModel  # noqa: E402
 

@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 import semio_jax as sj
+from semio_jax.testing import references
 
 __all__ = [
     "Context", "Result", "Replay", "Tracker", "search",
@@ -254,7 +255,7 @@ def ngram_op(logits, length: int, procedure: str = "temperature=1", prefixes: bo
 
     The model is called eagerly on every context (its float32 tables, its rule for
     contexts shorter than the order) and the procedure is applied by the engine's
-    numpy oracle ``sampling.probabilities_reference`` (the definition the JAX path
+    numpy oracle ``semio_jax.testing.references.probabilities_reference`` (the definition the JAX path
     is tested against), so this is the operator ``build_operator`` would return.
     """
     model = sj.NGramModel(np.asarray(logits, dtype=np.float64), context_length=length)
@@ -264,7 +265,7 @@ def ngram_op(logits, length: int, procedure: str = "temperature=1", prefixes: bo
     for k, off in space.iter_groups():
         rows[off:off + n**k] = np.asarray(model(space.contexts(k)), dtype=np.float64)
     proc = sj.sampling.parse(procedure)
-    probs = sj.sampling.probabilities_reference(proc, rows)
+    probs = references.probabilities_reference(proc, rows)
     return sj.Operator(space, probs, proc, logits=rows)
 
 

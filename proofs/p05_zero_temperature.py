@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 import semio_jax as sj
-from semio_jax.sampling import temperature
+from semio_jax.core.procedure import temperature
 from semio_jax.testing import strategies as S
 
 from ._lib import Replay, Tracker, op_from_json, op_to_json, search

@@ -190,7 +190,7 @@ def counterexample_path(base: Path, name: str) -> Path:
 
 
 def save_counterexample(base: Path, row: Row, seed: int) -> Path:
-    from semio_jax._io import atomic_write_text
+    from semio_jax._util.io import atomic_write_text
 
     obj = {
         "proposition": row.name,
@@ -277,7 +277,7 @@ def _details_md(row: Row) -> str:
 
 
 def write_results_files(base: Path, rows: list[Row], quick: bool, seed: int) -> None:
-    from semio_jax._io import atomic_write_json, atomic_write_text
+    from semio_jax._util.io import atomic_write_json, atomic_write_text
 
     total = sum(r.time_s for r in rows)
     cmd = "semio proofs" + (" --quick" if quick else "") + (f" --seed {seed}" if seed else "")
@@ -354,9 +354,9 @@ def run(args) -> int:
         print("VIOLATION REPRODUCED" if res.violated else "the counterexample NO LONGER violates the statement")
         return 0 if res.violated else 1
     try:
-        from semio_jax.cli import _enable_compilation_cache
+        from semio_jax._util.compile_cache import enable_compilation_cache
 
-        _enable_compilation_cache()
+        enable_compilation_cache()
     except Exception:
         pass
     write = not args.no_write and (args.out is not None or (not args.quick and not args.only))

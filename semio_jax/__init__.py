@@ -1,9 +1,15 @@
 """semio_jax: exact dynamical-systems analysis of autoregressive language models.
 
-The data flow, one module per stage:
+The data flow, one layer per stage (imports only go down this list):
 
-    model -> logits for every state -> sampling procedure -> exact Operator
-          -> analyses -> Monte Carlo from the model -> agreement -> report / CLI
+    errors, _util      named errors; atomic files, memory budget, progress bars, meshes
+    core               StateSpace, sampling procedures, the model protocol, the Operator type
+    build              model -> logits for every state -> procedure -> Operator (build_operator)
+    linalg             GTH, M-matrix certificates, Krylov solvers, sharded kernels
+    analysis           one concept per module: classes, stationary laws, basins, mixing, ...
+    montecarlo         rollouts from the model itself and their estimators
+    agreement          exact vs sampled: statistical tests per concept
+    app                pipeline, toolkit, reports, figures, export, interop, CLI
 
 Importing semio_jax enables JAX's float64 support (``jax_enable_x64``): the
 analyses are exact in float64 with respect to the model's own logits. Models
@@ -58,9 +64,11 @@ from .analysis import (  # noqa: E402
 )
 from .errors import *  # noqa: E402,F401,F403
 from .errors import __all__ as _errors_all  # noqa: E402
-from .model import FunctionModel, NGramModel, as_model  # noqa: E402
-from .operator import Operator, build_operator, estimate_memory  # noqa: E402
-from .space import StateSpace  # noqa: E402
+from .core.model import FunctionModel, NGramModel, as_model  # noqa: E402
+from ._util.memory import estimate_memory  # noqa: E402
+from .build import build_operator  # noqa: E402
+from .core.operator import Operator  # noqa: E402
+from .core.space import StateSpace  # noqa: E402
 
 __version__ = "0.1.0"
 

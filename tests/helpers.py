@@ -15,8 +15,9 @@ from fractions import Fraction
 import numpy as np
 
 import semio_jax as sj
+from semio_jax.testing import references
 from semio_jax import sampling as S
-from semio_jax.analysis._reference import gth_rational
+from semio_jax.testing.references import gth_rational
 
 
 # ------------------------------------------------------------------ procedures
@@ -89,7 +90,7 @@ def brute_force(model, n_tokens: int, length: int, prefixes: bool, procedure):
         for y in range(n_tokens):
             nxt = s[1:] + (y,) if len(s) == length else s + (y,)
             succ[i, y] = index[nxt]
-    probs = S.probabilities_reference(S.parse(procedure), logits.astype(np.float64))
+    probs = references.probabilities_reference(S.parse(procedure), logits.astype(np.float64))
     return probs, succ, logits
 
 

@@ -11,12 +11,15 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import semio_jax as sj
+from semio_jax.testing import references
 from semio_jax import sampling as S
 from semio_jax.analysis import functional_graph, greedy_dynamics, reachable_attractors
-from semio_jax.analysis.basins import basins_reference
-from semio_jax.analysis.classes import classes_reference
-from semio_jax.analysis.greedy import greedy_map, greedy_reference
-from semio_jax.analysis.stationary import gth, stationary_reference
+from semio_jax.testing.references import basins_reference
+from semio_jax.testing.references import classes_reference
+from semio_jax.analysis.greedy import greedy_map
+from semio_jax.testing.references import greedy_reference
+from semio_jax.analysis.stationary import gth
+from semio_jax.testing.references import stationary_reference
 from semio_jax.testing import operators, spaces, token_permutations
 
 from helpers import dense_reference, exact_absorption, exact_stationary, period_by_traces, relabel
@@ -115,7 +118,7 @@ def test_near_deterministic_rows_keep_their_tiny_edges():
     their diagonal (which made them singular).
     """
     logits = np.array([[0.0, -50.0, -60.0], [-50.0, 0.0, -np.inf], [0.0, -np.inf, -45.0]])
-    op = chain_operator(S.probabilities_reference(S.temperature(1.0), logits))
+    op = chain_operator(references.probabilities_reference(S.temperature(1.0), logits))
     assert op.probs[0, 0] == 1.0 and op.probs[0, 1] > 0
     assert not op.is_deterministic
     assert as_sets(sj.attractors(op)) == [frozenset({0, 1, 2})]
@@ -322,7 +325,7 @@ def test_gth_small_examples():
        coupling=st.sampled_from([1.0, 1e-8, 1e-40]))
 def test_blocked_gth_equals_the_rank1_loop(n, panel, seed, coupling):
     """Blocked GTH reorders additions only: entrywise relative agreement, also on nearly decomposable blocks."""
-    from semio_jax.analysis.stationary import gth_unblocked
+    from semio_jax.testing.references import gth_unblocked
 
     rng = np.random.default_rng(seed)
     p = rng.random((n, n)) ** 4

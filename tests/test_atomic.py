@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 import semio_jax as sj
-from semio_jax import _io
+from semio_jax._util import io as _io
 
 SIZE = 8 * 2**20  # 8 MiB per version: the kill lands inside a write most of the time
 
 WRITER = f"""
 import sys
-from semio_jax._io import atomic_write_bytes
+from semio_jax._util.io import atomic_write_bytes
 path = sys.argv[1]
 i = 1
 while True:

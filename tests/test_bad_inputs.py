@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import semio_jax as sj
-from semio_jax import _io
-from semio_jax.cli import main
-from semio_jax.report import Report
+from semio_jax._util import io as _io
+from semio_jax.app.cli import main
+from semio_jax.app.report import Report
 
 
 def _numpy_model(n, fn):

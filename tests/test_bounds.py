@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import semio_jax as sj
+from semio_jax.testing import references
 from semio_jax.agreement import check_tv
 from semio_jax.analysis import bounds as bd
 from semio_jax.analysis import mixing as mx
@@ -43,7 +44,7 @@ def ngram_op():
 def test_exact_coefficient_matches_reference(sticky_op, ngram_op):
     for o in (sticky_op, ngram_op):
         res = bd.dobrushin(o)
-        ref = bd.dobrushin_reference(o.probs, o.successors, o.space.num_full, o.space.length)
+        ref = references.dobrushin_reference(o.probs, o.successors, o.space.num_full, o.space.length)
         assert res.method == "exact" and res.steps == o.space.length
         assert ref - 1e-15 <= res.delta <= ref + 1e-12  # the margin only adds
         i, j = res.pair
@@ -118,7 +119,7 @@ def test_property_bound_at_least_exact(n, length, seed, zeros):
     exact = bd.dobrushin(o, method="exact")
     mino = bd.dobrushin(o, method="minorization")
     assert 0.0 <= exact.delta <= mino.delta + 1e-12 <= 1.0 + 1e-12
-    ref = bd.dobrushin_reference(o.probs, o.successors, o.space.num_full, length)
+    ref = references.dobrushin_reference(o.probs, o.successors, o.space.num_full, length)
     assert min(ref, 1.0) - 1e-15 <= exact.delta <= ref + 1e-12
     w = mx.worst_case_tv(o, 4 * length, lazy=False)
     assert (w <= exact.tv_bound(4 * length) + 1e-12).all()

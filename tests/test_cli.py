@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from semio_jax.cli import main
+from semio_jax.app.cli import main
 
 
 def test_zoo_lists_the_shipped_models(capsys):

@@ -11,13 +11,8 @@ from hypothesis import strategies as st
 
 import semio_jax as sj
 from semio_jax.agreement import check_entropy_rate
-from semio_jax.analysis.entropy import (
-    conditional_entropies,
-    entropy_rate,
-    entropy_rate_reference,
-    path_entropy,
-    path_entropy_reference,
-)
+from semio_jax.analysis.entropy import conditional_entropies, entropy_rate, path_entropy
+from semio_jax.testing.references import entropy_rate_reference, path_entropy_reference
 from semio_jax.testing import operators
 
 

@@ -9,16 +9,8 @@ from hypothesis import strategies as st
 
 import semio_jax as sj
 from semio_jax.agreement import check_evolution
-from semio_jax.analysis.evolution import (
-    evolve,
-    evolve_reference,
-    initial_distribution,
-    ngram_marginals,
-    string_distribution,
-    string_label,
-    strings_reference,
-    token_marginals,
-)
+from semio_jax.analysis.evolution import evolve, initial_distribution, ngram_marginals, string_distribution, string_label, token_marginals
+from semio_jax.testing.references import evolve_reference, strings_reference
 from semio_jax.errors import NotStochasticError, PromptError, StateSpaceTooLargeError
 from semio_jax.testing import operators
 

@@ -1,4 +1,4 @@
-"""DRN export (semio_jax.export): format, labels, exact floats, atomic writes. No Storm needed."""
+"""DRN export (semio_jax.app.export): format, labels, exact floats, atomic writes. No Storm needed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 
 import semio_jax as sj
-from semio_jax.export import drn_text, to_drn
+from semio_jax.app.export import drn_text, to_drn
 from semio_jax.testing import operators
 
 

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import semio_jax as sj
-from semio_jax.cli import main
+from semio_jax.app.cli import main
 from semio_models import checkpoint
 from semio_models.transformer import TransformerConfig, TransformerModel
 

@@ -9,15 +9,8 @@ from hypothesis import strategies as st
 
 import semio_jax as sj
 from semio_jax.agreement import check_hitting
-from semio_jax.analysis.hitting import (
-    committor,
-    committor_reference,
-    committor_result,
-    hitting_times,
-    hitting_times_reference,
-    hitting_times_result,
-    state_set,
-)
+from semio_jax.analysis.hitting import committor, committor_result, hitting_times, hitting_times_result, state_set
+from semio_jax.testing.references import committor_reference, hitting_times_reference
 from semio_jax.testing import operators
 
 

@@ -1,4 +1,4 @@
-"""semio export / semio query (semio_jax.interop): every export read back by Storm gives semio_jax's numbers."""
+"""semio export / semio query (semio_jax.app.interop): every export read back by Storm gives semio_jax's numbers."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import semio_jax as sj
-from semio_jax import interop
+from semio_jax.app import interop
 from semio_jax.agreement import absorption_by_horizon
-from semio_jax.cli import main
+from semio_jax.app.cli import main
 
 TOL = 1e-9
 

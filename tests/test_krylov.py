@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import semio_jax as sj
-from semio_jax.analysis import krylov
+from semio_jax.linalg import krylov
 from semio_jax.analysis.greedy import functional_graph
 from semio_jax.testing import operators, spaces
 
@@ -85,7 +85,7 @@ def test_krylov_on_window_dependent_slow_chain():
 
 def test_auto_uses_krylov_above_lu_limit():
     """The 2^16-state order-4 n-gram model at temperature 0.25 through build_operator and auto."""
-    from semio_jax.model import NGramModel
+    from semio_jax.core.model import NGramModel
 
     rng = np.random.default_rng(3)
     model = NGramModel(rng.normal(size=(2,) * 5), context_length=16)
@@ -251,7 +251,8 @@ def test_auto_big_class_slow_chain_gives_up_power_early(monkeypatch):
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(0, 39), min_size=1, max_size=40))
 def test_cycle_states_match_the_orbit_walk(targets):
-    from semio_jax.analysis.greedy import cycle_states, greedy_reference
+    from semio_jax.linalg.functional_graph import cycle_states
+    from semio_jax.testing.references import greedy_reference
 
     f = np.array([t % len(targets) for t in targets])
     on_cycle, _ = cycle_states(f)
@@ -279,7 +280,7 @@ def test_greedy_factor_drops_only_negligible_path_weights():
 
 
 def test_basis_budget_follows_available_memory(monkeypatch):
-    import semio_jax.operator as operator_mod
+    import semio_jax._util.memory as operator_mod
 
     monkeypatch.setattr(operator_mod, "available_memory", lambda: 1 * 2**30)
     assert krylov.basis_budget() == krylov.BASIS_BUDGET  # 10% of 1 GiB is below the floor

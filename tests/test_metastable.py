@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import semio_jax as sj
+from semio_jax.testing import references
 from semio_jax.agreement import check_metastable
 from semio_jax.analysis import metastable as ms
 
@@ -92,7 +93,7 @@ def test_nearly_decomposable_matches_dense_reference():
     blocks = np.repeat(np.arange(2), np.diff(starts))
     assert np.abs(r.memberships - np.eye(2)[blocks]).max() < 0.05  # O(eps) fuzziness
     assert (r.memberships >= 0).all()
-    exits, hits = ms.metastable_reference(op.probs, op.successors, r.states, r.cores)
+    exits, hits = references.metastable_reference(op.probs, op.successors, r.states, r.cores)
     for j, core in enumerate(r.cores):
         w = r.pi[core] / r.pi[core].sum()
         assert r.exit_times[j] == pytest.approx(sum(w[i] * exits[j][int(s)] for i, s in enumerate(core)), rel=1e-10)
@@ -134,7 +135,7 @@ def test_ngram_model_sets_follow_the_last_token(sticky_model):
     assert (r.crisp == block).all() or (r.crisp == 1 - block).all()
     # the cores are the whole blocks, so each exit time lies between 1/max and 1/min of the crossing probability
     q = op.probs[: op.space.num_full]
-    exits, _ = ms.metastable_reference(op.probs, op.successors, r.states, r.cores)
+    exits, _ = references.metastable_reference(op.probs, op.successors, r.states, r.cores)
     for j, core in enumerate(r.cores):
         assert core.size == 32
         cross = np.where(core % 4 >= 2, q[core, :2].sum(axis=1), q[core, 2:].sum(axis=1))

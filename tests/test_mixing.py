@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import semio_jax as sj
+from semio_jax.testing import references
 from semio_jax.agreement import check_tv
 from semio_jax.analysis import mixing as mx
 
@@ -66,7 +67,7 @@ def test_slem_matches_dense_reference(op, split_op):
     for o in (op, split_op):
         res = mx.spectral_gap(o)
         for c, members in zip(res.classes, sj.attractors(o)):
-            ref = mx.spectral_gap_reference(o.probs, o.successors, members)
+            ref = references.spectral_gap_reference(o.probs, o.successors, members)
             assert c.method == "dense"
             assert c.slem == pytest.approx(ref, abs=1e-12)
             assert c.gap == pytest.approx(1 - ref, abs=1e-12)
@@ -125,7 +126,7 @@ def test_tv_distance_matches_dense_powers(split_op):
     big = np.linalg.matrix_power(p, 4000)  # the limit laws, independently of basins/stationary code
     for start in (o.space.index([0]), o.space.index([1, 2]), o.space.index([0, 1, 3]), o.space.index([3, 3, 2])):
         d = mx.tv_distance(o, start, 25)
-        ref = mx.tv_distance_reference(o.probs, o.successors, start, 25, big[start])
+        ref = references.tv_distance_reference(o.probs, o.successors, start, 25, big[start])
         np.testing.assert_allclose(d, ref, atol=1e-12)
         assert np.all(np.diff(d) <= 1e-14)
 
@@ -182,7 +183,7 @@ def test_property_slem_in_unit_interval_and_tv_monotone(n, length, seed, zeros):
         assert -1e-12 <= c.slem <= 1.0
         assert c.residual < 1e-8
         if c.period == 1 and members.size > 1:
-            assert c.slem == pytest.approx(mx.spectral_gap_reference(o.probs, o.successors, members), abs=1e-8)
+            assert c.slem == pytest.approx(references.spectral_gap_reference(o.probs, o.successors, members), abs=1e-8)
     for start in (0, o.num_states - 1):
         d = mx.tv_distance(o, start, 12)
         assert np.all(np.diff(d) <= 1e-12)  # P contracts TV and pi_start is invariant

@@ -11,8 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import semio_jax as sj
+from semio_jax.testing import references
 from semio_jax import sampling as S
-from semio_jax.operator import evaluate_logits
+from semio_jax.build import evaluate_logits
 from semio_jax.testing import ngram_models, operators, procedures
 
 from helpers import brute_force, dense_reference, near_boundary
@@ -110,7 +111,7 @@ def test_random_transformer_matches_brute_force():
     # logits come out bit-identical; another backend may fuse differently and change the last bits, so
     # only then is the comparison relaxed to float32 accuracy. The procedure is always exact (1e-12)
     # on the engine's own logits.
-    np.testing.assert_allclose(op.probs, S.probabilities_reference(op.procedure, op.logits.astype(np.float64)),
+    np.testing.assert_allclose(op.probs, references.probabilities_reference(op.procedure, op.logits.astype(np.float64)),
                                rtol=0, atol=1e-12)
     if np.array_equal(op.logits, logits):
         np.testing.assert_allclose(op.probs, probs, rtol=0, atol=1e-12)
@@ -119,7 +120,7 @@ def test_random_transformer_matches_brute_force():
         np.testing.assert_allclose(op.probs, probs, rtol=0, atol=1e-5)
     for proc in ("top_k=2", "greedy", "top_p=0.9,temperature=1.5"):
         op2 = op.with_procedure(proc)
-        np.testing.assert_allclose(op2.probs, S.probabilities_reference(S.parse(proc), op.logits.astype(np.float64)),
+        np.testing.assert_allclose(op2.probs, references.probabilities_reference(S.parse(proc), op.logits.astype(np.float64)),
                                    rtol=0, atol=1e-12)
 
 

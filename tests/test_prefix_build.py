@@ -17,7 +17,7 @@ import pytest
 
 import semio_jax as sj
 from semio_jax.errors import LogitsShapeError, NonFiniteLogitsError
-from semio_jax.operator import evaluate_logits
+from semio_jax.build import evaluate_logits
 from semio_models.checkpoint import load
 from semio_models.transformer import TransformerConfig, TransformerModel
 

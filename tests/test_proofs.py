@@ -18,9 +18,9 @@ from semio_proofs import runner
 
 @pytest.fixture(scope="module")
 def quick_rows():
-    from semio_jax.cli import _enable_compilation_cache
+    from semio_jax._util.compile_cache import enable_compilation_cache
 
-    _enable_compilation_cache()  # as `semio proofs` does: compiled procedures and models are reused across runs
+    enable_compilation_cache()  # as `semio proofs` does: compiled procedures and models are reused across runs
     return runner.run_all(quick=True, seed=0, write_dir=None, log=lambda s: None)
 
 
@@ -59,7 +59,7 @@ def test_saved_counterexamples_replay():
 
 
 def test_cli_replay_and_list(capsys):
-    from semio_jax.cli import main
+    from semio_jax.app.cli import main
 
     assert main(["proofs", "--list"]) == 0
     out = capsys.readouterr().out
@@ -77,6 +77,6 @@ def test_mismatch_is_reported(tmp_path, monkeypatch):
         return ("holds", "holds (flipped for the test)") if name == "f03_map_starts_greedy" else (status, line)
 
     monkeypatch.setattr(runner, "recorded_status", flipped)
-    from semio_jax.cli import main
+    from semio_jax.app.cli import main
 
     assert main(["proofs", "--quick", "--only", "f03", "--no-write"]) == 1

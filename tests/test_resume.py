@@ -1,4 +1,4 @@
-"""Resumable operator builds (semio_jax.resume): interrupt a build, resume it, get bitwise the same operator."""
+"""Resumable operator builds (semio_jax.build.checkpointed): interrupt a build, resume it, get bitwise the same operator."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import semio_jax as sj
-from semio_jax.resume import MANIFEST, checkpoint_folder, using_checkpoint_dir
+from semio_jax.build.checkpointed import MANIFEST, checkpoint_folder, using_checkpoint_dir
 from semio_models.transformer import TransformerConfig, TransformerModel
 
 
@@ -140,7 +140,7 @@ def test_cli_context_sets_the_default(tmp_path):
 
 
 def test_cli_checkpoint_dir_and_provenance(tmp_path):
-    from semio_jax.cli import main
+    from semio_jax.app.cli import main
     from semio_models.checkpoint import load_card
 
     out, ck = tmp_path / "rep", tmp_path / "ck"

@@ -10,6 +10,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import semio_jax as sj
+from semio_jax.testing import references
 from semio_jax import sampling as S
 from semio_jax.testing import logit_rows, procedures
 
@@ -24,7 +25,7 @@ def test_probabilities_equal_reference(data):
     proc = data.draw(procedures(logits.shape[1]))
     assume(not near_boundary(proc, logits))
     got = np.asarray(proc.probabilities(logits))
-    ref = S.probabilities_reference(proc, logits)
+    ref = references.probabilities_reference(proc, logits)
     assert got.dtype == np.float64 and got.shape == logits.shape
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
     np.testing.assert_allclose(got.sum(axis=-1), 1.0, rtol=0, atol=1e-12)
@@ -45,14 +46,14 @@ def test_probabilities_batched_shapes(data):
     np.testing.assert_allclose(np.asarray(proc.probabilities(cube)).reshape(4, -1),
                                np.asarray(proc.probabilities(logits)), rtol=0, atol=1e-15)
     one = np.asarray(proc.probabilities(logits[0]))  # a single row [N]
-    np.testing.assert_allclose(one, S.probabilities_reference(proc, logits[0]), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(one, references.probabilities_reference(proc, logits[0]), rtol=0, atol=1e-12)
 
 
 def test_float32_logits_are_promoted():
     z32 = np.array([[0.1, 0.2, 0.3]], dtype=np.float32)
     got = np.asarray(S.temperature(0.7).probabilities(z32))
     assert got.dtype == np.float64
-    np.testing.assert_allclose(got, S.probabilities_reference(S.temperature(0.7), z32.astype(np.float64)),
+    np.testing.assert_allclose(got, references.probabilities_reference(S.temperature(0.7), z32.astype(np.float64)),
                                rtol=0, atol=1e-15)
 
 
@@ -61,7 +62,7 @@ def test_greedy_ties_go_to_lowest_id():
     z = np.array([[1.0, 3.0, 3.0, -np.inf], [2.0, 2.0, 2.0, 2.0], [-np.inf, -np.inf, 0.0, 0.0]])
     got = np.asarray(S.greedy().probabilities(z))
     np.testing.assert_array_equal(got, np.eye(4)[[1, 0, 2]])
-    np.testing.assert_array_equal(S.probabilities_reference(S.greedy(), z), got)
+    np.testing.assert_array_equal(references.probabilities_reference(S.greedy(), z), got)
 
 
 def test_top_k_ties_go_to_lowest_id():
@@ -71,7 +72,7 @@ def test_top_k_ties_go_to_lowest_id():
     np.testing.assert_allclose(p2, [[0, 0.5, 0, 0.5, 0]], atol=1e-15)
     p3 = np.asarray(S.top_k(3).probabilities(z))  # the tie at logit 1.0: token 2 (lower id) is kept
     assert p3[0, 2] > 0 and p3[0, 4] == 0 and p3[0, 0] == 0
-    np.testing.assert_allclose(p3, S.probabilities_reference(S.top_k(3), z), atol=1e-15)
+    np.testing.assert_allclose(p3, references.probabilities_reference(S.top_k(3), z), atol=1e-15)
 
 
 def test_top_k_never_keeps_neg_inf():
@@ -143,7 +144,7 @@ def test_log_probabilities():
     z = np.array([[0.0, 1.0, -np.inf]])
     lp = np.asarray((S.top_k(2) | S.temperature(2.0)).log_probabilities(z))
     assert np.isneginf(lp[0, 2])
-    np.testing.assert_allclose(np.exp(lp), S.probabilities_reference(S.top_k(2) | S.temperature(2.0), z),
+    np.testing.assert_allclose(np.exp(lp), references.probabilities_reference(S.top_k(2) | S.temperature(2.0), z),
                                atol=1e-15)
 
 

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import semio_jax as sj
+from semio_jax.testing import references
 from semio_jax.agreement import check_sensitivity
 from semio_jax.analysis import mixing as mx
 from semio_jax.analysis import sensitivity as se
@@ -39,7 +40,7 @@ def test_perturbations_enumerate_one_token_changes(op):
 def test_state_tv_matches_dense_reference(op):
     r = se.prompt_sensitivity(op, [0, 1, 2, 0], n=30)
     for i, b in enumerate(r.perturbed):
-        ref = se.sensitivity_reference(op.probs, op.successors, r.prompt, int(b), 30)
+        ref = references.sensitivity_reference(op.probs, op.successors, r.prompt, int(b), 30)
         np.testing.assert_allclose(r.state_tv[i], ref, atol=1e-13)
     assert (r.token_tv <= r.state_tv + 1e-13).all()
     assert (np.diff(r.state_tv, axis=1) <= 1e-13).all()  # D_tok need not be monotone

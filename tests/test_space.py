@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import semio_jax as sj
-from semio_jax.space import MAX_STATES
+from semio_jax.core.space import MAX_STATES
 from semio_jax.testing import spaces
 
 

@@ -54,7 +54,7 @@ def test_many_attractors_are_stored_sparsely():
 def test_dense_view_refused_with_the_numbers(monkeypatch):
     op = _copy_operator(2, 8)
     st = sj.stationary_result(op)
-    import semio_jax.operator as operator_mod
+    import semio_jax._util.memory as operator_mod
     monkeypatch.setattr(operator_mod, "available_memory", lambda: 2 * 8 * op.num_states)  # one row fits
     with pytest.raises(sj.StateSpaceTooLargeError, match=r"\[36, 510\].*distribution\(i\)"):
         st.distributions
@@ -82,7 +82,7 @@ def test_limit_distribution_uses_the_sparse_store():
 
 def test_basins_of_many_attractors_are_compact(monkeypatch):
     op = _copy_operator(2, 8)  # deterministic: 36 attractors over 510 states, no split state
-    import semio_jax.operator as operator_mod
+    import semio_jax._util.memory as operator_mod
     monkeypatch.setattr(operator_mod, "available_memory", lambda: 2 * 9 * 510 * 10)  # room for 10 dense columns
     b = sj.basins_result(op)  # compact: fine within the budget
     assert b.split.size == 0 and b.split_probabilities.shape == (0, 36)
@@ -110,7 +110,7 @@ def test_split_rows_refused_before_the_solve(monkeypatch):
     b = sj.basins_result(op)
     assert b.n_attractors == 2 and b.split.size == space.num_states - 2
     np.testing.assert_allclose(b.sparse().toarray(), b.probabilities, atol=0)
-    import semio_jax.operator as operator_mod
+    import semio_jax._util.memory as operator_mod
     op2 = sj.Operator(space, probs)
     monkeypatch.setattr(operator_mod, "available_memory", lambda: 2 * 9 * 2 * 100)  # room for 100 split rows
     with pytest.raises(sj.StateSpaceTooLargeError, match=r"rows for the 124 states that can reach two or more"):

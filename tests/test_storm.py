@@ -32,7 +32,7 @@ import pytest
 stormpy = pytest.importorskip("stormpy")
 
 import semio_jax as sj  # noqa: E402
-from semio_jax.export import to_drn  # noqa: E402
+from semio_jax.app.export import to_drn  # noqa: E402
 
 pytestmark = pytest.mark.storm
 

@@ -12,10 +12,11 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import semio_jax as sj  # noqa: E402
+from semio_jax.testing import references  # noqa: E402
 from semio_jax.agreement import check_stationary  # noqa: E402
 from semio_jax.analysis import mixing as mx  # noqa: E402
 from semio_jax.analysis import sweeps as sw  # noqa: E402
-from semio_jax.analysis.stationary import stationary_reference  # noqa: E402
+from semio_jax.testing.references import stationary_reference  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_temperature_sweep_matches_direct_analyses(op):
         np.testing.assert_allclose(pt.entropy_rates, brute_entropy_rates(sub), atol=1e-10)
         np.testing.assert_allclose(pt.entropy_rates, sw.entropy_rates_inline(sub), atol=1e-12)
         for g, members in zip(pt.gaps, sj.attractors(sub)):
-            assert g == pytest.approx(1 - mx.spectral_gap_reference(sub.probs, sub.successors, members), abs=1e-10)
+            assert g == pytest.approx(1 - references.spectral_gap_reference(sub.probs, sub.successors, members), abs=1e-10)
         pi = sj.stationary(sub)[0]
         top = np.argsort(-pi, kind="stable")[:5]
         assert [lab for lab, _ in pt.top_states] == [sub.space.label(int(s)) for s in top]
@@ -136,7 +137,7 @@ def test_property_sweep_quantities_in_range(seed, scale, parameter):
     space = sj.StateSpace(2, 3)
     logits = rng.normal(scale=scale, size=(space.num_states, 2)).astype(np.float32)  # any table is a model
     proc = sj.sampling.parse("temperature=1")
-    o = sj.Operator(space, sj.sampling.probabilities_reference(proc, logits), proc, logits)
+    o = sj.Operator(space, references.probabilities_reference(proc, logits), proc, logits)
     values = {"temperature": [0.3, 1.0, 3.0], "top_p": [0.2, 0.7, 1.0], "min_p": [0.01, 0.3, 0.9]}[parameter]
     res = sw.sweep(o, parameter, values, analyses=sw.SWEEP_ANALYSES)
     for pt in res.points:

@@ -12,14 +12,8 @@ from hypothesis import strategies as st
 import semio_jax as sj
 from semio_jax.agreement import check_trajectories
 from semio_jax.analysis.evolution import string_distribution
-from semio_jax.analysis.trajectories import (
-    beam_search,
-    compare_decoders,
-    greedy_trajectory,
-    map_reference,
-    map_trajectory,
-    trajectory_probability,
-)
+from semio_jax.analysis.trajectories import beam_search, compare_decoders, greedy_trajectory, map_trajectory, trajectory_probability
+from semio_jax.testing.references import map_reference
 from semio_jax.errors import PromptError, UnknownTokenError
 from semio_jax.testing import operators
 

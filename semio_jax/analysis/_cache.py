@@ -1,6 +1,6 @@
 """Per-operator memoisation of analyses.
 
-An :class:`~semio_jax.operator.Operator` is immutable (its table is read-only),
+An :class:`~semio_jax.core.operator.Operator` is immutable (its table is read-only),
 so an analysis computed once can be reused by every later analysis of the same
 object: classes feed stationary distributions, which feed basins, and so on.
 Results are stored on the operator in a private dict keyed by analysis name

@@ -45,14 +45,18 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy.sparse import csgraph
 
+from .._util.memory import refuse_if_over
+from ..linalg import krylov
+from ..linalg.mmatrix import certified_max_time, off_diagonal
+from ..errors import ConvergenceError
 from ._cache import cached_analysis
+from .greedy import functional_graph
 from .classes import class_structure
 
 #: above this many unknown states the absorption solve uses GMRES instead of sparse LU
 KRYLOV_MIN = 8192
 
-__all__ = ["BasinsResult", "basins", "basins_result", "strict_basins", "reachable_attractors",
-           "basins_reference", "check_dense_basins"]
+__all__ = ["BasinsResult", "basins", "basins_result", "strict_basins", "reachable_attractors", "check_dense_basins"]
 
 
 @dataclass
@@ -175,7 +179,6 @@ def check_dense_basins(num_states: int, n_attractors: int, memory_limit: int | N
     Used for the dense views of :class:`BasinsResult` and for the split rows
     (|U| x m) before the absorption solve starts.
     """
-    from ..operator import refuse_if_over
 
     refuse_if_over(
         9 * num_states * n_attractors,
@@ -194,7 +197,6 @@ def _reach_counts(op) -> tuple[np.ndarray, np.ndarray, list]:
     m = len(cs.attractors)
     s = op.num_states
     if op.is_deterministic:
-        from .greedy import functional_graph
         g = functional_graph(op.successors[np.arange(s), np.argmax(op.probs, axis=1)])
         return g.cycle_of.astype(np.int64), np.ones(s, dtype=np.int64), None
     if m == 1:
@@ -258,8 +260,7 @@ def basins_result(op) -> BasinsResult:
     elif unknown.size:
         mat = op.csr
         known = np.flatnonzero(owner >= 0)
-        from .stationary import _off_diagonal
-        off, exits = _off_diagonal(mat)  # P without its diagonal; exits = 1 - p_ii
+        off, exits = off_diagonal(mat)  # P without its diagonal; exits = 1 - p_ii
         q = off[unknown][:, unknown].tocsc()
         # rhs[u, a] = P(u -> the states that end in a for sure)
         flow = mat[unknown][:, known].tocoo()
@@ -269,7 +270,6 @@ def basins_result(op) -> BasinsResult:
         try:
             lu = spla.splu(a_mat, permc_spec="COLAMD")
         except RuntimeError as e:  # "Factor is exactly singular": cancellation on a very stiff chain
-            from ..errors import ConvergenceError
             raise ConvergenceError(
                 f"sparse LU of I - Q failed ({e}) on {unknown.size} states: the chain is too stiff "
                 f"(nearly deterministic) for the absorption solve"
@@ -279,8 +279,7 @@ def basins_result(op) -> BasinsResult:
             x = x + lu.solve(rhs - a_mat @ x)
         x = np.where(reach_u, np.clip(x, 0.0, 1.0), 0.0)  # exact zeros where unreachable
         residual = float(np.max(np.abs(a_mat @ x - rhs)))
-        from .stationary import _certified_max_time
-        tmax = _certified_max_time(a_mat, lu.solve(np.ones(unknown.size)))
+        tmax = certified_max_time(a_mat, lu.solve(np.ones(unknown.size)))
         # allow for the rounding of the residual and of the diagonal (rows of at most N + 2 terms);
         # h and its estimate lie in [0, 1], so 1.0 is always a valid bound (used when tmax is not certified)
         eps = float(np.finfo(np.float64).eps)
@@ -295,9 +294,8 @@ def basins_result(op) -> BasinsResult:
 
 def _solve_krylov(op, owner: np.ndarray, unknown: np.ndarray, reach_u: np.ndarray):
     """h on the split states by GMRES with structured pulls (semio_jax.analysis.krylov); (x, residual, tmax, bound)."""
-    from .krylov import ChainKernels, certified_max_time_structured, column_solve
 
-    kern = ChainKernels(op)
+    kern = krylov.ChainKernels(op)
     m = reach_u.shape[1]
     u = np.zeros(op.num_states, dtype=bool)
     u[unknown] = True
@@ -305,7 +303,7 @@ def _solve_krylov(op, owner: np.ndarray, unknown: np.ndarray, reach_u: np.ndarra
     for a in range(m):
         rhs[:, a] = np.where(u, kern.pull_off((owner == a).astype(np.float64)), 0.0)
     factor = kern.greedy_factor(u)
-    xf, _, _ = column_solve(kern, u, rhs, factor=factor)
+    xf, _, _ = krylov.column_solve(kern, u, rhs, factor=factor)
     x = np.where(reach_u, np.clip(xf[unknown], 0.0, 1.0), 0.0)  # exact zeros where unreachable
     residual = 0.0
     for a in range(m):
@@ -313,8 +311,8 @@ def _solve_krylov(op, owner: np.ndarray, unknown: np.ndarray, reach_u: np.ndarra
         col[unknown] = x[:, a]
         ax = kern.exits * col - kern.pull_off(col)
         residual = max(residual, float(np.max(np.abs(ax[unknown] - rhs[unknown, a]))))
-    t_hat, _, _ = column_solve(kern, u, np.where(u, 1.0, 0.0), factor=factor, rtol=1e-8)
-    tmax = certified_max_time_structured(kern, u, np.zeros_like(u), t_hat)
+    t_hat, _, _ = krylov.column_solve(kern, u, np.where(u, 1.0, 0.0), factor=factor, rtol=1e-8)
+    tmax = krylov.certified_max_time_structured(kern, u, np.zeros_like(u), t_hat)
     eps = float(np.finfo(np.float64).eps)
     bound = 1.0 if tmax is None else min(1.0, tmax * (residual + 4 * (op.n_tokens + 3) * eps))
     return x, residual, tmax, bound
@@ -331,19 +329,3 @@ def strict_basins(op) -> list[np.ndarray]:
     return basins_result(op).strict
 
 
-def basins_reference(probs: np.ndarray, succ: np.ndarray, attractor_sets: list) -> np.ndarray:
-    """Slow reference: iterate h <- P h from the attractor indicators until it stops changing."""
-    s = probs.shape[0]
-    m = len(attractor_sets)
-    h = np.zeros((s, m))
-    inside = np.full(s, -1)
-    for a, members in enumerate(attractor_sets):
-        inside[list(members)] = a
-        h[list(members), a] = 1.0
-    for _ in range(100_000):
-        new = np.einsum("sy,sya->sa", probs, h[succ])
-        new[inside >= 0] = h[inside >= 0]
-        if np.max(np.abs(new - h)) < 1e-15:
-            return new
-        h = new
-    return h

@@ -31,8 +31,7 @@ from scipy.sparse import csgraph
 from ._cache import cached_analysis
 from .greedy import functional_graph
 
-__all__ = ["ClassStructure", "class_structure", "attractors", "transient_states", "periods",
-           "classes_reference"]
+__all__ = ["ClassStructure", "class_structure", "attractors", "transient_states", "periods"]
 
 
 @dataclass(frozen=True)
@@ -125,43 +124,3 @@ def periods(op) -> list[int]:
     return class_structure(op).periods
 
 
-def classes_reference(probs: np.ndarray, succ: np.ndarray) -> tuple[list[list[int]], list[int]]:
-    """Slow reference: closed classes and periods by transitive closure (tiny spaces only).
-
-    Returns (closed classes as sorted lists sorted by first element, periods).
-    """
-    s = probs.shape[0]
-    reach = np.zeros((s, s), dtype=bool)
-    for i in range(s):
-        for y in range(probs.shape[1]):
-            if probs[i, y] > 0:
-                reach[i, succ[i, y]] = True
-    step = reach.copy()
-    closure = reach | np.eye(s, dtype=bool)
-    while True:  # Warshall-style squaring
-        nxt = closure | (closure.astype(np.int64) @ closure.astype(np.int64) > 0)
-        if (nxt == closure).all():
-            break
-        closure = nxt
-    closed = []
-    seen = set()
-    for i in range(s):
-        if i in seen:
-            continue
-        cls = [j for j in range(s) if closure[i, j] and closure[j, i]]
-        seen.update(cls)
-        if all(not reach[a, b] or b in cls for a in cls for b in range(s)):
-            closed.append(sorted(cls))
-    closed.sort(key=lambda c: c[0])
-    per = []
-    for cls in closed:  # period = gcd of n with (P^n)_{ii} > 0, n <= 2|C|
-        i = cls[0]
-        m = step.astype(np.int64)
-        g = 0
-        power = np.eye(s, dtype=np.int64)
-        for n in range(1, 2 * len(cls) + 1):
-            power = (power @ m > 0).astype(np.int64)
-            if power[i, i]:
-                g = gcd(g, n)
-        per.append(g)
-    return closed, per

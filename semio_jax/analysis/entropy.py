@@ -44,12 +44,11 @@ import numpy as np
 
 from ._cache import cached_analysis
 from .classes import class_structure
-from .evolution import resolve_start, strings_reference
+from .evolution import resolve_start
 from .stationary import stationary_result
 
 __all__ = [
     "EntropyRateResult", "PathEntropyResult", "conditional_entropies", "entropy_rate", "path_entropy",
-    "entropy_rate_reference", "path_entropy_reference",
 ]
 
 LN2 = math.log(2.0)
@@ -165,32 +164,5 @@ def path_entropy(op, start, n: int) -> PathEntropyResult:
 
 
 # -------------------------------------------------------------- references
-def entropy_rate_reference(probs: np.ndarray, succ: np.ndarray, members) -> float:
-    """Slow reference: pi from a dense eigenvector of the class block, then -sum pi(s) P(s,t) log P(s,t)."""
-    members = list(members)
-    pos = {s: i for i, s in enumerate(members)}
-    k = len(members)
-    block = np.zeros((k, k))
-    for s in members:
-        for y in range(probs.shape[1]):
-            if probs[s, y] > 0:
-                block[pos[s], pos[int(succ[s, y])]] += probs[s, y]
-    # pi (P - I) = 0, sum pi = 1, as a least-squares system
-    a = np.vstack([(block - np.eye(k)).T, np.ones((1, k))])
-    b = np.zeros(k + 1)
-    b[-1] = 1.0
-    pi = np.linalg.lstsq(a, b, rcond=None)[0]
-    h = 0.0
-    for i in range(k):
-        for j in range(k):
-            if block[i, j] > 0:
-                h -= pi[i] * block[i, j] * math.log(block[i, j])
-    return float(h)
 
 
-def path_entropy_reference(probs: np.ndarray, succ: np.ndarray, start: int, n: int) -> float:
-    """Slow reference: -sum_w p(w) log p(w) over all N^n strings w from one start state."""
-    d0 = np.zeros(probs.shape[0])
-    d0[start] = 1.0
-    p = strings_reference(probs, succ, d0, n)
-    return float(-sum(x * math.log(x) for x in p if x > 0))

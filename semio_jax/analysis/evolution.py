@@ -38,7 +38,6 @@ beside the kernels as test oracles: :func:`evolve_reference`,
 
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 import scipy.sparse as sp
@@ -47,7 +46,7 @@ from ..errors import NotStochasticError, PromptError, StateSpaceTooLargeError
 
 __all__ = [
     "MAX_STRINGS", "resolve_start", "initial_distribution", "evolve", "token_marginals",
-    "ngram_marginals", "string_distribution", "string_label", "evolve_reference", "strings_reference",
+    "ngram_marginals", "string_distribution", "string_label",
 ]
 
 #: Largest number of strings (N**n) that :func:`string_distribution` enumerates.
@@ -220,37 +219,5 @@ def string_label(index: int, n_tokens: int, n: int, sep: str | None = None) -> s
 
 
 # -------------------------------------------------------------- references
-def _dense(probs: np.ndarray, succ: np.ndarray) -> np.ndarray:
-    s, nt = probs.shape
-    mat = np.zeros((s, s))
-    for i in range(s):
-        for y in range(nt):
-            mat[i, succ[i, y]] += probs[i, y]
-    return mat
 
 
-def evolve_reference(probs: np.ndarray, succ: np.ndarray, d0: np.ndarray, n: int) -> np.ndarray:
-    """Slow reference: d_t = d_0 P^t with P formed as a dense matrix by loops."""
-    mat = _dense(probs, succ)
-    out = [np.asarray(d0, dtype=np.float64)]
-    for _ in range(n):
-        out.append(out[-1] @ mat)
-    return np.array(out)
-
-
-def strings_reference(probs: np.ndarray, succ: np.ndarray, d0: np.ndarray, n: int) -> np.ndarray:
-    """Slow reference: probability of each of the N^n strings by walking every string from every start."""
-    nt = probs.shape[1]
-    out = np.zeros(nt**n)
-    for idx, word in enumerate(itertools.product(range(nt), repeat=n)):
-        total = 0.0
-        for s0 in range(probs.shape[0]):
-            if d0[s0] == 0:
-                continue
-            p, s = d0[s0], s0
-            for y in word:
-                p *= probs[s, y]
-                s = succ[s, y]
-            total += p
-        out[idx] = total
-    return out

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..linalg.functional_graph import cycle_states
 from ._cache import cached_analysis
 
-__all__ = ["GreedyDynamics", "greedy_map", "greedy_dynamics", "greedy_reference", "functional_graph"]
+__all__ = ["GreedyDynamics", "greedy_map", "greedy_dynamics", "functional_graph"]
 
 
 @dataclass(frozen=True)
@@ -75,22 +76,6 @@ def greedy_map(op) -> np.ndarray:
     return op.successors[np.arange(op.num_states), tokens]
 
 
-def cycle_states(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(on_cycle bool[n], g = f^(2^K) int64[n]) of the map ``f``: which states lie on a cycle.
-
-    f^(2^K)(s) lands on a cycle for every s once 2^K >= n, and every cycle state is such an
-    image, so K = ceil(log2 n) gathers find them all.
-    """
-    f = np.asarray(f, dtype=np.int64)
-    n = f.size
-    g = f.copy()
-    for _ in range(max(1, int(np.ceil(np.log2(max(n, 2)))))):
-        g = g[g]
-    on_cycle = np.zeros(n, dtype=bool)
-    on_cycle[g] = True
-    return on_cycle, g
-
-
 def functional_graph(f: np.ndarray) -> GreedyDynamics:
     """Cycles, basins and tails of the map ``f`` (int array, f[s] in [0, len(f)))."""
     f = np.asarray(f, dtype=np.int64)
@@ -134,34 +119,3 @@ def greedy_dynamics(op) -> GreedyDynamics:
     return functional_graph(greedy_map(op))
 
 
-def greedy_reference(f: np.ndarray) -> tuple[list[list[int]], list[int], list[int]]:
-    """Slow reference: walk every orbit until it repeats. Returns (cycles, cycle_of, tail).
-
-    Cycles as sets are listed from their smallest state in orbit order, sorted
-    by smallest state, matching :func:`functional_graph`.
-    """
-    f = [int(x) for x in f]
-    n = len(f)
-    cyc_sets = {}
-    cycle_head, tail = [0] * n, [0] * n
-    for s in range(n):
-        seen, path, x = {}, [], s
-        while x not in seen:
-            seen[x] = len(path)
-            path.append(x)
-            x = f[x]
-        cyc = path[seen[x]:]
-        head = min(cyc)
-        cyc_sets[head] = cyc
-        cycle_head[s] = head
-        tail[s] = seen[x]
-    heads = sorted(cyc_sets)
-    cycles = []
-    for h in heads:
-        c, x = [h], f[h]
-        while x != h:
-            c.append(x)
-            x = f[x]
-        cycles.append(c)
-    pos = {h: i for i, h in enumerate(heads)}
-    return cycles, [pos[h] for h in cycle_head], tail

@@ -46,13 +46,15 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy.sparse import csgraph
 
+from ..linalg import krylov
+from ..linalg.mmatrix import off_diagonal
 from ._cache import cached_analysis
 
 #: above this many unknown states the solves use GMRES instead of sparse LU
 KRYLOV_MIN = 8192
 
 __all__ = ["HittingResult", "CommittorResult", "state_set", "hitting_times", "hitting_times_result",
-           "committor", "committor_result", "hitting_times_reference", "committor_reference"]
+           "committor", "committor_result"]
 
 
 def state_set(op, states) -> np.ndarray:
@@ -100,9 +102,8 @@ def _solve(op, unknown: np.ndarray, rhs: np.ndarray, times_rhs: bool = False):
     """
     if unknown.size > KRYLOV_MIN:
         return _solve_krylov(op, unknown, rhs, times_rhs)
-    from .stationary import _off_diagonal
 
-    off, exits = _off_diagonal(op.csr)  # P without its diagonal; exits = 1 - p_ii without cancellation
+    off, exits = off_diagonal(op.csr)  # P without its diagonal; exits = 1 - p_ii without cancellation
     a_mat = (sp.diags(exits[unknown]) - off[unknown][:, unknown]).tocsc()  # I - Q_UU
     lu = spla.splu(a_mat, permc_spec="COLAMD")
     x = lu.solve(rhs)
@@ -117,17 +118,16 @@ def _solve(op, unknown: np.ndarray, rhs: np.ndarray, times_rhs: bool = False):
 
 def _solve_krylov(op, unknown: np.ndarray, rhs: np.ndarray, times_rhs: bool):
     """As _solve, by GMRES with structured pulls (semio_jax.analysis.krylov)."""
-    from .krylov import ChainKernels, column_solve
 
-    kern = ChainKernels(op)
+    kern = krylov.ChainKernels(op)
     u = np.zeros(op.num_states, dtype=bool)
     u[unknown] = True
     b = np.zeros(op.num_states)
     b[unknown] = rhs
     factor = kern.greedy_factor(u)
-    x_full, _, _ = column_solve(kern, u, b, factor=factor)
+    x_full, _, _ = krylov.column_solve(kern, u, b, factor=factor)
     residual = float(np.max(np.abs((kern.exits * x_full - kern.pull_off(x_full)) - b)[unknown]))
-    times = x_full if times_rhs else column_solve(kern, u, np.where(u, 1.0, 0.0), factor=factor)[0]
+    times = x_full if times_rhs else krylov.column_solve(kern, u, np.where(u, 1.0, 0.0), factor=factor)[0]
     tmax = float(np.max(times[unknown]))
     bound = tmax * residual / (1.0 - residual) if residual < 1.0 else None
     return x_full[unknown], residual, tmax, bound
@@ -246,8 +246,7 @@ def _committor_cached(op, a: bytes, b: bytes) -> CommittorResult:
     residual, tmax, bound = 0.0, None, 0.0
     if unknown.size:
         if unknown.size > KRYLOV_MIN:  # P_{U, not U} c by a structured pull (c is 0 on U)
-            from .krylov import ChainKernels
-            rhs = ChainKernels(op).pull_off(np.where(zero | one, c, 0.0))[unknown]
+            rhs = krylov.ChainKernels(op).pull_off(np.where(zero | one, c, 0.0))[unknown]
         else:
             known = np.flatnonzero(zero | one)
             rhs = op.csr[unknown][:, known] @ c[known]
@@ -264,44 +263,5 @@ def committor(op, A, B) -> np.ndarray:
 
 
 # -------------------------------------------------------------- references
-def _dense_closure(probs: np.ndarray, succ: np.ndarray, absorbing: np.ndarray):
-    """(one-step matrix P, reach[i, j] = j reachable from i in >= 0 steps, rows of absorbing states cut)."""
-    s = probs.shape[0]
-    mat = np.zeros((s, s))
-    for i in range(s):
-        for y in range(probs.shape[1]):
-            mat[i, succ[i, y]] += probs[i, y]
-    step = (mat > 0) & ~absorbing[:, None]
-    reach = step | np.eye(s, dtype=bool)
-    while True:
-        nxt = reach | ((reach.astype(np.int64) @ reach.astype(np.int64)) > 0)
-        if (nxt == reach).all():
-            return mat, reach
-        reach = nxt
 
 
-def hitting_times_reference(probs: np.ndarray, succ: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Slow reference: transitive closure decides finiteness, numpy.linalg.solve the rest."""
-    target = np.asarray(target, dtype=bool)
-    mat, reach = _dense_closure(probs, succ, target)
-    reaches_t = reach[:, target].any(axis=1)
-    infinite = ~target & reach[:, ~reaches_t].any(axis=1)
-    k = np.where(infinite, np.inf, 0.0)
-    u = np.flatnonzero(~target & ~infinite)
-    if u.size:
-        k[u] = np.linalg.solve(np.eye(u.size) - mat[np.ix_(u, u)], np.ones(u.size))
-    return k
-
-
-def committor_reference(probs: np.ndarray, succ: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Slow reference: c = 0 where B is unreachable (closure), numpy.linalg.solve on the other free states."""
-    a = np.asarray(a, dtype=bool)
-    b = np.asarray(b, dtype=bool)
-    mat, reach = _dense_closure(probs, succ, a | b)
-    reaches_b = reach[:, b].any(axis=1)
-    c = np.where(b, 1.0, 0.0)
-    w = np.flatnonzero(~a & ~b & reaches_b)
-    if w.size:
-        rhs = mat[np.ix_(w, np.flatnonzero(b))].sum(axis=1)
-        c[w] = np.linalg.solve(np.eye(w.size) - mat[np.ix_(w, w)], rhs)
-    return c

@@ -71,12 +71,10 @@ import scipy.sparse.linalg as spla
 
 from ..errors import ConvergenceError
 from .classes import class_structure
-from ._reference import dense_block
 from .mixing import DENSE_MAX
 from .stationary import stationary_result
 
-__all__ = ["MetastableResult", "metastable_sets", "pcca", "inner_simplex", "exit_and_passage_times", "gth_absorbing",
-           "metastable_reference"]
+__all__ = ["MetastableResult", "metastable_sets", "pcca", "inner_simplex", "exit_and_passage_times", "gth_absorbing"]
 
 
 @dataclass
@@ -434,23 +432,3 @@ def metastable_sets(op, k: int | None = None, attractor: int | None = None, thre
         negativity=negativity, method=method, note="; ".join(notes), pi=pi, crispness=crispness)
 
 
-def metastable_reference(probs: np.ndarray, succ: np.ndarray, members, cores: list) -> tuple:
-    """Slow reference: (exit-time vectors per core, hitting-time vectors per core) by dense solves.
-
-    ``cores`` are arrays of state indices (operator numbering). Returns lists of
-    dicts state -> expected time.
-    """
-    p, members = dense_block(probs, succ, members)
-    n = len(members)
-    pos = {s: i for i, s in enumerate(members)}
-    exits, hits = [], []
-    for core in cores:
-        c = [pos[int(s)] for s in core]
-        tau = np.linalg.solve(np.eye(len(c)) - p[np.ix_(c, c)], np.ones(len(c)))
-        exits.append({members[i]: float(t) for i, t in zip(c, tau)})
-        rest = [i for i in range(n) if i not in set(c)]
-        h = np.linalg.solve(np.eye(len(rest)) - p[np.ix_(rest, rest)], np.ones(len(rest))) if rest else []
-        d = {members[i]: 0.0 for i in c}
-        d.update({members[i]: float(t) for i, t in zip(rest, h)})
-        hits.append(d)
-    return exits, hits

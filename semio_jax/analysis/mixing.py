@@ -59,14 +59,14 @@ import scipy.sparse.linalg as spla
 
 from ..errors import ConvergenceError, StateSpaceTooLargeError
 from ._cache import cached_analysis
-from ._reference import dense_block
 from .basins import basins_result
 from .classes import class_structure
+from .evolution import initial_distribution
 from .stationary import stationary_result
 
 __all__ = [
     "ClassSpectrum", "SpectralGapResult", "spectral_gap", "tv_distance", "worst_case_tv", "mixing_time",
-    "limit_distribution", "spectral_gap_reference", "tv_distance_reference", "DENSE_MAX", "WORST_CASE_MAX",
+    "limit_distribution", "DENSE_MAX", "WORST_CASE_MAX",
 ]
 
 DENSE_MAX = 2000
@@ -271,21 +271,6 @@ def spectral_gap(op, method: str = "auto", k: int = 6, tol: float = 1e-12,
     return SpectralGapResult(out)
 
 
-def spectral_gap_reference(probs: np.ndarray, succ: np.ndarray, members) -> float:
-    """Slow reference: SLEM of the class ``members`` from a loop-built dense block and numpy eigvals.
-
-    The Perron eigenvalue is removed as the one closest to 1 (adequate on
-    the well-separated test chains this oracle is meant for).
-    """
-    p, members = dense_block(probs, succ, members)
-    n = len(members)
-    if n == 1:
-        return 0.0
-    vals = np.linalg.eigvals(p)
-    j = int(np.argmin(np.abs(vals - 1.0)))
-    return float(np.max(np.abs(np.delete(vals, j))))
-
-
 # -------------------------------------------------------- total variation
 def limit_distribution(op, start) -> np.ndarray:
     """pi_s = sum_a h_a(s) pi_a: the long-run law from ``start`` (state index, prompt or distribution)."""
@@ -294,8 +279,6 @@ def limit_distribution(op, start) -> np.ndarray:
 
 def _start_vector(op, start) -> np.ndarray:
     """The start as a distribution: a state index, a prompt (token list) or a distribution."""
-    from .evolution import initial_distribution
-
     return initial_distribution(op, start)
 
 
@@ -323,22 +306,6 @@ def tv_distance(op, start, n: int, lazy: bool = False) -> np.ndarray:
         if t < n:
             mu = _step(op, mu, lazy)
     return out
-
-
-def tv_distance_reference(probs: np.ndarray, succ: np.ndarray, start: int, n: int, limit: np.ndarray) -> np.ndarray:
-    """Slow reference: d(t) from powers of a loop-built dense matrix (tiny spaces only)."""
-    s = probs.shape[0]
-    p = np.zeros((s, s))
-    for i in range(s):
-        for y in range(probs.shape[1]):
-            p[i, int(succ[i, y])] += probs[i, y]
-    row = np.zeros(s)
-    row[start] = 1.0
-    out = []
-    for _ in range(n + 1):
-        out.append(0.5 * np.abs(row - limit).sum())
-        row = row @ p
-    return np.array(out)
 
 
 def _full_state_batches(op):

@@ -39,6 +39,7 @@ D(t) tends to the TV distance of their limit laws (``limit_tv``) and lambda -> 0
 
 from __future__ import annotations
 
+from scipy.sparse import csgraph
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,8 +49,7 @@ from .basins import basins_result
 from .classes import class_structure
 from .mixing import DENSE_MAX, limit_distribution, spectral_gap
 
-__all__ = ["SensitivityResult", "prompt_sensitivity", "perturbations", "future_tv", "lyapunov_rate", "last_tokens",
-           "sensitivity_reference", "FLOOR"]
+__all__ = ["SensitivityResult", "prompt_sensitivity", "perturbations", "future_tv", "lyapunov_rate", "last_tokens", "FLOOR"]
 
 FLOOR = 1e-12
 
@@ -192,7 +192,6 @@ def _transient_radius(op, starts: np.ndarray) -> float | None:
     cs = class_structure(op)
     nf = op.space.num_full
     adj = op.adjacency()
-    from scipy.sparse import csgraph
     seen = np.zeros(op.num_states, dtype=bool)
     for s in starts:
         seen[csgraph.breadth_first_order(adj, int(s), directed=True, return_predecessors=False)] = True
@@ -243,18 +242,3 @@ def prompt_sensitivity(op, prompt, n: int = 64, positions=None, tail: float = 0.
         asymptotic=asym)
 
 
-def sensitivity_reference(probs: np.ndarray, succ: np.ndarray, a: int, b: int, n: int) -> np.ndarray:
-    """Slow reference: D(t), t = 1..n, from a loop-built dense matrix (tiny spaces only)."""
-    s = probs.shape[0]
-    p = np.zeros((s, s))
-    for i in range(s):
-        for y in range(probs.shape[1]):
-            p[i, int(succ[i, y])] += probs[i, y]
-    u, v = np.zeros(s), np.zeros(s)
-    u[a] = 1.0
-    v[b] = 1.0
-    out = []
-    for _ in range(n):
-        u, v = u @ p, v @ p
-        out.append(0.5 * np.abs(u - v).sum())
-    return np.array(out)

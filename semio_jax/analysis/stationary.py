@@ -71,15 +71,18 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from .._util.memory import refuse_if_over
 from ..errors import ConvergenceError
+from ..linalg.gth import gth
+from ..linalg import krylov
+from ..linalg.mmatrix import EPS, certified_max_time, off_diagonal
+from ..linalg.sharded import ShardedOperator
 from ._cache import cached_analysis
-from ._reference import dense_block
 from .classes import class_structure
 
-__all__ = ["StationaryResult", "stationary", "stationary_result", "gth", "gth_unblocked", "hitting_time_bound", "stationary_reference"]
+__all__ = ["StationaryResult", "stationary", "stationary_result", "stationary_sharded", "gth", "hitting_time_bound"]
 
 GTH_MAX = 1024
-_EPS = float(np.finfo(np.float64).eps)
 LU_MAX = 8192
 #: above this class size ``auto`` tries POWER_FIRST_ITERS steps of power iteration before GMRES
 KRYLOV_AUTO_MAX = 2**18
@@ -155,8 +158,6 @@ class StationaryResult:
     @property
     def distributions(self) -> np.ndarray:
         """float64[n_attractors, S]: row i is pi_i. Refused up front when it would not fit in memory."""
-        from ..operator import refuse_if_over
-
         refuse_if_over(
             8 * len(self) * self.num_states,
             f"a dense [n_attractors, S] = [{len(self):,}, {self.num_states:,}] array of stationary laws",
@@ -171,10 +172,28 @@ class StationaryResult:
         vals = np.concatenate(self.values) if len(self) else np.zeros(0)
         return sp.csr_matrix((vals, (rows, cols)), shape=(len(self), self.num_states))
 
-    def _store(self, members: np.ndarray, pi_full: np.ndarray) -> None:
+    def add(self, members: np.ndarray, pi_full: np.ndarray, *, residual: float, hitting_time: float | None,
+            reference_state: int, method: str, n_tokens: int, matvecs: int | None = None) -> None:
+        """Record one attractor's pi (dense ``pi_full``, kept on ``members``) and certify it.
+
+        The one place the error bound is computed, for every solver (GTH, LU, Krylov, power,
+        sharded): ``4 max(tau_j, 1) r_hi + |sum pi - 1|`` with r_hi the residual enlarged by
+        its own rounding (each entry of pi P sums at most N + 1 products, hence the
+        (N + 3) eps margin), so the bound holds when tau_j eps is not small; None (not
+        certified) without a tau_j or when the bound is not below 1.
+        """
         sup = np.sort(np.asarray(members, dtype=np.int64))
         self.supports.append(sup)
         self.values.append(np.array(pi_full[sup], dtype=np.float64))
+        self.residuals.append(float(residual))
+        self.hitting_times.append(hitting_time)
+        resid_hi = residual * (1.0 + self.num_states * EPS) + (n_tokens + 3) * EPS
+        bound = (None if hitting_time is None
+                 else 4.0 * max(hitting_time, 1.0) * resid_hi + abs(float(pi_full.sum()) - 1.0))
+        self.error_bounds.append(bound if bound is not None and bound < 1.0 else None)
+        self.reference_states.append(int(reference_state))
+        self.methods.append(method)
+        self.matvecs.append(matvecs)
 
     def summary(self) -> list[dict]:
         return [
@@ -183,62 +202,6 @@ class StationaryResult:
             for i, (m, r, b, h, j) in enumerate(zip(self.methods, self.residuals, self.error_bounds,
                                                     self.hitting_times, self.reference_states))
         ]
-
-
-def gth(block: np.ndarray, panel: int = 64) -> np.ndarray:
-    """Stationary vector of an irreducible dense stochastic matrix by GTH state reduction (blocked).
-
-    The same reduction as :func:`gth_unblocked` (states n-1, ..., 1 eliminated in turn; the
-    exit rate s_k = sum_{j<k} a[k, j] summed, never 1 - a[k, k]), organised like a blocked LU:
-    ``panel`` states at a time are eliminated on their own rows and columns, and the rest of the
-    matrix receives their rank-``panel`` update as one matrix product. Every quantity is still a
-    sum of products of non-negative numbers, so GTH's entrywise accuracy is kept; only the order
-    of the additions changes. 1024 states: ~0.1 s instead of ~1 s.
-    """
-    a = np.array(block, dtype=np.float64, copy=True)
-    n = a.shape[0]
-    if n == 1:
-        return np.ones(1)
-    hi = n
-    while hi > 1:
-        lo = max(1, hi - panel)  # eliminate hi-1, ..., lo; states < lo get the delayed update
-        for k in range(hi - 1, lo - 1, -1):
-            s = a[k, :k].sum()
-            if s <= 0.0:  # not irreducible, or the reduced rates underflowed to 0
-                raise ConvergenceError(
-                    f"GTH: state {k} has no remaining exit rate (the block is reducible, or its products "
-                    f"underflowed below the smallest float64); use method='lu'"
-                )
-            a[:k, k] /= s
-            if k > lo:  # the panel's own columns (all rows < k) and rows (columns < lo)
-                a[:k, lo:k] += np.outer(a[:k, k], a[k, lo:k])
-                a[lo:k, :lo] += np.outer(a[lo:k, k], a[k, :lo])
-        a[:lo, :lo] += a[:lo, lo:hi] @ a[lo:hi, :lo]  # the delayed rank-(hi - lo) update
-        hi = lo
-    pi = np.zeros(n)
-    pi[0] = 1.0
-    for k in range(1, n):
-        pi[k] = pi[:k] @ a[:k, k]
-    return pi / pi.sum()
-
-
-def gth_unblocked(block: np.ndarray) -> np.ndarray:
-    """Reference GTH: one state eliminated at a time by a rank-1 update (the textbook loop; test oracle)."""
-    a = np.array(block, dtype=np.float64, copy=True)
-    n = a.shape[0]
-    if n == 1:
-        return np.ones(1)
-    for k in range(n - 1, 0, -1):
-        s = a[k, :k].sum()  # = 1 - a[k, k] after reduction, computed without subtraction
-        if s <= 0.0:
-            raise ConvergenceError(f"GTH: state {k} has no remaining exit rate; use method='lu'")
-        a[:k, k] /= s
-        a[:k, :k] += np.outer(a[:k, k], a[k, :k])
-    pi = np.zeros(n)
-    pi[0] = 1.0
-    for k in range(1, n):
-        pi[k] = pi[:k] @ a[:k, k]
-    return pi / pi.sum()
 
 
 def _class_matrix(op, members: np.ndarray) -> sp.csr_matrix:
@@ -255,43 +218,11 @@ def _reference_state(block: sp.csr_matrix, iters: int = 200) -> int:
     return int(np.argmax(v))
 
 
-def _off_diagonal(mat: sp.spmatrix) -> tuple[sp.csr_matrix, np.ndarray]:
-    """(mat without its diagonal, its row sums): for a stochastic row the sum is 1 - p_ii.
-
-    I - Q is built as diag(exits) - offdiag(Q) so that a state that stays put with
-    probability 1 - 1e-20 (its diagonal rounds to 1.0) keeps its true exit rate
-    instead of a cancelled 0 that makes the matrix singular.
-    """
-    off = (mat - sp.diags(mat.diagonal())).tocsr()  # x - x == 0 exactly: removes the diagonal
-    off.eliminate_zeros()
-    return off, np.asarray(off.sum(axis=1)).ravel()
-
-
-def _certified_max_time(a_mat, t_hat: np.ndarray) -> float | None:
-    """A certified upper bound on max((I - Q)^{-1} 1) from an approximate solve t_hat, or None.
-
-    ``a_mat`` = I - Q is a non-singular M-matrix, so its inverse is entrywise
-    non-negative: if t_hat >= 0 and (I - Q) t_hat >= c 1 with c > 0, then
-    (I - Q)^{-1} 1 <= t_hat / c. The product is evaluated in floating point, so c
-    is taken after a rounding margin. None when t_hat fails the test (a solve
-    spoiled by cancellation on a stiff chain): then nothing is certified.
-    """
-    t = np.asarray(t_hat, dtype=np.float64)
-    if t.size == 0:
-        return 0.0
-    if not np.all(np.isfinite(t)) or t.min() < 0:
-        return None
-    terms = int(np.diff(a_mat.tocsr().indptr).max()) if sp.issparse(a_mat) else a_mat.shape[1]
-    low = a_mat @ t - 2 * (terms + 2) * _EPS * (abs(a_mat) @ t)
-    c = float(np.min(low))
-    return float(np.max(t)) / c if c > 0 else None
-
-
 def _solve_lu(block: sp.csr_matrix, j: int) -> tuple[np.ndarray, float]:
     """pi of an irreducible sparse block with reference state j; also tau_j."""
     n = block.shape[0]
     others = np.concatenate([np.arange(j), np.arange(j + 1, n)])
-    off, exits = _off_diagonal(block)
+    off, exits = off_diagonal(block)
     q = off[others][:, others]
     r = np.asarray(block[j, others].todense()).ravel()
     m = (sp.diags(exits[others]) - q).tocsc()  # I - Q_j, its diagonal without cancellation
@@ -310,7 +241,7 @@ def _solve_lu(block: sp.csr_matrix, j: int) -> tuple[np.ndarray, float]:
     pi = np.empty(n)
     pi[others] = x
     pi[j] = 1.0
-    return pi / pi.sum(), _certified_max_time(m, tau) if n > 1 else 0.0
+    return pi / pi.sum(), certified_max_time(m, tau) if n > 1 else 0.0
 
 
 def _solve_gth(block: sp.csr_matrix, j: int) -> tuple[np.ndarray, float]:
@@ -325,7 +256,7 @@ def _solve_gth(block: sp.csr_matrix, j: int) -> tuple[np.ndarray, float]:
     exits = off.sum(axis=1)  # 1 - p_ii computed without cancellation (as GTH does)
     m = np.diag(exits[others]) - off[np.ix_(others, others)]  # I - Q_j
     try:
-        tau = _certified_max_time(m, np.linalg.solve(m, np.ones(n - 1)))
+        tau = certified_max_time(m, np.linalg.solve(m, np.ones(n - 1)))
     except np.linalg.LinAlgError:
         tau = None
     return pi, tau
@@ -370,10 +301,8 @@ def _solve_power(op, members: np.ndarray, tol: float, max_iter: int,
 
 def _solve_krylov(op, members: np.ndarray, tol: float, max_matvecs: int):
     """(pi, j, tau_j, matvecs) by GMRES (see semio_jax.analysis.krylov); j = the state of largest mass."""
-    from .krylov import ChainKernels, stationary_krylov
-
-    kern = ChainKernels(op, full_only=True)
-    pi_full, j0, info, factor = stationary_krylov(op, members, tol=tol, max_matvecs=max_matvecs, kern=kern)
+    kern = krylov.ChainKernels(op, full_only=True)
+    pi_full, j0, info, factor = krylov.stationary_krylov(op, members, tol=tol, max_matvecs=max_matvecs, kern=kern)
     j = int(members[np.argmax(pi_full[members])])
     tau, tmv = _tau_krylov(op, members, j, kern, factor if j == j0 else None)
     return pi_full, j, tau, info.matvecs + 1 + tmv
@@ -385,18 +314,16 @@ def _tau_krylov(op, members: np.ndarray, j: int, kern=None, factor=None) -> tupl
     The solve needs only rtol 1e-8: the M-matrix inequality then certifies t_hat / c; if it
     does not, :func:`hitting_time_bound` (exact n-step hitting probabilities, weaker) is used.
     """
-    from .krylov import ChainKernels, certified_max_time_structured, column_solve
-
     if members.size == 1:
         return 0.0, 0
-    kern = kern or ChainKernels(op, full_only=True)
+    kern = kern or krylov.ChainKernels(op, full_only=True)
     inside = np.zeros(kern.size, dtype=bool)
     inside[members] = True
     sink = np.zeros(kern.size, dtype=bool)
     sink[j] = True
-    t_hat, _, tinfo = column_solve(kern, inside, np.where(inside & ~sink, 1.0, 0.0), rtol=1e-8, sink=sink,
+    t_hat, _, tinfo = krylov.column_solve(kern, inside, np.where(inside & ~sink, 1.0, 0.0), rtol=1e-8, sink=sink,
                                    factor=factor)
-    tau = certified_max_time_structured(kern, inside, sink, t_hat)
+    tau = krylov.certified_max_time_structured(kern, inside, sink, t_hat)
     if tau is None:  # the solve was not accurate enough to certify: n-step hitting probabilities instead
         tau = hitting_time_bound(op, members, j)
     return tau, tinfo.matvecs + 1
@@ -424,16 +351,24 @@ def hitting_time_bound(op, members: np.ndarray, j: int, max_factor: int = 64) ->
 
 
 @cached_analysis("stationary")
-def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: int = 100_000) -> StationaryResult:
+def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: int = 100_000,
+                      mesh=None) -> StationaryResult:
     """Stationary distribution of every attractor with residuals and error bounds.
 
     Args:
       op: the Operator.
       method: "auto" (GTH <= 1024 states per class, LU <= 8192, Krylov above; above 2^18 a short
-        power run first), "gth", "lu", "krylov" or "power".
+        power run first), "gth", "lu", "krylov" or "power". With ``mesh``: "power" (also for
+        "auto") or "gmres", see :func:`stationary_sharded`.
       tol: residual target of the iterative methods (krylov, power).
       max_iter: iteration budget of the power method (krylov: at most max_iter matvecs, capped at 5000).
+      mesh: a ``jax.sharding.Mesh``: solve on its devices (:func:`stationary_sharded`).
     """
+    if mesh is not None:
+        if method not in ("auto", "power", "gmres"):
+            raise ValueError(f"unknown sharded stationary method {method!r}; use auto, power or gmres")
+        return stationary_sharded(op, mesh, method="power" if method == "auto" else method, tol=tol,
+                                  max_iter=max_iter)
     if method not in ("auto", "gth", "lu", "krylov", "power"):
         raise ValueError(f"unknown stationary method {method!r}; use auto, gth, lu, krylov or power")
     cs = class_structure(op)
@@ -478,18 +413,8 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
             pi_full /= pi_full.sum()
             j = int(members[jl])
         resid = float(np.abs(op.push(pi_full) - pi_full).sum())
-        out._store(members, pi_full)
-        out.residuals.append(resid)
-        out.hitting_times.append(tau)
-        # The residual is evaluated in floating point: allow for its rounding (each entry of pi P
-        # sums at most N + 1 products) and for pi_hat not summing to exactly 1, so that the
-        # bound also holds when tau_j * eps is not small.
-        resid_hi = resid * (1.0 + op.num_states * _EPS) + (op.n_tokens + 3) * _EPS
-        bound = None if tau is None else 4.0 * max(tau, 1.0) * resid_hi + abs(float(pi_full.sum()) - 1.0)
-        out.error_bounds.append(bound if bound is not None and bound < 1.0 else None)
-        out.reference_states.append(j)
-        out.methods.append(m)
-        out.matvecs.append(mv)
+        out.add(members, pi_full, residual=resid, hitting_time=tau, reference_state=j, method=m,
+                n_tokens=op.n_tokens, matvecs=mv)
     return out
 
 
@@ -498,15 +423,59 @@ def stationary(op, method: str = "auto") -> np.ndarray:
     return stationary_result(op, method=method).distributions
 
 
-def stationary_reference(probs: np.ndarray, succ: np.ndarray, members) -> np.ndarray:
-    """Slow reference: dense eigenvector of P restricted to ``members`` for eigenvalue 1."""
-    p, members = dense_block(probs, succ, members)
-    n = len(members)
-    # Solve pi (P - I) = 0 with sum(pi) = 1 as a least-squares system.
-    a = np.vstack([(p - np.eye(n)).T, np.ones((1, n))])
-    b = np.zeros(n + 1)
-    b[-1] = 1.0
-    pi = np.linalg.lstsq(a, b, rcond=None)[0]
-    out = np.zeros(probs.shape[0])
-    out[members] = pi
+def stationary_sharded(op, mesh=None, *, method: str = "power",
+                       tol: float = 1e-12, max_iter: int = 100_000, restart: int = 30,
+                       gmres_maxiter: int = 200):
+    """Stationary distribution of every attractor computed on the mesh, with certified bounds.
+
+    Returns a :class:`~semio_jax.analysis.stationary.StationaryResult` built as
+    ``stationary_result(op, method="power")`` builds it: the residual
+    ||pi P - pi||_1, the bound ``4 tau_j residual`` (with the same rounding
+    margins) where tau_j is bounded from exact n-step hitting probabilities of
+    the reference state j (largest mass), all products on the mesh.
+
+    Methods:
+      "power": lazy power iteration pi <- pi (I + P) / 2 from the uniform
+        vector on the attractor until the residual is <= ``tol`` (else
+        ConvergenceError), one compiled loop on the devices.
+      "gmres": j = argmax of a 200-step lazy power run, then
+        ``x (I - Q_j) = r_j`` by restarted GMRES (jax.scipy.sparse.linalg.gmres
+        with the sharded push as its operator), pi = (x, 1) / Z, then lazy power
+        steps from there until the residual is <= ``tol`` (usually none).
+    """
+
+    if method not in ("power", "gmres"):
+        raise ValueError(f"unknown sharded stationary method {method!r}; use power or gmres")
+    sop = op if isinstance(op, ShardedOperator) else ShardedOperator(op, mesh)
+    base = sop.operator
+    cs = class_structure(base)
+    out = StationaryResult(num_states=base.num_states)
+    label = f"{method} (sharded, {sop.n_devices} devices)"
+    for i, members in enumerate(cs.attractors):
+        uniform = np.zeros(base.num_states)
+        uniform[members] = 1.0 / members.size
+        v0 = sop.vector(uniform)
+        if method == "gmres" and members.size > 1:
+            w, _, _ = sop.power(v0, 0.0, 200)  # short lazy run for a reference state of large mass
+            j = int(members[np.argmax(sop.to_numpy(w)[members])])
+            mask = sop.indicator(members[members != j])
+            ej = sop.indicator([j])
+            solve = sop._kernels.gmres(restart, gmres_maxiter, min(tol, 1e-13))
+            x = sop.to_numpy(solve(sop.probs, mask, ej))
+            pi0 = np.zeros(base.num_states)
+            pi0[members] = np.maximum(x[members], 0.0)
+            pi0[j] = 1.0
+            v0 = sop.vector(pi0 / pi0.sum())
+        w, res, it = sop.power(v0, tol, max_iter)
+        if res > tol:
+            raise ConvergenceError(
+                f"sharded power iteration did not reach residual {tol:g} in {max_iter} steps (last residual "
+                f"{res:.2e}); the chain mixes slowly: use method='gmres' or the single-device 'lu'/'gth'"
+            )
+        pi_full = sop.to_numpy(w)
+        j = int(members[np.argmax(pi_full[members])])
+        tau = sop.hitting_time_bound(members, j)
+        resid = float(np.abs(sop.to_numpy(sop.push(sop.vector(pi_full))) - pi_full).sum())
+        out.add(members, pi_full, residual=resid, hitting_time=tau, reference_state=j, method=label,
+                n_tokens=base.n_tokens, matvecs=it)
     return out

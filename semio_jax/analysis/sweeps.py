@@ -39,9 +39,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..sampling import Procedure
+from ..core.procedure import Procedure
 from .basins import basins_result
 from .classes import class_structure
+from .entropy import entropy_rate
 from .greedy import greedy_dynamics
 from .mixing import spectral_gap
 from .stationary import stationary_result
@@ -57,13 +58,8 @@ SWEEP_ANALYSES = ("attractors", "entropy_rate", "spectral_gap", "top_states", "g
 def entropy_rates(op) -> np.ndarray:
     """float64[n_attractors]: h_a = sum_s pi_a(s) H(q(. | s)) in nats.
 
-    Uses :func:`semio_jax.analysis.entropy.entropy_rate` when that module is
-    present, else the same formula inline (:func:`entropy_rates_inline`).
+    (:func:`semio_jax.analysis.entropy.entropy_rate`; :func:`entropy_rates_inline` is the same formula inline.)
     """
-    try:
-        from .entropy import entropy_rate
-    except ImportError:  # pragma: no cover - the entropy module is optional here
-        return entropy_rates_inline(op)
     return np.asarray(entropy_rate(op).nats, dtype=np.float64)
 
 

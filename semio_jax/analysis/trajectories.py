@@ -40,11 +40,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import PromptError, StateSpaceTooLargeError
+from ..errors import PromptError, StateSpaceTooLargeError, UnknownTokenError
 from .evolution import resolve_start
 
 __all__ = ["Trajectory", "DecoderComparison", "trajectory_probability", "map_trajectory", "greedy_trajectory",
-           "beam_search", "compare_decoders", "map_reference", "MAX_BELLMAN_CELLS"]
+           "beam_search", "compare_decoders", "MAX_BELLMAN_CELLS"]
 
 #: Largest n * |S| for the Bellman table of :func:`map_trajectory`.
 MAX_BELLMAN_CELLS = 2**30
@@ -105,7 +105,6 @@ def _single_start(op, start, what: str) -> int:
 def _check_tokens(op, tokens) -> np.ndarray:
     toks = np.asarray(tokens, dtype=np.int64).ravel()
     if toks.size and (toks.min() < 0 or toks.max() >= op.n_tokens):
-        from ..errors import UnknownTokenError
         raise UnknownTokenError(f"tokens must lie in 0..{op.n_tokens - 1}, got {toks.tolist()}")
     return toks
 
@@ -245,25 +244,4 @@ def compare_decoders(op, start, n: int, width: int = 4) -> DecoderComparison:
 
 
 # -------------------------------------------------------------- references
-def map_reference(probs: np.ndarray, succ: np.ndarray, start: int, n: int) -> tuple[np.ndarray, float]:
-    """Slow reference: brute force over all N^n strings (log-probabilities summed right to left, like V_t).
-
-    Returns (tokens of the lexicographically first maximiser, its log-probability).
-    """
-    nt = probs.shape[1]
-    best_lp, best_idx = -math.inf, 0
-    with np.errstate(divide="ignore"):
-        lq = np.log(probs)
-    for idx in range(nt**n):
-        word = [int(x) for x in np.unravel_index(idx, (nt,) * n)] if n else []
-        path = [start]
-        for y in word:
-            path.append(int(succ[path[-1], y]))
-        lp = 0.0
-        for t in range(n - 1, -1, -1):
-            lp = lq[path[t], word[t]] + lp
-        if lp > best_lp:
-            best_lp, best_idx = lp, idx
-    tokens = np.array(np.unravel_index(best_idx, (nt,) * n) if n else [], dtype=np.int64).ravel()
-    return tokens, float(best_lp)
 

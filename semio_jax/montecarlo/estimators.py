@@ -22,12 +22,15 @@ are multinomial, so their error bars are exact binomial ones.
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import StateSpaceTooLargeError
-from ..space import StateSpace
+from ..core.procedure import parse
+from ..core.space import StateSpace
 from .rollout import Sampler
 
 __all__ = ["ReplicaEstimate", "replica_mean", "OccupationSample", "AbsorptionSample",
@@ -395,10 +398,7 @@ def sequence_log_probs(model, procedure, context_length: int, prompts: np.ndarra
     the procedure's own log-probabilities are taken: nothing is read from an
     exact operator, so this is the sampled side of an agreement test.
     """
-    import jax
-    import jax.numpy as jnp
 
-    from ..sampling import parse
 
     proc = parse(procedure)
     prompts = np.asarray(prompts, dtype=np.int64)

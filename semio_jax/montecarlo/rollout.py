@@ -66,7 +66,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import PromptError, UnknownTokenError
-from ..sampling import Procedure, parse
+from ..core.procedure import Procedure, parse
 
 __all__ = ["Sampler", "supports_kv_cache"]
 

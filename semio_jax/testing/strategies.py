@@ -26,7 +26,7 @@ Strategies:
   * :func:`token_permutations` - permutations of the alphabet.
 
 The operator strategy applies the procedure with the slow numpy oracle
-:func:`semio_jax.sampling.probabilities_reference` (fast for small tables and
+:func:`semio_jax.testing.references.probabilities_reference` (fast for small tables and
 independent of JAX); the logits are kept on the operator, so
 ``op.with_procedure`` exercises the engine's own JAX path.
 """
@@ -39,10 +39,11 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from ..model import NGramModel
-from ..operator import Operator
-from ..sampling import Procedure, compose, greedy, min_p, probabilities_reference, temperature, top_k, top_p
-from ..space import StateSpace
+from ..core.model import NGramModel
+from ..core.operator import Operator
+from ..core.procedure import Procedure, compose, greedy, min_p, temperature, top_k, top_p
+from .references import probabilities_reference
+from ..core.space import StateSpace
 
 __all__ = [
     "spaces",

@@ -6,9 +6,9 @@ Two ``semio`` subcommands (registered through the CLI's plug-in hook):
   semio query  MODEL -p SPEC 'P=? [F<=20 "attractor_0"]' [--state PROMPT ...]
 
 Formats (states numbered exactly as in semio_jax: full states first, then the
-prefix groups; see :mod:`semio_jax.space`):
+prefix groups; see :mod:`semio_jax.core.space`):
 
-* ``drn``: Storm's explicit DRN format (:func:`semio_jax.export.to_drn`),
+* ``drn``: Storm's explicit DRN format (:func:`semio_jax.app.export.to_drn`),
   read by ``stormpy.build_model_from_drn``.
 * ``prism``: the explicit transition/label files of PRISM as Storm reads them
   (``stormpy.build_model_from_explicit(PATH.tra, PATH.lab)``): ``PATH.tra``
@@ -41,6 +41,8 @@ command stops with a MissingDependencyError saying so.
 
 from __future__ import annotations
 
+import re
+import sys
 import json
 import os
 import tempfile
@@ -48,9 +50,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_savez, atomic_write_text, ensure_dir
-from .errors import MissingDependencyError, PropertyError, PromptError
-from .export import _default_initial, _state_labels, to_drn
+from .._util.io import atomic_savez, atomic_write_text, ensure_dir
+from ..errors import MissingDependencyError, PromptError, PropertyError, ReportWriteError
+from .export import default_initial, label_sets, to_drn
+from .pipeline import tag_of
+from .report import text_table
+from ..analysis import attractors, class_structure
+from ..build import build_operator
+from ..core.procedure import parse
+from ..core.space import StateSpace
+from semio_models.checkpoint import load as load_model
 
 __all__ = ["FORMATS", "TOKEN_LABEL", "state_labels", "prism_texts", "to_prism", "to_npz", "export_chain",
            "parse_states", "storm_model", "check_property", "register", "run"]
@@ -63,7 +72,7 @@ _INSTALL_HINT = "pip install stormpy (or, in a checkout, pip install -e '.[storm
 # ----------------------------------------------------------------------------- writers
 def state_labels(op, initial=None) -> list[list[str]]:
     """The labels of every state: ``init``, ``attractor_<i>``, ``last_token_<y>``."""
-    return _state_labels(op, initial, None, True, TOKEN_LABEL)
+    return label_sets(op, initial, None, True, TOKEN_LABEL)
 
 
 def _rows(op):
@@ -113,9 +122,8 @@ def to_prism(op, path, *, initial=None) -> list[str]:
 
 def to_npz(op, path, *, initial=None, meta: dict | None = None) -> list[str]:
     """Write the chain as numpy arrays (see the module docstring); returns the path."""
-    from .analysis import class_structure
 
-    init = _default_initial(op) if initial is None else np.atleast_1d(np.asarray(initial, dtype=np.int64))
+    init = default_initial(op) if initial is None else np.atleast_1d(np.asarray(initial, dtype=np.int64))
     space = op.space
     csr = op.csr
     last = np.empty(op.num_states, dtype=np.int64)
@@ -140,7 +148,6 @@ def export_chain(op, path, fmt: str = "drn", *, initial=None, meta: dict | None 
         try:
             return [to_drn(op, path, initial=initial, token_label=TOKEN_LABEL)]
         except OSError as e:
-            from .errors import ReportWriteError
             raise ReportWriteError(f"cannot write {path}: {e.strerror or e}; choose another --out") from e
     if fmt == "prism":
         return to_prism(op, path, initial=initial)
@@ -224,7 +231,6 @@ def check_property(op, prop: str, initial=None, model=None) -> list[dict]:
 
 
 def _labels_in(formula: str) -> list[str]:
-    import re
 
     return sorted(set(re.findall(r'"([^"]*)"', formula)))
 
@@ -233,7 +239,6 @@ class _quiet_stderr:
     """Silence file descriptors 1 and 2 (Storm's C++ logging) for the duration of a block."""
 
     def __enter__(self):
-        import sys
 
         self._saved = []
         try:
@@ -277,14 +282,10 @@ def register(subparsers) -> None:
             p.add_argument("--format", choices=FORMATS, default="drn", help="drn (Storm), prism (.tra/.lab) or npz")
             p.add_argument("--out", default=None, help="output file (prism: PATH.tra and PATH.lab); "
                                                        "default <model>_<procedure>.<format>")
-        p.set_defaults(plugin="semio_jax.interop")
+        p.set_defaults(plugin="semio_jax.app.interop")
 
 
 def _build(args):
-    from .cli import load_model
-    from .operator import build_operator
-    from .sampling import parse
-    from .space import StateSpace
 
     proc = parse(args.procedure)  # a bad spec fails before the model is loaded
     model = load_model(args.model)
@@ -298,7 +299,6 @@ def _build(args):
 
 
 def _describe(op, meta) -> str:
-    from .analysis import attractors
 
     atts = attractors(op)
     sha = (meta.get("weights_sha256") or "")[:12]
@@ -312,16 +312,15 @@ def run(args) -> int:
         return _run_export(args)
     if args.command == "query":
         return _run_query(args)
-    raise ValueError(f"semio_jax.interop has no command {args.command!r}")
+    raise ValueError(f"semio_jax.app.interop has no command {args.command!r}")
 
 
 def _run_export(args) -> int:
-    from .pipeline import tag_of
 
     _, op, initial, meta = _build(args)
     out = args.out or f"{tag_of(meta['model_name'] + '_' + op.procedure.spec)}.{args.format}"
     paths = export_chain(op, out, args.format, initial=initial, meta=meta)
-    init = _default_initial(op) if initial is None else initial
+    init = default_initial(op) if initial is None else initial
     print(_describe(op, meta))
     print(f"labels: init ({len(np.unique(init))} states), attractor_<i>, {TOKEN_LABEL}<y>")
     for p in paths:
@@ -330,10 +329,9 @@ def _run_export(args) -> int:
 
 
 def _run_query(args) -> int:
-    from .report import text_table
 
     _, op, initial, meta = _build(args)
-    init = _default_initial(op) if initial is None else np.unique(initial)
+    init = default_initial(op) if initial is None else np.unique(initial)
     results = check_property(op, args.property, initial=init)
     print(_describe(op, meta))
     for res in results:

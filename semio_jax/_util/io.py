@@ -6,6 +6,7 @@ on POSIX and Windows when source and target are on the same file system.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ReportWriteError
+from ..errors import ReportWriteError
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_savez", "ensure_dir"]
 
@@ -102,7 +103,6 @@ def atomic_write_json(path: str | os.PathLike, obj) -> Path:
 
 def atomic_savez(path: str | os.PathLike, arrays: dict) -> Path:
     """np.savez_compressed to ``path`` atomically."""
-    import io
 
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)

@@ -16,7 +16,7 @@ to the card's (``ChecksumMismatchError``); msgpack decodable
 (``CheckpointError``); parameter tree, shapes and dtypes equal to those of
 ``Transformer(config)`` (``ArchitectureMismatchError``).
 
-Files are written atomically (``semio_jax._io.atomic_write_bytes``: temporary
+Files are written atomically (``semio_jax._util.io.atomic_write_bytes``: temporary
 file in the same folder, fsync, then ``os.replace``), weights first and card
 last, so a folder with a card always has the weights the card describes.
 
@@ -98,7 +98,7 @@ def _versions() -> dict[str, str]:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     """Atomic write (temporary file in the same folder, fsync, rename): semio_jax's one implementation."""
-    from semio_jax._io import atomic_write_bytes
+    from semio_jax._util.io import atomic_write_bytes
 
     atomic_write_bytes(path, data)
 

@@ -28,7 +28,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .errors import PromptError, StateSpaceTooLargeError, UnknownTokenError
+from ..errors import PromptError, StateSpaceTooLargeError, UnknownTokenError
 
 __all__ = ["StateSpace", "MAX_STATES"]
 

@@ -67,7 +67,8 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from ..errors import ConvergenceError
-from .greedy import cycle_states
+from .._util import memory
+from .functional_graph import cycle_states
 
 __all__ = ["GreedyFactor", "KrylovInfo", "gmres", "ChainKernels", "stationary_krylov", "column_solve",
            "certified_max_time_structured"]
@@ -86,9 +87,8 @@ def basis_budget() -> int:
 
     At 2^24 unknowns a vector is 128 MiB: a fixed 256 MiB would leave GMRES(1).
     """
-    from ..operator import available_memory
 
-    return int(min(MAX_BASIS_BUDGET, max(BASIS_BUDGET, 0.1 * available_memory())))
+    return int(min(MAX_BASIS_BUDGET, max(BASIS_BUDGET, 0.1 * memory.available_memory())))
 
 
 @dataclass

@@ -60,9 +60,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import stats
 
-from .analysis import basins_result, class_structure, stationary_result
-from .montecarlo import sample_absorption, sample_occupation
-from .sampling import parse
+from ..analysis import basins_result, class_structure, stationary_result
+from ..montecarlo import sample_absorption, sample_occupation
+from ..core.procedure import parse
 
 __all__ = ["CheckRow", "AgreementReport", "check_stationary", "check_basins", "absorption_by_horizon",
            "draw_stationary_samples", "draw_absorption_samples"]
@@ -378,7 +378,7 @@ def check_stationary(op, model, *, procedure=None, attractors=None, n_chains: in
         on another operator. One sampling run can so be compared with several
         exact operators (benchmarks/calibration.py does this).
     """
-    from .montecarlo import OccupationSample
+    from ..montecarlo import OccupationSample
 
     proc = parse(procedure) if procedure is not None else op.procedure
     space = op.space
@@ -646,8 +646,8 @@ def _binomial_row(name: str, k: int, c: int, p0: float, note: str = "") -> Check
 
 
 def _one_start(op, start) -> int:
-    from .analysis.evolution import resolve_start
-    from .errors import PromptError
+    from ..analysis.evolution import resolve_start
+    from ..errors import PromptError
 
     s0, _ = resolve_start(op, start)
     if s0 is None:
@@ -664,9 +664,9 @@ def check_entropy_rate(op, model, *, procedure=None, attractors=None, n_chains: 
     log-probabilities are the model's (re-evaluated on the sampled contexts
     under the sampling procedure).
     """
-    from .analysis.entropy import entropy_rate
-    from .montecarlo import Sampler
-    from .montecarlo.estimators import sequence_log_probs
+    from ..analysis.entropy import entropy_rate
+    from ..montecarlo import Sampler
+    from ..montecarlo.estimators import sequence_log_probs
 
     proc = parse(procedure) if procedure is not None else op.procedure
     space = op.space
@@ -706,8 +706,8 @@ def check_evolution(op, model, start, n: int, *, procedure=None, n_chains: int =
     probability (or a sampled count where the exact one is 0) is one exact
     binomial test.
     """
-    from .analysis.evolution import token_marginals
-    from .montecarlo import Sampler
+    from ..analysis.evolution import token_marginals
+    from ..montecarlo import Sampler
 
     proc = parse(procedure) if procedure is not None else op.procedure
     space = op.space
@@ -741,8 +741,8 @@ def check_hitting(op, model, target, start, *, procedure=None, n_chains: int = 1
       horizon: steps per chain (default: the first T with exact P(tau > T) <= ``tail``, at most ``max_horizon``).
       seed: seed of the rollouts.
     """
-    from .analysis.hitting import hitting_times_result, state_set
-    from .montecarlo.estimators import sample_hitting
+    from ..analysis.hitting import hitting_times_result, state_set
+    from ..montecarlo.estimators import sample_hitting
 
     proc = parse(procedure) if procedure is not None else op.procedure
     space = op.space
@@ -796,10 +796,10 @@ def check_trajectories(op, model, start, n: int, *, procedure=None, n_chains: in
     Rollouts use seed ``seed``; log-probabilities of the sampled strings are
     the model's own (re-evaluated on each context under the procedure).
     """
-    from .analysis.entropy import path_entropy
-    from .analysis.trajectories import greedy_trajectory, map_trajectory
-    from .montecarlo import Sampler
-    from .montecarlo.estimators import sequence_log_probs
+    from ..analysis.entropy import path_entropy
+    from ..analysis.trajectories import greedy_trajectory, map_trajectory
+    from ..montecarlo import Sampler
+    from ..montecarlo.estimators import sequence_log_probs
 
     proc = parse(procedure) if procedure is not None else op.procedure
     space = op.space
@@ -933,7 +933,7 @@ def check_tv(op, model, start, n_values=(1, 2, 4, 8), *, procedure=None, n_chain
     about ``se``, the expected TV of a sample from its own law); the p-value is
     that of the chi-square test of the whole law at time n.
     """
-    from .analysis.mixing import limit_distribution
+    from ..analysis.mixing import limit_distribution
 
     proc = parse(procedure) if procedure is not None else op.procedure
     space = op.space
@@ -942,7 +942,7 @@ def check_tv(op, model, start, n_values=(1, 2, 4, 8), *, procedure=None, n_chain
     if not times or times[0] < 0:
         raise ValueError(f"n_values must be non-negative times, got {n_values!r}")
     laws = _laws_at_times(op, s, times)
-    from .montecarlo import Sampler
+    from ..montecarlo import Sampler
 
     sampler = Sampler(model, proc, space.length, space.n_tokens)
     sampled = _states_at_times(op, sampler, s, times, n_chains, seed * 100_003)
@@ -979,7 +979,7 @@ def check_sensitivity(op, model, prompt, perturbed=None, t_values=(1, 2, 4, 8), 
     between the two sampled laws (the same on both rows of a t); the p-value is
     the chi-square test of that row's start.
     """
-    from .analysis.sensitivity import perturbations
+    from ..analysis.sensitivity import perturbations
 
     proc = parse(procedure) if procedure is not None else op.procedure
     space = op.space
@@ -997,7 +997,7 @@ def check_sensitivity(op, model, prompt, perturbed=None, t_values=(1, 2, 4, 8), 
     else:
         b = int(perturbed) if np.ndim(perturbed) == 0 else space.index(perturbed)
     laws = {x: _laws_at_times(op, x, times) for x in (a, b)}
-    from .montecarlo import Sampler
+    from ..montecarlo import Sampler
 
     sampler = Sampler(model, proc, space.length, space.n_tokens)  # one sampler: compiled once
     samples = {x: _states_at_times(op, sampler, x, times, n_chains, seed * 100_003 + i)
@@ -1035,7 +1035,7 @@ def _killed_horizon(op, start_law: np.ndarray, target: np.ndarray, tail: float, 
 def _first_arrivals(op, sampler, starts: np.ndarray, targets: list, horizon: int, seed: int,
                     chunk: int = 512) -> np.ndarray:
     """int64[len(targets), C]: first t >= 1 with the chain's state in targets[i] (bool[S]); -1 if none."""
-    from .montecarlo.estimators import window_indices
+    from ..montecarlo.estimators import window_indices
 
     space = op.space
     prompts = np.stack([space.tokens(int(s)) for s in starts])  # full states
@@ -1074,9 +1074,9 @@ def check_metastable(op, model, k: int | None = None, *, result=None, procedure=
     then equal), each a Student t test of the chains' mean against the exact
     pi|core-averaged expectation.
     """
-    from .analysis.metastable import metastable_sets
+    from ..analysis.metastable import metastable_sets
 
-    from .montecarlo import Sampler
+    from ..montecarlo import Sampler
 
     proc = parse(procedure) if procedure is not None else op.procedure
     res = result if result is not None else metastable_sets(op, k=k)

@@ -16,6 +16,9 @@ version of each file intact; ``report.md`` is written last.
 
 from __future__ import annotations
 
+import io
+
+import jax
 import platform
 import sys
 import time
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_savez, atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_dir
+from .._util.io import atomic_savez, atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_dir
 
 __all__ = ["Report", "provenance", "markdown_table", "text_table"]
 
@@ -38,7 +41,6 @@ def _version(pkg: str) -> str | None:
 
 def provenance(**extra) -> dict:
     """What is needed to reproduce a result: command line, versions, platform, time."""
-    import jax
 
     return {
         "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else None,
@@ -114,7 +116,6 @@ class Report:
 
     def figure(self, name: str, fig) -> str:
         """Save a matplotlib figure as ``name``.png (atomically) and close it."""
-        import io
 
         import matplotlib.pyplot as plt
 

@@ -1,7 +1,7 @@
 """The main job: model -> operator -> analyses -> sampling -> agreement -> report.
 
 :func:`analyze` runs the whole data flow for one model and one procedure and
-adds its tables, numbers, arrays and figures to a :class:`~semio_jax.report.Report`.
+adds its tables, numbers, arrays and figures to a :class:`~semio_jax.app.report.Report`.
 The CLI's ``analyze``, ``check`` and ``demo`` commands are thin wrappers.
 """
 
@@ -14,12 +14,13 @@ from typing import Callable
 import numpy as np
 
 from . import figures
-from .agreement import check_basins, check_stationary
-from .analysis import basins_result, class_structure, greedy_dynamics, stationary_result
-from .operator import build_operator
+from ..agreement import check_basins, check_stationary
+from ..analysis import basins_result, class_structure, greedy_dynamics, stationary_result
+from ..build import build_operator
 from .report import Report, markdown_table, text_table
-from .sampling import parse
-from .space import StateSpace
+from .toolkit import SECTIONS, run_toolkit
+from ..core.procedure import parse
+from ..core.space import StateSpace
 
 __all__ = ["analyze", "tag_of"]
 
@@ -108,7 +109,6 @@ def analyze(model, procedure, *, length: int | None = None, sample: bool = True,
 
     tk = None
     if toolkit:  # True (everything) or a tuple of toolkit section names
-        from .toolkit import SECTIONS, run_toolkit
 
         sections = SECTIONS if toolkit is True else tuple(toolkit)
 

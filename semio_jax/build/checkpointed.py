@@ -42,13 +42,14 @@ import json
 import os
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from ._io import atomic_write_bytes, atomic_write_json, ensure_dir
-from .errors import ResumeError
-from .space import StateSpace
+from .._util.io import atomic_write_bytes, atomic_write_json, ensure_dir
+from .._util.progress import progress_bar
+from ..core.model import check_model_fits, describe_model, evaluate, jitted_model
+from ..core.space import StateSpace
+from ..errors import ResumeError
+from .logits import collect, plain_chunks, resolve_method, tree_block
 
 __all__ = ["evaluate_logits_resumable", "checkpoint_folder", "model_fingerprint", "using_checkpoint_dir",
            "default_checkpoint_dir", "MANIFEST"]
@@ -76,15 +77,6 @@ def using_checkpoint_dir(path):
         _DEFAULT_DIR.reset(token)
 
 
-def resolve_method(model, method: str) -> str:
-    if method not in ("auto", "plain", "prefix"):
-        raise ValueError(f"unknown evaluation method {method!r}; use auto, plain or prefix")
-    has_tree = callable(getattr(model, "prefix_tree_logits", None))
-    if method == "prefix" and not has_tree:
-        raise ValueError(f"{type(model).__name__} has no prefix_tree_logits(); use method='plain'")
-    return "prefix" if method != "plain" and has_tree else "plain"
-
-
 def checkpoint_folder(root, space: StateSpace, method: str) -> Path:
     """The folder of one build under the checkpoint root ``root``."""
     tag = f"N{space.n_tokens}_L{space.length}" + ("" if space.prefixes else "_noprefix") + f"_{method}"
@@ -93,9 +85,6 @@ def checkpoint_folder(root, space: StateSpace, method: str) -> Path:
 
 def model_fingerprint(model, space: StateSpace) -> dict:
     """Weights hash (if the model has a card) and SHA-256 of the logits on fixed probe contexts."""
-    from .model import evaluate
-    from .operator import jitted_model
-
     card = getattr(model, "card", None)
     weights = getattr(model, "weights_sha256", None) or (card.get("weights_sha256") if isinstance(card, dict) else None)
     rng = np.random.default_rng(20240611)
@@ -152,12 +141,9 @@ def _open_manifest(folder: Path, want: dict) -> dict:
 
 def evaluate_logits_resumable(model, space: StateSpace, checkpoint_dir, *, batch_size: int = 8192,
                               progress: bool = False, method: str = "auto") -> np.ndarray:
-    """:func:`semio_jax.operator.evaluate_logits` with every chunk saved under ``checkpoint_dir`` (see above)."""
-    from .model import describe_model
-    from .operator import _check_logits, _check_model_fits, _progress_bar, jitted_model
-
+    """:func:`semio_jax.build.logits.evaluate_logits` with every chunk saved under ``checkpoint_dir`` (see above)."""
     method = resolve_method(model, method)
-    _check_model_fits(model, space)
+    check_model_fits(model, space)
     folder = ensure_dir(checkpoint_folder(checkpoint_dir, space, method))
     want = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
@@ -168,52 +154,38 @@ def evaluate_logits_resumable(model, space: StateSpace, checkpoint_dir, *, batch
     }
     manifest = _open_manifest(folder, want)
     if method == "plain":
-        out = _plain(model, space, folder, int(batch_size), progress, jitted_model(model), _check_logits, _progress_bar)
+        out = _plain(model, space, folder, int(batch_size), progress)
     else:
-        out = _prefix(model, space, folder, int(batch_size), progress, manifest.get("complete", False),
-                      _progress_bar)
+        out = _prefix(model, space, folder, int(batch_size), progress, manifest.get("complete", False))
     if not manifest.get("complete"):
         atomic_write_json(folder / MANIFEST, {**manifest, "complete": True})
     return out
 
 
-def _plain(model, space, folder, batch_size, progress, fn, check, bar_factory) -> np.ndarray:
+def _plain(model, space, folder, batch_size, progress) -> np.ndarray:
+    """The plain build's own loop (:func:`~semio_jax.build.logits.plain_chunks`), each chunk loaded or saved."""
     n = space.n_tokens
-    out = None
-    bar = bar_factory(space.num_states, progress)
-    for k, offset in space.iter_groups():
-        size = n**k
-        b = min(batch_size, size)
-        for start in range(0, size, b):
-            real = min(b, size - start)
-            path = folder / f"L{k}_{start:012d}.npy"
-            logits = _load_npy(path, real, n)
-            if logits is None:  # exactly as evaluate_logits: same padded batch, same compiled function
-                ctx = space.contexts(k, start, start + b)  # [B, k]
-                if real < b:
-                    ctx = np.concatenate([ctx, np.zeros((b - real, k), np.int32)], axis=0)
-                raw = np.asarray(jax.device_get(fn(jnp.asarray(ctx))))  # [B, N]
-                if raw.ndim != 2 or raw.shape[0] != ctx.shape[0]:
-                    check(raw, ctx, n, k)
-                logits = raw[:real]
-                check(logits, ctx[:real], n, k)
-                _save_npy(path, logits)
-            if out is None:
-                dtype = np.float64 if logits.dtype == np.float64 else np.float32
-                out = np.empty((space.num_states, n), dtype=dtype)
-            out[offset + start: offset + start + real] = logits
-            bar.update(real)
-    bar.close()
-    return out
+
+    def chunk_path(k: int, start: int) -> Path:
+        return folder / f"L{k}_{start:012d}.npy"
+
+    def load(k: int, start: int, real: int):
+        return _load_npy(chunk_path(k, start), real, n)
+
+    def saving(chunks):
+        for k, start, row, logits, fresh in chunks:
+            if fresh:
+                _save_npy(chunk_path(k, start), logits)
+            yield k, start, row, logits, fresh
+
+    return collect(saving(plain_chunks(model, space, batch_size, load=load)), space, progress)
 
 
-def _prefix(model, space, folder, chunk, progress, complete, bar_factory) -> np.ndarray:
-    from .operator import tree_block
-
+def _prefix(model, space, folder, chunk, progress, complete) -> np.ndarray:
     n = space.n_tokens
     out = np.empty((space.num_states, n), dtype=np.float32)
     filled = np.zeros(space.num_states, dtype=bool)
-    bar = bar_factory(space.num_states, progress)
+    bar = progress_bar(space.num_states, progress)
     for path in sorted(folder.glob("T*_*.npy")):  # blocks saved by an earlier, interrupted walk
         try:
             k, start = (int(x) for x in path.stem[1:].split("_"))

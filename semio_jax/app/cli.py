@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from .._util.compile_cache import enable_compilation_cache
+
 __all__ = ["main", "build_parser", "load_model"]
 
 
@@ -85,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", default=None, help="report folder (default reports/<model>)")
         p.add_argument("--checkpoint-dir", "--resume", dest="checkpoint_dir", default=None, metavar="DIR",
                        help="write the model's logits to DIR chunk by chunk while the operator is built, and resume "
-                            "an interrupted build from there (bitwise the same result; see semio_jax.resume)")
+                            "an interrupted build from there (bitwise the same result; see semio_jax.build.checkpointed)")
         _add_sampling_args(p, chains=64, steps=2000)
         if name == "analyze":
             p.add_argument("--no-sample", action="store_true", help="exact analyses only, no sampling checks")
@@ -116,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 #   register(subparsers) -> None   (adds its parser(s); set_defaults(plugin=<module name>))
 #   run(args) -> int               (exit status)
 # A module that is missing (e.g. an optional extra) is skipped silently.
-PLUGINS = ("semio_jax.interop", "semio_proofs.runner")
+PLUGINS = ("semio_jax.app.interop", "semio_proofs.runner")
 
 
 def _plugins():
@@ -149,7 +151,7 @@ def _toolkit_sections(args):
         names = tuple(x.strip() for x in chosen.split(",") if x.strip())
         bad = sorted(set(names) - set(SECTIONS))
         if bad:
-            from .errors import SemioError
+            from ..errors import SemioError
 
             raise SemioError(f"unknown analyses {bad}; choose from {', '.join(SECTIONS)}")
         return names
@@ -159,8 +161,8 @@ def _toolkit_sections(args):
 def _run_analyze(args, sample: bool) -> int:
     from .pipeline import analyze
     from .report import Report
-    from .resume import using_checkpoint_dir
-    from .sampling import parse
+    from ..build.checkpointed import using_checkpoint_dir
+    from ..core.procedure import parse
 
     model = load_model(args.model)
     name = Path(args.model).name
@@ -189,7 +191,7 @@ def _run_analyze(args, sample: bool) -> int:
 
 
 def _parse_prompt(text: str) -> list[int]:
-    from .errors import PromptError
+    from ..errors import PromptError
 
     try:
         prompt = [int(t) for t in text.split(",") if t.strip()]
@@ -203,8 +205,8 @@ def _parse_prompt(text: str) -> list[int]:
 def _run_sample(args) -> int:
     import numpy as np
 
-    from .montecarlo import Sampler
-    from .sampling import parse
+    from ..montecarlo import Sampler
+    from ..core.procedure import parse
 
     model = load_model(args.model)
     prompt = [0] if args.prompt is None else _parse_prompt(args.prompt)
@@ -260,34 +262,14 @@ def _run_zoo() -> int:
     return 0
 
 
-def _enable_compilation_cache() -> None:
-    """Keep XLA's compiled programs on disk so a second run skips compilation.
-
-    The folder is $SEMIO_JAX_CACHE or ~/.cache/semio_jax/xla; set SEMIO_JAX_CACHE=off to disable.
-    """
-    import os
-
-    import jax
-
-    where = os.environ.get("SEMIO_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "semio_jax", "xla"))
-    if where.lower() in ("off", "0", "none", ""):
-        return
-    try:
-        os.makedirs(where, exist_ok=True)
-        jax.config.update("jax_compilation_cache_dir", where)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-    except (OSError, AttributeError):
-        pass  # an unwritable home or an older jax: run without the cache
-
-
 def main(argv: list[str] | None = None) -> int:
-    from .errors import SemioError
+    from ..errors import SemioError
 
     args = build_parser().parse_args(argv)
     import shlex
 
     args.command_line = "semio " + shlex.join(sys.argv[1:] if argv is None else list(argv))  # for provenance
-    _enable_compilation_cache()
+    enable_compilation_cache()
     try:
         if args.command == "train":
             from semio_models.train import main as train_main

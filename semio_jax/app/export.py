@@ -2,7 +2,7 @@
 
 The DRN ("direct encoding") file describes the operator as an explicit
 discrete-time Markov chain, one block per state, states numbered exactly as in
-semio_jax (full states first, then prefix groups; see :mod:`semio_jax.space`):
+semio_jax (full states first, then prefix groups; see :mod:`semio_jax.core.space`):
 
     @type: DTMC
     ...
@@ -45,14 +45,15 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from ._io import atomic_write_text
+from .._util.io import atomic_write_text
+from ..analysis import attractors
 
 __all__ = ["to_drn", "drn_text"]
 
 _LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def _default_initial(op) -> np.ndarray:
+def default_initial(op) -> np.ndarray:
     space = op.space
     if space.prefixes and space.length > 1:
         g = space.group(1)
@@ -60,13 +61,12 @@ def _default_initial(op) -> np.ndarray:
     return np.arange(space.num_full, dtype=np.int64)
 
 
-def _state_labels(op, initial, labels: Mapping[str, Iterable[int]] | None, with_attractors: bool,
+def label_sets(op, initial, labels: Mapping[str, Iterable[int]] | None, with_attractors: bool,
                   token_label: str = "token_"):
-    from .analysis import attractors
 
     s = op.num_states
     names: list[list[str]] = [[] for _ in range(s)]
-    init = _default_initial(op) if initial is None else np.atleast_1d(np.asarray(initial, dtype=np.int64))
+    init = default_initial(op) if initial is None else np.atleast_1d(np.asarray(initial, dtype=np.int64))
     if init.size == 0:
         raise ValueError("a DRN model needs at least one initial state")
     if init.min() < 0 or init.max() >= s:
@@ -98,7 +98,7 @@ def drn_text(op, *, initial=None, labels: Mapping[str, Iterable[int]] | None = N
 
     ``token_label`` names the newest-token labels (``semio export`` uses ``last_token_``).
     """
-    names = _state_labels(op, initial, labels, attractor_labels, token_label)
+    names = label_sets(op, initial, labels, attractor_labels, token_label)
     probs, succ = op.probs, op.successors
     s = op.num_states
     lines = [

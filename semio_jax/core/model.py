@@ -29,15 +29,17 @@ NaN and +inf are not (the operator build raises NonFiniteLogitsError).
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .errors import LogitsShapeError
+from ..errors import LogitsShapeError, NonFiniteLogitsError, SpaceMismatchError
 
-__all__ = ["NextTokenModel", "FunctionModel", "NGramModel", "as_model", "describe_model"]
+__all__ = ["NextTokenModel", "FunctionModel", "NGramModel", "as_model", "describe_model", "evaluate",
+           "jitted_model", "check_model_fits"]
 
 
 @runtime_checkable
@@ -96,7 +98,6 @@ class NGramModel:
         if any(d != n for d in table.shape):
             raise LogitsShapeError(f"n-gram logits must have shape [N]*order + [N], got {table.shape}")
         if np.isnan(table).any() or np.isposinf(table).any():
-            from .errors import NonFiniteLogitsError
             raise NonFiniteLogitsError("n-gram logits contain NaN or +inf; use -inf for impossible tokens")
         self.order = table.ndim - 1
         self.n_tokens = n
@@ -154,3 +155,36 @@ def evaluate(model, contexts: np.ndarray, jitted: Callable | None = None) -> np.
     fn = jitted if jitted is not None else model
     out = fn(jnp.asarray(contexts, dtype=jnp.int32))
     return np.asarray(jax.device_get(out))
+
+
+_JITTED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def jitted_model(model):
+    """``jax.jit`` of the model's call, made once per model object (compiled once per shape).
+
+    Models marked ``jittable = False`` are returned unchanged.
+    """
+    if not getattr(model, "jittable", True):
+        return model
+    try:
+        fn = _JITTED.get(model)
+    except TypeError:  # not weak-referenceable / hashable: jit afresh
+        return jax.jit(lambda c: model(c))
+    if fn is None:
+        ref = weakref.ref(model)  # the cached function must not keep its model alive
+        fn = jax.jit(lambda c: ref()(c))
+        _JITTED[model] = fn
+    return fn
+
+
+def check_model_fits(model, space) -> None:
+    """Raise SpaceMismatchError if ``space`` has another alphabet or a longer context than ``model``."""
+    model_n = getattr(model, "n_tokens", None)
+    if model_n is not None and model_n != space.n_tokens:
+        raise SpaceMismatchError(f"the model's alphabet has N={model_n} tokens but the state space has "
+                                 f"N={space.n_tokens}; build the space with n_tokens={model_n}")
+    ctx_len = getattr(model, "context_length", None)
+    if ctx_len is not None and space.length > ctx_len:
+        raise SpaceMismatchError(f"the space's context length L={space.length} exceeds the model's "
+                                 f"context_length={ctx_len}; choose L <= {ctx_len}")

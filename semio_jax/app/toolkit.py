@@ -27,8 +27,9 @@ from typing import Callable
 
 import numpy as np
 
-from . import agreement
-from .analysis import (
+from .. import agreement
+from .report import markdown_table
+from ..analysis import (
     certified_mixing_time,
     class_structure,
     committor_result,
@@ -266,7 +267,6 @@ def run_toolkit(op, model, *, model_name: str, seed: int = 0, sample: bool = Tru
     out["timings_s"] = timings
 
     if report is not None:
-        from .report import markdown_table
 
         names = [report.figure(f"{tag}_{name}", fig) for name, fig in figs]
         body = ["```", *lines, "```", ""]

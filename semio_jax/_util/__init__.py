@@ -1,0 +1,1 @@
+"""Plumbing with no knowledge of Markov chains: atomic files, the memory budget, progress bars, device meshes."""

@@ -1,0 +1,1 @@
+"""The top layer: the main job (pipeline), the toolkit's sections, reports, figures, export, interop and the CLI."""
