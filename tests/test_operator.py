@@ -265,7 +265,7 @@ def test_estimate_memory():
     space = sj.StateSpace(2, 3)
     est = sj.estimate_memory(space)
     s = space.num_states
-    assert est["probs (float64)"] == 8 * s * 2 and est["successors (int64)"] == 8 * s * 2
+    assert est["probs (float64)"] == 8 * s * 2 and not any("successor" in k for k in est)
     assert est["total"] == sum(v for k, v in est.items() if k != "total")
     assert sj.estimate_memory(space, keep_logits=False)["logits (float32)"] == 0
 
