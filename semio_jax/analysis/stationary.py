@@ -22,12 +22,16 @@ Algorithms (``method=``):
   :mod:`semio_jax.analysis.krylov`. Tens of matvecs on slowly mixing chains
   where power iteration needs 10^4 or more. It stops at the residual target
   ``tol`` or raises ConvergenceError. tau_j (for the bound below) comes from a
-  second GMRES solve of (I - Q_j) t = 1 with j the state of largest mass,
-  certified as an M-matrix inequality (as for LU), else from
-  :func:`hitting_time_bound`.
-* ``"power"``: lazy power iteration pi <- pi (I + P) / 2 with the structured
-  push; only for comparison. It stops at the residual target or raises
-  ConvergenceError.
+  second GMRES solve of (I - Q_j) t = 1 with j the state of largest mass, to an
+  inf-norm residual of 1e-2 (all the certificate needs), certified as an M-matrix
+  inequality (as for LU), else from :func:`hitting_time_bound`.
+* ``"power"``: power iteration with every 8th step lazy (pi <- pi (I + P) / 2, which
+  also makes periodic classes converge) and the structured push into fixed buffers.
+  It stops at the residual target or raises ConvergenceError. tau_j is certified
+  from the computed pi itself (:func:`semio_jax.linalg.krylov.hitting_time_certificate`:
+  a Richardson iteration on (I - Q_j) t = 1 whose slow, constant direction is fixed by
+  pi, so it converges at the chain's mixing rate, about 1/6 of the power steps),
+  falling back to GMRES and then to :func:`hitting_time_bound`.
 
 What is reported, per attractor:
 
@@ -44,23 +48,22 @@ What is reported, per attractor:
   error ((N + 3) eps, since each entry of pi P sums at most N + 1 products) so
   that the bound still holds when tau_j * eps is not small. On slowly mixing chains tau_j is large and the
   bound says so: a residual of 1e-16 with tau_j = 1e6 certifies only ~4e-10.
-  ``power`` bounds tau_j instead of solving for it: with g_n(i) = P_i(hit j
+  :func:`hitting_time_bound` bounds tau_j without solving: with g_n(i) = P_i(hit j
   within n steps), computed exactly by n structured pulls, the chain makes
   independent n-step attempts each succeeding with probability >= min_i g_n(i),
-  so tau_j <= n / min_i g_n(i). n is doubled from L up to 64 L until the minimum
-  is positive; if it stays 0 (or the bound is astronomically large) the bound
-  is None and the report says the result is not certified.
+  so tau_j <= n / min_i g_n(i) (the last resort; 10^6 to 10^9 times too large on
+  big classes). Where no tau_j is certified the bound is None and the report says
+  the result is not certified.
 
 ``auto`` uses GTH up to 1024 states per class, LU up to 8192 (its fill-in
 grows quickly on de Bruijn graphs, which are expanders) and Krylov above;
 above 2^18 states it first gives power iteration 2000 steps (a fast-mixing
-chain converges in a few hundred, and there each GMRES step costs several
-matvecs: 28 s against 10 s for power at 2^20 at temperature 1) and turns to
-Krylov if that is not enough, or as soon as the residual's decay over the last
-50 steps projects that 2000 will not be. When power succeeds there, tau_j for
-the bound still comes from the GMRES solve of (I - Q_j) t = 1 (the n-step
-bound of ``power`` is 10^6 to 10^9 times too large on classes of 2^14 to 2^18
-states, e.g. 7e13 against the actual 3.7e4 at 2^18, which leaves no certificate).
+chain converges in about a hundred, and there each GMRES step costs several
+matvecs and a growing orthogonal basis) and turns to Krylov if that is not
+enough, or as soon as the residual's decay over the last 24 steps projects that
+2000 will not be. When power succeeds there, tau_j comes from pi as for
+``power`` (on the fast 2^20 benchmark chain: 66 pulls and a bound within 0.4% of
+the GMRES value, where the GMRES certificate cost three times the power solve).
 """
 
 from __future__ import annotations
@@ -87,7 +90,9 @@ LU_MAX = 8192
 #: above this class size ``auto`` tries POWER_FIRST_ITERS steps of power iteration before GMRES
 KRYLOV_AUTO_MAX = 2**18
 POWER_FIRST_ITERS = 2000
-_PROBE = 50  # steps over which the trial power run measures its rate of convergence
+_PROBE = 24  # steps over which the trial power run measures its rate of convergence
+CHECK = 8  # power iteration: CHECK - 1 plain steps, then a lazy one with the residual test
+TAU_RTOL = 1e-2  # inf-norm residual of the GMRES hitting-time solve (the certificate needs only c ~ 1)
 
 
 @dataclass
@@ -264,35 +269,52 @@ def _solve_gth(block: sp.csr_matrix, j: int) -> tuple[np.ndarray, float]:
 
 def _solve_power(op, members: np.ndarray, tol: float, max_iter: int,
                  give_up_early: bool = False) -> tuple[np.ndarray, int]:
-    """(pi, steps): lazy power iteration from the uniform law on ``members``.
+    """(pi, steps): power iteration from the uniform law on ``members``, every CHECK-th step lazy.
 
-    With ``give_up_early`` (the trial run of ``auto``) it stops as soon as the
-    residual's observed geometric decay over the last ``_PROBE`` steps projects
-    that ``max_iter`` steps will not reach ``tol``.
+    The schedule: CHECK - 1 plain steps pi <- pi P, then one lazy step pi <- pi (I + P) / 2
+    at which the residual ||pi P - pi||_1 is measured. Per block the iteration matrix is
+    P^(CHECK-1) (I + P) / 2: every eigenvalue lambda != 1 with |lambda| = 1 (a periodic
+    class) is damped by |1 + lambda| / 2 < 1, and on an aperiodic chain a block costs
+    CHECK pushes for nearly CHECK plain steps (the lazy iteration everywhere needs twice
+    as many: 230 against 116 steps on the fast 2^20 benchmark chain). Plain steps swap
+    two buffers around one contraction (no temporaries).
+
+    With ``give_up_early`` (the trial run of ``auto``) it stops as soon as the residual's
+    observed geometric decay over the last ``_PROBE`` steps projects that ``max_iter``
+    steps will not reach ``tol``.
     """
     # A closed class lives on full states, whose image under P is a reshape-and-contract over the
-    # (N,)*L index: iterate on the N^L full states only, with one einsum per step.
-    nf = op.space.num_full
+    # (N,)*L index: iterate on the N^L full states only, one einsum per step into a fixed buffer.
+    nf, n = op.space.num_full, op.n_tokens
     if members.size and int(members.max()) >= nf:
         raise ValueError("a closed class contains a prefix state; prefix states are always transient")
-    push = op.push_full
+    table = op.probs[:nf].reshape(n, nf // n, n)  # [a, m, y]: state a*M + m moves to m*N + y
     v = np.zeros(nf)
     v[members] = 1.0 / members.size
+    w = np.empty(nf)
+    d = np.empty(nf)
     history = []
-    for it in range(max_iter):
-        w = push(v)
-        res = np.abs(w - v).sum()
+    res = float("inf")
+    for it in range(1, max_iter + 1):
+        np.einsum("am,amy->my", v.reshape(n, nf // n), table, out=w.reshape(nf // n, n))
+        if it % CHECK and it < max_iter:
+            v, w = w, v
+            continue
+        np.subtract(w, v, out=d)
+        res = float(np.abs(d, out=d).sum())
         if res <= tol:
             out = np.zeros(op.num_states)
             out[:nf] = w / w.sum()
-            return out, it + 1
+            return out, it
         if give_up_early:
             history.append(res)
-            if it >= 2 * _PROBE and it % _PROBE == 0:
-                rate = (history[-1] / history[-1 - _PROBE]) ** (1.0 / _PROBE)
+            back = _PROBE // CHECK
+            if len(history) > back + 2:
+                rate = (history[-1] / history[-1 - back]) ** (1.0 / _PROBE)
                 if rate >= 1.0 or it + np.log(tol / res) / np.log(rate) > max_iter:
                     break
-        v = 0.5 * (v + w)
+        v += w
+        v *= 0.5
     raise ConvergenceError(
         f"power iteration did not reach residual {tol:g} in {max_iter} steps (last residual {res:.2e}); "
         f"the chain mixes slowly: use method='lu' or 'gth'"
@@ -303,16 +325,21 @@ def _solve_krylov(op, members: np.ndarray, tol: float, max_matvecs: int):
     """(pi, j, tau_j, matvecs) by GMRES (see semio_jax.analysis.krylov); j = the state of largest mass."""
     kern = krylov.ChainKernels(op, full_only=True)
     pi_full, j0, info, factor = krylov.stationary_krylov(op, members, tol=tol, max_matvecs=max_matvecs, kern=kern)
-    j = int(members[np.argmax(pi_full[members])])
-    tau, tmv = _tau_krylov(op, members, j, kern, factor if j == j0 else None)
+    j = int(members[np.argmax(pi_full[members])])  # tau_j is smallest near the top of pi (1 / pi_j by Kac)
+    tau, tmv = _tau_certified(op, members, j, pi_full, kern, factor if j == j0 else None, richardson=False)
     return pi_full, j, tau, info.matvecs + 1 + tmv
 
 
-def _tau_krylov(op, members: np.ndarray, j: int, kern=None, factor=None) -> tuple[float | None, int]:
-    """(tau_j, matvecs): certified max_i E_i[steps to hit j] by GMRES on (I - Q_j) t = 1 (the greedy preconditioner).
+def _tau_certified(op, members: np.ndarray, j: int, pi_full: np.ndarray, kern=None, factor=None,
+                   richardson: bool = True) -> tuple[float | None, int]:
+    """(tau_j, matvecs): certified max_i E_i[steps to hit j] over the class, from its computed law.
 
-    The solve needs only rtol 1e-8: the M-matrix inequality then certifies t_hat / c; if it
-    does not, :func:`hitting_time_bound` (exact n-step hitting probabilities, weaker) is used.
+    First (``richardson``: after a power solve, i.e. on a chain that mixes) the deflated
+    Richardson iteration of :func:`krylov.hitting_time_certificate`, seeded by pi; if that
+    does not reach its few-per-cent target, GMRES on (I - Q_j) t = 1 with the greedy
+    preconditioner to an inf-norm residual of TAU_RTOL (the certificate costs 1 / (1 - TAU_RTOL)
+    in tightness and needs no more). Either way the M-matrix inequality certifies t_hat / c;
+    if it does not, :func:`hitting_time_bound` (exact n-step hitting probabilities, weaker).
     """
     if members.size == 1:
         return 0.0, 0
@@ -321,12 +348,18 @@ def _tau_krylov(op, members: np.ndarray, j: int, kern=None, factor=None) -> tupl
     inside[members] = True
     sink = np.zeros(kern.size, dtype=bool)
     sink[j] = True
-    t_hat, _, tinfo = krylov.column_solve(kern, inside, np.where(inside & ~sink, 1.0, 0.0), rtol=1e-8, sink=sink,
-                                   factor=factor)
-    tau = krylov.certified_max_time_structured(kern, inside, sink, t_hat)
+    mv = 0
+    tau = None
+    if richardson:
+        tau, mv = krylov.hitting_time_certificate(kern, inside, sink, pi_full[: kern.size])
+    if tau is None:
+        t_hat, _, tinfo = krylov.column_solve(kern, inside, np.where(inside & ~sink, 1.0, 0.0), rtol=TAU_RTOL,
+                                              sink=sink, factor=factor)
+        tau = krylov.certified_max_time_structured(kern, inside, sink, t_hat)
+        mv += tinfo.matvecs + 1
     if tau is None:  # the solve was not accurate enough to certify: n-step hitting probabilities instead
         tau = hitting_time_bound(op, members, j)
-    return tau, tinfo.matvecs + 1
+    return tau, mv
 
 
 def hitting_time_bound(op, members: np.ndarray, j: int, max_factor: int = 64) -> float | None:
@@ -381,7 +414,8 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
         if m == "power":
             pi_full, mv = _solve_power(op, members, tol, max_iter)
             j = int(members[np.argmax(pi_full[members])])
-            tau = hitting_time_bound(op, members, j)
+            tau, tmv = _tau_certified(op, members, j, pi_full)
+            mv += tmv
         elif m == "krylov" and method == "auto" and members.size > KRYLOV_AUTO_MAX:
             # Very big classes: GMRES's preconditioner costs several matvecs per step there, so a
             # fast-mixing chain is cheaper by power iteration; it gets a short budget first.
@@ -391,8 +425,8 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
                 m = "power"
                 j = int(members[np.argmax(pi_full[members])])
                 # the n-step hitting bound is cheap but weak on big classes (1e10 to 1e14 where tau_j is
-                # 1e3 to 1e4); the GMRES solve of (I - Q_j) t = 1 certifies the actual tau_j
-                tau, tmv = _tau_krylov(op, members, j)
+                # 1e3 to 1e4); the deflated Richardson iteration seeded by pi certifies the actual tau_j
+                tau, tmv = _tau_certified(op, members, j, pi_full)
                 mv = steps + tmv
             except ConvergenceError:
                 pi_full, j, tau, mv = _solve_krylov(op, members, tol, min(max_iter, 5000))
