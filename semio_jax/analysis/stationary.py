@@ -57,7 +57,7 @@ What is reported, per attractor:
 
 ``auto`` uses GTH up to 1024 states per class, LU up to 8192 (its fill-in
 grows quickly on de Bruijn graphs, which are expanders) and Krylov above;
-above 2^18 states it first gives power iteration 2000 steps (a fast-mixing
+there it first gives power iteration 2000 steps (a fast-mixing
 chain converges in about a hundred, and there each GMRES step costs several
 matvecs and a growing orthogonal basis) and turns to Krylov if that is not
 enough, or as soon as the residual's decay over the last 24 steps projects that
@@ -87,8 +87,9 @@ __all__ = ["StationaryResult", "stationary", "stationary_result", "stationary_sh
 
 GTH_MAX = 1024
 LU_MAX = 8192
-#: above this class size ``auto`` tries POWER_FIRST_ITERS steps of power iteration before GMRES
-KRYLOV_AUTO_MAX = 2**18
+#: above this class size ``auto`` tries POWER_FIRST_ITERS steps of power iteration before GMRES (every
+#: class past LU: with the certificate from pi, power costs ~n + n/6 products on a chain that mixes in n)
+KRYLOV_AUTO_MAX = LU_MAX
 POWER_FIRST_ITERS = 2000
 _PROBE = 24  # steps over which the trial power run measures its rate of convergence
 CHECK = 8  # power iteration: CHECK - 1 plain steps, then a lazy one with the residual test
@@ -390,8 +391,8 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
 
     Args:
       op: the Operator.
-      method: "auto" (GTH <= 1024 states per class, LU <= 8192, Krylov above; above 2^18 a short
-        power run first), "gth", "lu", "krylov" or "power". With ``mesh``: "power" (also for
+      method: "auto" (GTH <= 1024 states per class, LU <= 8192, above that a short power run,
+        then Krylov if the chain mixes too slowly for it), "gth", "lu", "krylov" or "power". With ``mesh``: "power" (also for
         "auto") or "gmres", see :func:`stationary_sharded`.
       tol: residual target of the iterative methods (krylov, power).
       max_iter: iteration budget of the power method (krylov: at most max_iter matvecs, capped at 5000).
