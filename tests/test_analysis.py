@@ -510,7 +510,7 @@ def test_greedy_map_is_argmax_of_logits_with_ties_to_lowest(op):
     for s in range(op.num_states):
         row = op.logits[s]
         best = min(y for y in range(op.n_tokens) if row[y] == row.max())
-        assert f[s] == op.successors[s, best]
+        assert f[s] == op.space.successor(s, best)
     # the same map as the greedy operator's
     g_op = op.with_procedure("greedy")
     np.testing.assert_array_equal(greedy_map(g_op), f)

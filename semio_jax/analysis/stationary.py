@@ -269,7 +269,7 @@ def _solve_gth(block: sp.csr_matrix, j: int) -> tuple[np.ndarray, float]:
 
 
 def _solve_power(op, members: np.ndarray, tol: float, max_iter: int,
-                 give_up_early: bool = False) -> tuple[np.ndarray, int]:
+                 give_up_early: bool = False, keep: dict | None = None) -> tuple[np.ndarray, int]:
     """(pi, steps): power iteration from the uniform law on ``members``, every CHECK-th step lazy.
 
     The schedule: CHECK - 1 plain steps pi <- pi P, then one lazy step pi <- pi (I + P) / 2
@@ -282,7 +282,7 @@ def _solve_power(op, members: np.ndarray, tol: float, max_iter: int,
 
     With ``give_up_early`` (the trial run of ``auto``) it stops as soon as the residual's
     observed geometric decay over the last ``_PROBE`` steps projects that ``max_iter``
-    steps will not reach ``tol``.
+    steps will not reach ``tol``; ``keep`` (a dict) then receives the steps taken ("steps").
     """
     # A closed class lives on full states, whose image under P is a reshape-and-contract over the
     # (N,)*L index: iterate on the N^L full states only, one einsum per step into a fixed buffer.
@@ -316,6 +316,8 @@ def _solve_power(op, members: np.ndarray, tol: float, max_iter: int,
                     break
         v += w
         v *= 0.5
+    if keep is not None:
+        keep.update(steps=it)
     raise ConvergenceError(
         f"power iteration did not reach residual {tol:g} in {max_iter} steps (last residual {res:.2e}); "
         f"the chain mixes slowly: use method='lu' or 'gth'"
@@ -323,11 +325,17 @@ def _solve_power(op, members: np.ndarray, tol: float, max_iter: int,
 
 
 def _solve_krylov(op, members: np.ndarray, tol: float, max_matvecs: int):
-    """(pi, j, tau_j, matvecs) by GMRES (see semio_jax.analysis.krylov); j = the state of largest mass."""
+    """(pi, j, tau_j, matvecs) by GMRES (see semio_jax.analysis.krylov); j = the state of largest mass.
+
+    The hitting-time solve reuses the stationary solve's greedy factor even when its sink j
+    differs from the solve's reference state: the two differ in the few greedy edges at those
+    two states, so it stays a good preconditioner (GMRES judges the true residual), and a new
+    factor would cost more than the extra iterations.
+    """
     kern = krylov.ChainKernels(op, full_only=True)
-    pi_full, j0, info, factor = krylov.stationary_krylov(op, members, tol=tol, max_matvecs=max_matvecs, kern=kern)
+    pi_full, _, info, factor = krylov.stationary_krylov(op, members, tol=tol, max_matvecs=max_matvecs, kern=kern)
     j = int(members[np.argmax(pi_full[members])])  # tau_j is smallest near the top of pi (1 / pi_j by Kac)
-    tau, tmv = _tau_certified(op, members, j, pi_full, kern, factor if j == j0 else None, richardson=False)
+    tau, tmv = _tau_certified(op, members, j, pi_full, kern, factor, richardson=False)
     return pi_full, j, tau, info.matvecs + 1 + tmv
 
 
@@ -420,9 +428,10 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
         elif m == "krylov" and method == "auto" and members.size > KRYLOV_AUTO_MAX:
             # Very big classes: GMRES's preconditioner costs several matvecs per step there, so a
             # fast-mixing chain is cheaper by power iteration; it gets a short budget first.
+            trial = {}
             try:
                 pi_full, steps = _solve_power(op, members, tol, min(max_iter, POWER_FIRST_ITERS),
-                                              give_up_early=True)
+                                              give_up_early=True, keep=trial)
                 m = "power"
                 j = int(members[np.argmax(pi_full[members])])
                 # the n-step hitting bound is cheap but weak on big classes (1e10 to 1e14 where tau_j is
@@ -431,6 +440,7 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
                 mv = steps + tmv
             except ConvergenceError:
                 pi_full, j, tau, mv = _solve_krylov(op, members, tol, min(max_iter, 5000))
+                mv += trial.get("steps", 0)  # the trial's pushes count too
         elif m == "krylov":
             pi_full, j, tau, mv = _solve_krylov(op, members, tol, min(max_iter, 5000))
         else:

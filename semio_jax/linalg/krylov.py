@@ -346,9 +346,10 @@ class ChainKernels:
 
 # ------------------------------------------------------------ stationary
 def stationary_krylov(op, members: np.ndarray, tol: float = 1e-12, max_matvecs: int = 5000,
-                      restart: int = 40, kern: ChainKernels | None = None):
+                      restart: int = 40, kern: ChainKernels | None = None, reference: int | None = None):
     """pi of the closed class ``members`` (full states) by GMRES on x (I - Q_j) = P[j, C \\ {j}].
 
+    ``reference``: j (a member); default: the largest mass after 8 steps from the uniform law.
     Returns (pi over all states of op, reference state j of the solve, info, the greedy factor used,
     which also serves the column system (I - Q_j) t = 1 with the same j).
     Raises ConvergenceError if the L1 residual ||pi P - pi||_1 does not reach ``tol``.
@@ -360,10 +361,12 @@ def stationary_krylov(op, members: np.ndarray, tol: float = 1e-12, max_matvecs: 
     inside = np.zeros(size, dtype=bool)
     inside[members] = True
     # reference state: largest mass after a few steps from the uniform law on C (only the conditioning depends on it)
-    v = np.where(inside, 1.0 / members.size, 0.0)
-    for _ in range(8):
-        v = v * (1.0 - kern.exits) + kern.push_off(v)
-    j = int(np.argmax(v))
+    if reference is None:
+        v = np.where(inside, 1.0 / members.size, 0.0)
+        for _ in range(8):
+            v = v * (1.0 - kern.exits) + kern.push_off(v)
+        reference = int(np.argmax(v))
+    j = int(reference)
     sink = np.zeros(size, dtype=bool)
     sink[j] = True
     info = KrylovInfo()
