@@ -93,9 +93,9 @@ def worker(n: int, length: int, procedure: str, scale: float, seed: int) -> dict
           lambda r: f"methods {sorted(set(r.methods))}; max residual {max(r.residuals):.1e}; "
                     f"max bound {max((b for b in r.error_bounds if b is not None), default=float('nan')):.1e}; "
                     f"{sum(b is not None for b in r.error_bounds)}/{len(r.error_bounds)} certified")
-    if len(cs.attractors) > 1:
-        phase("basins", lambda: sj.basins_result(op),
-              lambda b: f"{b.n_solved:,} states solved; bound {b.error_bound:.1e}")
+    phase("basins", lambda: sj.basins_result(op),
+          lambda b: f"{b.n_solved:,} states solved; bound {b.error_bound:.1e}")
+    del cs
     return {"n": n, "length": length, "states": space.num_states, "full": space.num_full,
             "table_mib": state["table_mib"], "phases": phases, "peak_rss_mib": _status("VmHWM")}
 

@@ -409,3 +409,24 @@ def test_hitting_time_certificate_gives_up_on_a_slow_chain():
     sink[int(np.argmax(pi))] = True
     tau, steps = krylov.hitting_time_certificate(kern, inside, sink, pi, max_steps=200)
     assert tau is None and steps <= 201
+
+
+@pytest.mark.parametrize("method", ["power", "krylov", "auto"])
+def test_small_classes_of_a_big_space_are_solved_as_sparse_blocks(monkeypatch, method):
+    """Two 32-state attractors among 1024 windows: power, krylov and auto's power-first path run on the
+    class's own sparse chain (BlockKernels), and each law is certified against the exact (rational) one."""
+    for name, value in (("GTH_MAX", 4), ("LU_MAX", 8), ("KRYLOV_AUTO_MAX", 8)):
+        monkeypatch.setattr(stationary_mod, name, value)
+    kinds = []
+    real = stationary_mod._kernels
+    monkeypatch.setattr(stationary_mod, "_kernels", lambda op, m: kinds.append(type(real(op, m)[0])) or real(op, m))
+    op = _group_chain()
+    res = sj.stationary_result(op, method=method)
+    atts = sj.attractors(op)
+    assert len(atts) == 2 and kinds and all(k is krylov.BlockKernels for k in kinds)
+    for i, members in enumerate(atts):
+        exact = _exact_pi(op, members)
+        assert res.error_bounds[i] is not None
+        assert np.abs(res.distribution(i) - exact).sum() <= res.error_bounds[i]
+        assert res.hitting_times[i] >= _exact_hitting_times(op, members, res.reference_states[i])
+        assert res.hitting_times[i] <= 1.1 * _exact_hitting_times(op, members, res.reference_states[i])

@@ -93,6 +93,7 @@ KRYLOV_AUTO_MAX = LU_MAX
 POWER_FIRST_ITERS = 2000
 _PROBE = 24  # steps over which the trial power run measures its rate of convergence
 CHECK = 8  # power iteration: CHECK - 1 plain steps, then a lazy one with the residual test
+BLOCK_FRACTION = 4  # a class of at most 1/4 of the full states is solved as a sparse chain of its own
 TAU_RTOL = 1e-2  # inf-norm residual of the GMRES hitting-time solve (the certificate needs only c ~ 1)
 
 
@@ -268,9 +269,20 @@ def _solve_gth(block: sp.csr_matrix, j: int) -> tuple[np.ndarray, float]:
     return pi, tau
 
 
-def _solve_power(op, members: np.ndarray, tol: float, max_iter: int,
+def _kernels(op, members: np.ndarray):
+    """(kernels, local members): BlockKernels for a class below 1/BLOCK_FRACTION of the full states, else
+    the structured ChainKernels on the full states (local indices are then the states themselves)."""
+    if members.size and int(members.max()) >= op.space.num_full:
+        raise ValueError("a closed class contains a prefix state; prefix states are always transient")
+    if members.size * BLOCK_FRACTION <= op.space.num_full:
+        kern = krylov.BlockKernels(op, members)
+        return kern, np.arange(members.size)
+    return krylov.ChainKernels(op, full_only=True), members
+
+
+def _solve_power(kern, members: np.ndarray, tol: float, max_iter: int,
                  give_up_early: bool = False, keep: dict | None = None) -> tuple[np.ndarray, int]:
-    """(pi, steps): power iteration from the uniform law on ``members``, every CHECK-th step lazy.
+    """(pi over kern.size, steps): power iteration from the uniform law on ``members``, every CHECK-th step lazy.
 
     The schedule: CHECK - 1 plain steps pi <- pi P, then one lazy step pi <- pi (I + P) / 2
     at which the residual ||pi P - pi||_1 is measured. Per block the iteration matrix is
@@ -278,35 +290,29 @@ def _solve_power(op, members: np.ndarray, tol: float, max_iter: int,
     class) is damped by |1 + lambda| / 2 < 1, and on an aperiodic chain a block costs
     CHECK pushes for nearly CHECK plain steps (the lazy iteration everywhere needs twice
     as many: 230 against 116 steps on the fast 2^20 benchmark chain). Plain steps swap
-    two buffers around one contraction (no temporaries).
+    two buffers around one product (``kern.push``: on full states one contraction over the
+    (N,)*L index; no temporaries).
 
     With ``give_up_early`` (the trial run of ``auto``) it stops as soon as the residual's
     observed geometric decay over the last ``_PROBE`` steps projects that ``max_iter``
     steps will not reach ``tol``; ``keep`` (a dict) then receives the steps taken ("steps").
     """
-    # A closed class lives on full states, whose image under P is a reshape-and-contract over the
-    # (N,)*L index: iterate on the N^L full states only, one einsum per step into a fixed buffer.
-    nf, n = op.space.num_full, op.n_tokens
-    if members.size and int(members.max()) >= nf:
-        raise ValueError("a closed class contains a prefix state; prefix states are always transient")
-    table = op.probs[:nf].reshape(n, nf // n, n)  # [a, m, y]: state a*M + m moves to m*N + y
-    v = np.zeros(nf)
+    size = kern.size
+    v = np.zeros(size)
     v[members] = 1.0 / members.size
-    w = np.empty(nf)
-    d = np.empty(nf)
+    w = np.empty(size)
+    d = np.empty(size)
     history = []
     res = float("inf")
     for it in range(1, max_iter + 1):
-        np.einsum("am,amy->my", v.reshape(n, nf // n), table, out=w.reshape(nf // n, n))
+        kern.push(v, w)
         if it % CHECK and it < max_iter:
             v, w = w, v
             continue
         np.subtract(w, v, out=d)
         res = float(np.abs(d, out=d).sum())
         if res <= tol:
-            out = np.zeros(op.num_states)
-            out[:nf] = w / w.sum()
-            return out, it
+            return w / w.sum(), it
         if give_up_early:
             history.append(res)
             back = _PROBE // CHECK
@@ -324,35 +330,34 @@ def _solve_power(op, members: np.ndarray, tol: float, max_iter: int,
     )
 
 
-def _solve_krylov(op, members: np.ndarray, tol: float, max_matvecs: int):
-    """(pi, j, tau_j, matvecs) by GMRES (see semio_jax.analysis.krylov); j = the state of largest mass.
+def _solve_krylov(kern, members: np.ndarray, tol: float, max_matvecs: int):
+    """(pi over kern.size, j, tau_j or None, matvecs) by GMRES (see semio_jax.linalg.krylov); j = the state of
+    largest mass (local index).
 
     The hitting-time solve reuses the stationary solve's greedy factor even when its sink j
     differs from the solve's reference state: the two differ in the few greedy edges at those
     two states, so it stays a good preconditioner (GMRES judges the true residual), and a new
     factor would cost more than the extra iterations.
     """
-    kern = krylov.ChainKernels(op, full_only=True)
-    pi_full, _, info, factor = krylov.stationary_krylov(op, members, tol=tol, max_matvecs=max_matvecs, kern=kern)
-    j = int(members[np.argmax(pi_full[members])])  # tau_j is smallest near the top of pi (1 / pi_j by Kac)
-    tau, tmv = _tau_certified(op, members, j, pi_full, kern, factor, richardson=False)
-    return pi_full, j, tau, info.matvecs + 1 + tmv
+    pi, _, info, factor = krylov.stationary_krylov(None, members, tol=tol, max_matvecs=max_matvecs, kern=kern)
+    j = int(members[np.argmax(pi[members])])  # tau_j is smallest near the top of pi (1 / pi_j by Kac)
+    tau, tmv = _tau_certified(kern, members, j, pi, factor, richardson=False)
+    return pi, j, tau, info.matvecs + 1 + tmv
 
 
-def _tau_certified(op, members: np.ndarray, j: int, pi_full: np.ndarray, kern=None, factor=None,
+def _tau_certified(kern, members: np.ndarray, j: int, pi: np.ndarray, factor=None,
                    richardson: bool = True) -> tuple[float | None, int]:
-    """(tau_j, matvecs): certified max_i E_i[steps to hit j] over the class, from its computed law.
+    """(tau_j or None, matvecs): certified max_i E_i[steps to hit j] over the class, from its computed law.
 
     First (``richardson``: after a power solve, i.e. on a chain that mixes) the deflated
     Richardson iteration of :func:`krylov.hitting_time_certificate`, seeded by pi; if that
     does not reach its few-per-cent target, GMRES on (I - Q_j) t = 1 with the greedy
     preconditioner to an inf-norm residual of TAU_RTOL (the certificate costs 1 / (1 - TAU_RTOL)
     in tightness and needs no more). Either way the M-matrix inequality certifies t_hat / c;
-    if it does not, :func:`hitting_time_bound` (exact n-step hitting probabilities, weaker).
+    None if it does not (the caller then tries :func:`hitting_time_bound`).
     """
     if members.size == 1:
         return 0.0, 0
-    kern = kern or krylov.ChainKernels(op, full_only=True)
     inside = np.zeros(kern.size, dtype=bool)
     inside[members] = True
     sink = np.zeros(kern.size, dtype=bool)
@@ -360,14 +365,12 @@ def _tau_certified(op, members: np.ndarray, j: int, pi_full: np.ndarray, kern=No
     mv = 0
     tau = None
     if richardson:
-        tau, mv = krylov.hitting_time_certificate(kern, inside, sink, pi_full[: kern.size])
+        tau, mv = krylov.hitting_time_certificate(kern, inside, sink, pi[: kern.size])
     if tau is None:
         t_hat, _, tinfo = krylov.column_solve(kern, inside, np.where(inside & ~sink, 1.0, 0.0), rtol=TAU_RTOL,
                                               sink=sink, factor=factor)
         tau = krylov.certified_max_time_structured(kern, inside, sink, t_hat)
         mv += tinfo.matvecs + 1
-    if tau is None:  # the solve was not accurate enough to certify: n-step hitting probabilities instead
-        tau = hitting_time_bound(op, members, j)
     return tau, mv
 
 
@@ -420,29 +423,32 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
         if m == "auto":
             m = "gth" if members.size <= GTH_MAX else "lu" if members.size <= LU_MAX else "krylov"
         mv = None
-        if m == "power":
-            pi_full, mv = _solve_power(op, members, tol, max_iter)
-            j = int(members[np.argmax(pi_full[members])])
-            tau, tmv = _tau_certified(op, members, j, pi_full)
-            mv += tmv
-        elif m == "krylov" and method == "auto" and members.size > KRYLOV_AUTO_MAX:
-            # Very big classes: GMRES's preconditioner costs several matvecs per step there, so a
-            # fast-mixing chain is cheaper by power iteration; it gets a short budget first.
-            trial = {}
-            try:
-                pi_full, steps = _solve_power(op, members, tol, min(max_iter, POWER_FIRST_ITERS),
-                                              give_up_early=True, keep=trial)
-                m = "power"
-                j = int(members[np.argmax(pi_full[members])])
-                # the n-step hitting bound is cheap but weak on big classes (1e10 to 1e14 where tau_j is
-                # 1e3 to 1e4); the deflated Richardson iteration seeded by pi certifies the actual tau_j
-                tau, tmv = _tau_certified(op, members, j, pi_full)
-                mv = steps + tmv
-            except ConvergenceError:
-                pi_full, j, tau, mv = _solve_krylov(op, members, tol, min(max_iter, 5000))
+        if m in ("power", "krylov"):
+            kern, local = _kernels(op, members)
+            pi_loc, trial = None, {}
+            if m == "power" or (method == "auto" and members.size > KRYLOV_AUTO_MAX):
+                # Big classes under auto: power first (with its certificate from pi it costs about
+                # n + n/6 products on a chain that mixes in n; GMRES's steps cost several products
+                # and a growing basis), GMRES when the trial projects a miss.
+                try:
+                    pi_loc, mv = _solve_power(kern, local, tol, max_iter if m == "power" else
+                                              min(max_iter, POWER_FIRST_ITERS), give_up_early=m != "power", keep=trial)
+                except ConvergenceError:
+                    if m == "power":
+                        raise
+                else:
+                    m = "power"
+                    jl = int(local[np.argmax(pi_loc[local])])
+                    tau, tmv = _tau_certified(kern, local, jl, pi_loc)
+                    mv += tmv
+            if pi_loc is None:
+                pi_loc, jl, tau, mv = _solve_krylov(kern, local, tol, min(max_iter, 5000))
                 mv += trial.get("steps", 0)  # the trial's pushes count too
-        elif m == "krylov":
-            pi_full, j, tau, mv = _solve_krylov(op, members, tol, min(max_iter, 5000))
+            j = int(members[jl]) if isinstance(kern, krylov.BlockKernels) else jl
+            pi_full = np.zeros(op.num_states)
+            pi_full[members] = pi_loc[local]
+            if tau is None:  # no certificate from the solves: exact n-step hitting probabilities (weaker)
+                tau = hitting_time_bound(op, members, j)
         else:
             block = _class_matrix(op, members)
             jl = _reference_state(block) if members.size > 1 else 0

@@ -70,7 +70,7 @@ from ..errors import ConvergenceError
 from .._util import memory
 from .functional_graph import cycle_states
 
-__all__ = ["GreedyFactor", "KrylovInfo", "gmres", "ChainKernels", "stationary_krylov", "column_solve",
+__all__ = ["GreedyFactor", "KrylovInfo", "gmres", "ChainKernels", "BlockKernels", "stationary_krylov", "column_solve",
            "certified_max_time_structured", "hitting_time_certificate"]
 
 _EPS = float(np.finfo(np.float64).eps)
@@ -316,6 +316,12 @@ class ChainKernels:
                 out[dst.start:dst.stop] += (y[src.start:src.stop, None] * self.probs[src.start:src.stop]).ravel()
         return out
 
+    def push(self, y: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """(y P)[t] on the full states, self-loops included, into ``out`` (full_only kernels)."""
+        n, nf, m = self.n_tok, self.space.num_full, self._m
+        np.einsum("am,amy->my", y[:nf].reshape(n, m), self._full3, out=out[:nf].reshape(m, n))
+        return out
+
     def pull_off(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(P_off x)[s]: column vector one step backward, self-loops excluded."""
         n, nf, m = self.n_tok, self.space.num_full, self._m
@@ -342,6 +348,62 @@ class ChainKernels:
             keep &= ~sink & ~sink[f]
         w = np.where(keep, w, 0.0)
         return GreedyFactor(f, w, self.exits)
+
+
+class BlockKernels:
+    """The same products as :class:`ChainKernels` on one closed class, as a chain of its own.
+
+    For a class much smaller than the space (a few ten thousand states among 2^20 windows of a
+    32-token model) a structured product reads the whole N^L x N table; here the class's rows
+    become a sparse matrix on local indices 0..m-1 (``members[i]`` is state i), built from the
+    arithmetic successors, so a product costs m N entries. Self-loops are split off as in
+    ChainKernels (``exits``: off-diagonal row sums, no cancellation).
+    """
+
+    def __init__(self, op, members: np.ndarray):
+        members = np.asarray(members, dtype=np.int64)
+        m, n = members.size, op.n_tokens
+        self.size, self.n_tok, self.members = m, n, members
+        probs = np.array(op.probs[members], dtype=np.float64)  # [m, N]
+        succ = op.space.successors_of(members[:, None], np.arange(n)[None, :])  # [m, N] global
+        local = np.searchsorted(members, succ)  # [m, N]
+        local = np.minimum(local, m - 1)
+        ok = (probs > 0) & (members[local] == succ)  # a closed class: every possible successor is a member
+        rows = np.broadcast_to(np.arange(m)[:, None], (m, n))
+        loop = ok & (local == rows)
+        self.loop = np.where(loop, probs, 0.0).sum(axis=1)  # p_ss
+        off = ok & ~loop
+        self.off = sp.csr_matrix((probs[off], (rows[off], local[off])), shape=(m, m))
+        self.off_t = self.off.T.tocsr()
+        self.exits = np.asarray(self.off.sum(axis=1)).ravel()
+        tok = np.argmax(probs, axis=1)
+        self._greedy = (local[np.arange(m), tok], probs[np.arange(m), tok])
+
+    def push(self, y: np.ndarray, out: np.ndarray) -> np.ndarray:
+        out[:] = self.off_t @ y
+        out += self.loop * y
+        return out
+
+    def push_off(self, y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        res = self.off_t @ y
+        if out is None:
+            return res
+        out[:] = res
+        return out
+
+    def pull_off(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        res = self.off @ x
+        if out is None:
+            return res
+        out[:] = res
+        return out
+
+    def greedy_factor(self, inside: np.ndarray, sink: np.ndarray | None = None) -> GreedyFactor:
+        f, w = self._greedy
+        keep = inside & inside[f]
+        if sink is not None:
+            keep &= ~sink & ~sink[f]
+        return GreedyFactor(f, np.where(keep, w, 0.0), self.exits)
 
 
 # ------------------------------------------------------------ stationary
@@ -400,7 +462,7 @@ def stationary_krylov(op, members: np.ndarray, tol: float = 1e-12, max_matvecs: 
     x = y.copy()
     x[j] = 1.0
     x = np.where(inside, np.maximum(x, 0.0), 0.0)
-    pi = np.zeros(op.num_states)
+    pi = np.zeros(size if op is None else op.num_states)  # op None: a BlockKernels class of its own
     pi[:size] = x / x.sum()
     res = float(np.abs(kern.exits * pi[:size] - kern.push_off(pi[:size])).sum())
     if not (res <= tol):
