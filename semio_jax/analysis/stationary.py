@@ -453,8 +453,22 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
         elif m == "krylov":
             pi_full, j, tau, mv = _solve_krylov(op, members, tol, min(max_iter, 5000))
         else:
-            pi_full, j, tau, m, extra = _solve_direct(op, members, m)
-        if m in ("power", "krylov"):
+            try:
+                pi_full, j, tau, m, extra = _solve_direct(op, members, m)
+            except ConvergenceError:
+                if method != "auto" or m != "lu":
+                    raise
+                # the next methods: GMRES, then power iteration (a class whose float64 table is
+                # reducible because some of its moves underflow ends here, flagged below)
+                try:
+                    pi_full, j, tau, mv = _solve_krylov(op, members, tol, min(max_iter, 5000))
+                    m = "krylov (lu failed)"
+                except ConvergenceError:
+                    pi_full, mv = _solve_power(op, members, tol, max_iter)
+                    j = int(members[np.argmax(pi_full[members])])
+                    tau, m = hitting_time_bound(op, members, j), "power (lu failed)"
+                extra = {}
+        if m.startswith(("power", "krylov")):
             extra = {"unrepresentable": _unrepresentable(op, members)}
         if not np.all(np.isfinite(pi_full)):
             raise ConvergenceError(f"the {m} solve of attractor {i} returned a non-finite vector")
