@@ -127,3 +127,16 @@ def test_random_low_temperature_chains(seed, t):
     table[..., 0] = np.where(np.isinf(table).all(axis=-1), 0.0, table[..., 0])
     op = sj.build_operator(sj.NGramModel(table), sj.StateSpace(2, 3), f"temperature={t}")
     _check_against_highprec(op, t)
+
+
+def test_basins_and_hitting_times_flag_moves_below_the_float64_range():
+    """Two absorbing windows reached only through a move of probability ~1e-435 from the split states:
+    the float64 solve cannot see it, so the result is flagged and not certified (never silently exact)."""
+    table = np.array([[[0.0, -np.inf], [0.0, 50.0]], [[50.0, 0.0], [-np.inf, 0.0]]])  # [x1, x2, y]
+    model = sj.NGramModel(table)
+    op = sj.build_operator(model, sj.StateSpace(2, 2), "temperature=0.05")
+    assert op.tiny_moves(np.arange(op.num_states))
+    with pytest.warns(sj.UnrepresentableWarning):
+        res = sj.basins_result(op)
+    assert res.n_solved == 4 and res.unrepresentable and res.error_bound == 1.0
+    assert [list(map(int, a)) for a in sj.attractors(op)] == [[0], [3]]  # 00 and 11 absorb; the rest split

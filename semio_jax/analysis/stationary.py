@@ -74,7 +74,7 @@ import scipy.sparse.linalg as spla
 
 from .._util.memory import refuse_if_over
 from ..errors import ConvergenceError, UnrepresentableWarning
-from ..linalg.gth import TINY, gth, gth_enclosure, gth_log_enclosure
+from ..linalg.gth import gth, gth_enclosure, gth_log_enclosure
 from ..linalg import krylov
 from ..linalg.mmatrix import EPS, certified_max_time, off_diagonal
 from ..linalg.sharded import ShardedOperator
@@ -469,7 +469,7 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
                     tau, m = hitting_time_bound(op, members, j), "power (lu failed)"
                 extra = {}
         if m.startswith(("power", "krylov")):
-            extra = {"unrepresentable": _unrepresentable(op, members)}
+            extra = {"unrepresentable": op.tiny_moves(members)}
         if not np.all(np.isfinite(pi_full)):
             raise ConvergenceError(f"the {m} solve of attractor {i} returned a non-finite vector")
         resid = float(np.abs(op.push(pi_full) - pi_full).sum())
@@ -481,11 +481,6 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
                 f"larger than the log-domain GTH limit ({GTH_MAX} states): its stationary law ({m}) treats them "
                 f"as 0 and is not certified", UnrepresentableWarning, stacklevel=2)
     return out
-
-
-def _unrepresentable(op, members: np.ndarray) -> bool:
-    """True when some possible transition out of ``members`` has a float64 probability below TINY."""
-    return bool(np.any(op.support[members] & (op.probs[members] < TINY)))
 
 
 def _log_widening(rho: float) -> float:
@@ -516,7 +511,7 @@ def _solve_direct(op, members: np.ndarray, m: str):
     (a vanishing exit rate, a non-finite entry); the enclosure certifies the result entrywise.
     LU on such a class is flagged unrepresentable.
     """
-    tiny = _unrepresentable(op, members)
+    tiny = op.tiny_moves(members)
     block = _class_matrix(op, members)
     jl = _reference_state(block) if members.size > 1 else 0
     extra: dict = {}
