@@ -33,6 +33,7 @@ __all__ = [
     "ResumeError",
     "PropertyError",
     "MissingDependencyError",
+    "DataError",
 ]
 
 
@@ -110,3 +111,7 @@ class PropertyError(SemioError, ValueError):
 
 class MissingDependencyError(SemioError, ImportError):
     """An optional dependency (e.g. stormpy) that a command needs is not installed."""
+
+
+class DataError(SemioError, ValueError):
+    """A training corpus or token file that cannot be used: unreadable, empty, or not the one a card records."""
