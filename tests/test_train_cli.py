@@ -139,14 +139,15 @@ def test_help_lists_every_source_kind(capsys):
 
 def _commands():
     """Every `semio train` command of the README and of the zoo cards' retrain commands."""
-    found = [("README", c) for c in re.findall(r"`?(semio train [^`\n]+)`?", (ROOT / "README.md").read_text())]
+    readme = re.findall(r"`?(semio train [^`\n]+)`?", (ROOT / "README.md").read_text())
+    found = [pytest.param("README", c, id=f"README-{i}") for i, c in enumerate(readme)]
     for name in checkpoint.zoo_names():
-        found.append((f"zoo {name}", checkpoint.load_card(name)["retrain_command"]))
+        found.append(pytest.param(f"zoo {name}", checkpoint.load_card(name)["retrain_command"], id=f"zoo-{name}"))
     return found
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("where, command", _commands(), ids=lambda x: x if " " not in x else None)
+@pytest.mark.parametrize("where, command", _commands())
 def test_documented_train_commands_run(tmp_path, capsys, where, command):
     """The command as documented, only shortened to 2 steps and saved elsewhere."""
     argv = shlex.split(command)
