@@ -30,9 +30,12 @@ Conventions
 
 Sources: ``CoinSource`` (i.i.d. coin, N = 2), ``MarkovSource`` (order-m chain,
 hidden state = last m tokens), ``DyckSource`` (bounded Dyck-1 words separated
-by '|', hidden state = nesting depth). ``parse_source`` reads CLI strings such as
-``coin:p=0.6``, ``markov:n_tokens=4,order=2,seed=0``, ``dyck:max_depth=3``;
-``source_from_spec`` rebuilds a source from its ``spec()`` dict.
+by '|', hidden state = nesting depth), and ``CorpusSource``, the empirical
+process of a corpus read as a cycle (``text:PATH``, ``tokens:PATH``, ``pydoc``;
+loading in ``corpus``, characters in ``alphabet``). ``parse_source`` reads CLI
+strings such as ``coin:p=0.6``, ``markov:n_tokens=4,order=2,seed=0``,
+``dyck:max_depth=3``, ``text:notes.txt``; ``source_from_spec`` rebuilds a source
+from its ``spec()`` dict (a corpus re-read and checked against its SHA-256).
 """
 
 from __future__ import annotations
