@@ -103,7 +103,8 @@ def main(argv=None) -> int:
                 mset, state = set(members.tolist()), int(members[0])
                 cyc = [state]
                 for _ in range(len(members) - 1):  # the one positive-probability move that stays inside
-                    state = next(int(t) for t, q in zip(op.successors[state], op.probs[state]) if q > 0 and int(t) in mset)
+                    state = next(int(t) for t, q in zip(op.successors[state], op.probs[state])
+                                 if q > 0 and int(t) in mset)
                     cyc.append(state)
                 what = repr(loop_text(space, alpha, cyc) * 2)
             else:

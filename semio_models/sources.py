@@ -506,7 +506,8 @@ class CorpusSource(Source):
 
     def _power_check(self, k: int) -> None:
         if self.n_tokens**k >= 2**62:
-            raise StateSpaceTooLargeError(f"windows of {k} tokens over {self.n_tokens} symbols do not fit an int64 code")
+            raise StateSpaceTooLargeError(
+                f"windows of {k} tokens over {self.n_tokens} symbols do not fit an int64 code")
 
     def window_counts(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(sorted distinct window codes int64 [W], their counts int64 [W]) among the T cyclic k-windows."""

@@ -12,7 +12,6 @@ from semio_jax.errors import DataError, StateSpaceTooLargeError, UnknownTokenErr
 from semio_models import corpus
 from semio_models.alphabet import Alphabet
 from semio_models.sources import (
-    CorpusSource,
     parse_source,
     pydoc_source,
     source_from_spec,

@@ -7,7 +7,6 @@ checkpoint and the source the card names.
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from pathlib import Path
@@ -39,7 +38,8 @@ def check_card(folder: Path) -> dict:
     e = exact_loss(model, source)
     assert card["exact_last_position_loss"] == pytest.approx(e.last_position, abs=1e-6)
     np.testing.assert_allclose(card["exact_loss_per_position"], e.per_position, atol=1e-6)
-    assert card["source_conditional_entropy_last"] == pytest.approx(source.conditional_entropy(model.context_length + 1))
+    h = source.conditional_entropy(model.context_length + 1)
+    assert card["source_conditional_entropy_last"] == pytest.approx(h)
     assert card["retrain_command"].startswith("semio train --source ")
     return card
 
