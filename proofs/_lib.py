@@ -14,7 +14,8 @@ Conventions used by every validation:
   inequality was evaluated exactly; hypothesis examples count one case each.
 * **slack**: the margin by which an inequality held (right side minus left side,
   in the units named by ``SLACK``); negative slack beyond the stated numerical
-  tolerance is a violation. ``worst_slack`` is the minimum over all cases.
+  tolerance is a violation, and so is a NaN slack (the inequality could not be
+  evaluated, which is never evidence that it holds). ``worst_slack`` is the minimum over all cases.
 * **counterexample**: a JSON-able dict with everything needed to rebuild the
   case (an operator table, an n-gram table, or a zoo model name and procedure)
   plus the numbers that show the violation. The runner saves it as
@@ -23,6 +24,7 @@ Conventions used by every validation:
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -30,12 +32,15 @@ from random import Random
 from typing import Any, Callable
 
 import numpy as np
+from scipy.spatial.distance import cdist
 
 import semio_jax as sj
 from semio_jax.testing import references
+from semio_models.checkpoint import load, load_card
+from semio_models.transformer import TransformerConfig, TransformerModel
 
 __all__ = [
-    "Context", "Result", "Replay", "Tracker", "search",
+    "Context", "Result", "Replay", "Tracker", "search", "SearchError", "is_violation",
     "op_to_json", "op_from_json", "ngram_op", "full_block", "row_powers", "full_powers",
     "dobrushin_exact", "doeblin_bound", "min_overlap", "doeblin_mass", "delta_L", "fmt", "stationary_full",
 ]
@@ -89,12 +94,12 @@ class Tracker:
 
     def add(self, label: str, slack: float, counterexample: Callable[[], dict] | dict | None = None,
             size: float = math.inf, tol: float | None = None) -> bool:
-        """Record one case; returns True if it is a violation (slack < -tol)."""
+        """Record one case; returns True if it is a violation (slack < -tol, or NaN)."""
         self.cases += 1
         slack = float(slack)
         if slack < self.worst or (math.isnan(slack) and not math.isnan(self.worst)):
             self.worst, self.worst_case = slack, label
-        bad = slack < -(self.tol if tol is None else tol)
+        bad = is_violation(slack, self.tol if tol is None else tol)
         if bad and (self.violation is None or size < self.violation_size):
             cex = counterexample() if callable(counterexample) else (counterexample or {})
             self.violation = {"case": label, "slack": slack, **cex}
@@ -140,8 +145,6 @@ class Context:
 
     # -- zoo
     def zoo_card(self, name: str) -> dict:
-        from semio_models.checkpoint import load_card
-
         return self.memo(("card", name), lambda: load_card(name))
 
     def zoo_op(self, name: str, spec: str = "temperature=1", prefixes: bool = True) -> sj.Operator:
@@ -182,8 +185,6 @@ class Context:
 
 
 def json_key(spec: dict) -> str:
-    import json
-
     return json.dumps(spec, sort_keys=True)
 
 
@@ -191,12 +192,8 @@ def model_from_spec(spec: dict):
     """Rebuild a model from a counterexample's model spec."""
     kind = spec["kind"]
     if kind == "zoo":
-        from semio_models.checkpoint import load
-
         return load(spec["name"])
     if kind == "random_transformer":
-        from semio_models.transformer import TransformerConfig, TransformerModel
-
         cfg = TransformerConfig(spec["n_tokens"], spec["context_length"], n_layers=spec["n_layers"],
                                 d_model=spec["d_model"], n_heads=spec["n_heads"])
         return TransformerModel.random(cfg, spec["seed"])
@@ -317,8 +314,6 @@ def min_overlap(M: np.ndarray, block: int = 16) -> float:
     """
     n = M.shape[0]
     if n > 256:
-        from scipy.spatial.distance import cdist
-
         s = M.sum(1)
         ov = (s[:, None] + s[None, :] - cdist(M, M, "cityblock")) / 2
         return max(0.0, float(ov.min()) - 1e-14)
@@ -366,29 +361,42 @@ def spectral_radius(Q: np.ndarray) -> float:
 
 
 # --------------------------------------------------------------------------- hypothesis
+class SearchError(RuntimeError):
+    """A check raised inside a counterexample search: the search is broken, not "no violation found"."""
+
+
+def is_violation(slack: float, tol: float = 0.0) -> bool:
+    """slack < -tol, or slack is NaN (a NaN margin means the inequality could not be evaluated)."""
+    slack = float(slack)
+    return math.isnan(slack) or slack < -tol
+
+
 def search(strategy, check: Callable[[Any], float], *, tracker: Tracker, label: Callable[[Any], str],
            to_json: Callable[[Any], dict], size: Callable[[Any], float], max_examples: int, seed: int,
            tol: float = 0.0):
-    """Look for an example with slack < -tol with ``hypothesis.find`` (which then shrinks it).
+    """Look for an example with slack < -tol (or NaN) with ``hypothesis.find`` (which then shrinks it).
 
     ``check(example) -> slack``. Every evaluated example (generation and shrinking)
     counts as a case in ``tracker``; a violation found by hypothesis is the
     smallest one hypothesis could shrink to and replaces any larger violation.
     Returns the shrunk example or None.
+
+    An exception raised by ``check`` is an error of the validation: it is raised
+    again as :class:`SearchError` naming the (shrunk) example, so the runner
+    reports the proposition as "error", never as "no violation found".
     """
-    from hypothesis import HealthCheck, Phase, find, settings
+    from hypothesis import HealthCheck, Phase, find, settings  # the test extra; only searches need it
     from hypothesis.errors import NoSuchExample
 
     def condition(x) -> bool:
         try:
             slack = float(check(x))
-        except Exception as e:  # an engine error on a generated example is worth reporting, not a crash
-            tracker.notes.append(f"error on a generated example: {type(e).__name__}: {str(e)[:160]}")
-            return False
+        except Exception as e:
+            raise SearchError(f"check raised on a generated example {label(x)}: {type(e).__name__}: {e}") from e
         tracker.cases += 1
-        if slack < tracker.worst:
+        if slack < tracker.worst or (math.isnan(slack) and not math.isnan(tracker.worst)):
             tracker.worst, tracker.worst_case = slack, "hypothesis: " + label(x)
-        return slack < -tol
+        return is_violation(slack, tol)
 
     cfg = settings(max_examples=max_examples, database=None, deadline=None,
                    suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink])
