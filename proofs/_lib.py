@@ -43,6 +43,7 @@ __all__ = [
     "Context", "Result", "Replay", "Tracker", "search", "SearchError", "is_violation",
     "op_to_json", "op_from_json", "ngram_op", "full_block", "row_powers", "full_powers",
     "dobrushin_exact", "doeblin_bound", "min_overlap", "doeblin_mass", "delta_L", "fmt", "stationary_full",
+    "reference_probs", "window_powers",
 ]
 
 ZOO = {"coin": (2, 8), "markov2": (4, 5), "dyck": (3, 6)}
@@ -352,6 +353,36 @@ def stationary_full(op: sj.Operator) -> np.ndarray:
     if pi.shape[0] != 1:
         raise ValueError(f"expected one attractor, found {pi.shape[0]}")
     return pi[0]
+
+
+def reference_probs(op: sj.Operator) -> np.ndarray:
+    """[S, N] next-token laws recomputed from the operator's logits by the numpy oracle
+    (``references.probabilities_reference``, the procedure's definition token by token): independent of the
+    engine's table ``op.probs``, which validations compare against it."""
+    if op.logits is None or op.procedure is None:
+        raise ValueError("the operator keeps no logits or no procedure: nothing to recompute its table from")
+    return references.probabilities_reference(op.procedure, np.asarray(op.logits, dtype=np.float64))
+
+
+def window_powers(q: np.ndarray, n_tokens: int, length: int) -> np.ndarray:
+    """[N^L, N^L] L-step law between full windows by the product formula, from next-token laws ``q``:
+
+        P^L(x, y) = prod_{i=0}^{L-1} q(y_{i+1} | (x_{i+1..L}, y_1..y_i)),
+
+    written with the windows' base-N indices (oldest token most significant): after i steps from x towards
+    y the window is (x N^i + y div N^(L-i)) mod N^L and the next token is (y div N^(L-i-1)) mod N. No matrix
+    product and no engine push: an independent computation of what ``full_powers(op, L)`` returns.
+    """
+    N, L = n_tokens, length
+    nf = N**L
+    x = np.arange(nf, dtype=np.int64)[:, None]
+    y = np.arange(nf, dtype=np.int64)[None, :]
+    P = np.ones((nf, nf))
+    for i in range(L):
+        state = (x * N**i + y // N ** (L - i)) % nf  # [nf, nf]
+        token = (y // N ** (L - i - 1)) % N  # [1, nf]
+        P *= q[state, np.broadcast_to(token, state.shape)]
+    return P
 
 
 def spectral_radius(Q: np.ndarray) -> float:

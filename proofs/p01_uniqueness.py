@@ -7,24 +7,41 @@ import numpy as np
 import semio_jax as sj
 from semio_jax.testing import strategies as S
 
-from ._lib import Replay, Tracker, doeblin_mass, fmt, min_overlap, full_powers, op_from_json, op_to_json, search
+from ._lib import (Replay, Tracker, doeblin_mass, fmt, full_powers, min_overlap, op_from_json, op_to_json,
+                   reference_probs, search, window_powers)
 
 NAME = "p01_uniqueness"
-SLACK = ("eps = min_{x,y in T^L} P^L(x, y) (> 0 is the claim; reported as the smallest eps seen). A case also "
-         "fails if the engine finds attractors other than T^L, a prefix state that is not transient, or a "
-         "Dobrushin overlap 1 - delta(P^L) below N^L eps.")
+SLACK = ("eps = min_{x,y in T^L} P^L(x, y) (> 0 is the claim; reported as the smallest eps seen), with P^L by the "
+         "product formula from the model's logits (numpy oracle of the procedure). A case also fails if the "
+         "engine finds attractors other than T^L, a prefix state that is not transient, a stationary law not "
+         "positive on T^L or not 0 on prefixes, or a Dobrushin overlap 1 - delta(P^L) of the engine's P^L "
+         "(structured pushes of op.probs) below N^L eps.")
+REL = 1e-9  # relative rounding allowed between the two computations of P^L
 
 UNDERFLOW = 700.0  # exp(-x) for x > ~745 rounds to 0 in float64; stay well inside
 
 
 def check(op: sj.Operator) -> tuple[float, dict]:
-    """Return (slack, facts). slack = eps if every claim holds, else -1 (a failed structural claim)."""
+    """Return (slack, facts). slack = eps if every claim holds, else -1 (a failed structural claim).
+
+    Two independent computations meet here: eps comes from the product formula on the model's own
+    next-token laws (``reference_probs``: the procedure applied to the logits by the numpy oracle, then
+    ``window_powers``), the overlap 1 - delta(P^L) from the engine's table by structured pushes
+    (``full_powers``). Statement 4's inequality compares the two, so it fails if the engine's operator is
+    not the chain the model defines (a wrong temperature, a wrong successor), as well as if the theorem did.
+    """
     sp = op.space
     nf = sp.num_full
     facts = {}
     PL = full_powers(op, sp.length)
-    eps = float(PL.min())
+    PL_model = window_powers(reference_probs(op)[:nf], sp.n_tokens, sp.length)
+    eps = float(PL_model.min())
     facts["eps"] = eps
+    facts["eps_engine"] = float(PL.min())
+    # statement 1's product formula: the engine's P^L equals the model's, entry by entry
+    rel = np.abs(PL - PL_model) / np.maximum(PL_model, np.finfo(float).tiny)
+    facts["max_rel_diff_PL"] = float(rel.max())
+    same_PL = bool(rel.max() <= REL)
     A = sj.attractors(op)
     facts["attractors"] = len(A)
     one_class = len(A) == 1 and len(A[0]) == nf and np.array_equal(A[0], np.arange(nf))
@@ -35,7 +52,9 @@ def check(op: sj.Operator) -> tuple[float, dict]:
     overlap = min_overlap(PL) if nf <= 256 else doeblin_mass(PL)
     facts["overlap_PL"] = overlap
     facts["delta_PL"] = 1.0 - overlap
-    ok = eps > 0 and one_class and prefix_transient and overlap >= nf * eps * (1 - 1e-9)
+    facts["overlap_minus_NL_eps"] = overlap - nf * eps
+    facts["dobrushin_ok"] = bool(overlap >= nf * eps * (1 - REL))
+    ok = eps > 0 and same_PL and one_class and prefix_transient and facts["dobrushin_ok"]
     if one_class:
         pi = sj.stationary(op)[0]
         facts["pi_min_full"] = float(pi[:nf].min())

@@ -191,3 +191,87 @@ def test_a_validation_that_raises_is_reported_as_an_error(monkeypatch):
     monkeypatch.setattr(p09, "validate", boom)
     row = runner.run_one("p09_coin_flip", _lib.Context(quick=True))
     assert row.observed == "error" and not row.agrees and "SearchError" in row.error
+
+
+# --------------------------------------------------------------------------- validations that can fail
+def _wrong_temperature(logits, length, t_table):
+    """An n-gram operator whose table is the model's at temperature ``t_table`` while its logits and
+    procedure say temperature 1: the engine's operator is then not the model's chain."""
+    good = _lib.ngram_op(logits, length)
+    table = _lib.ngram_op(logits, length, f"temperature={t_table}").probs
+    return good, sj.Operator(good.space, table, temperature(1.0), logits=good.logits)
+
+
+def test_p01_dobrushin_comparison_fails_on_a_table_that_is_not_the_models():
+    lg = 0.1 * np.random.default_rng(0).normal(size=(3, 3))  # nearly uniform: N^L eps close to 1
+    good, bad = _wrong_temperature(lg, 3, 0.05)
+    slack, f = p01.check(good)
+    assert slack > 0 and f["dobrushin_ok"] and f["max_rel_diff_PL"] <= p01.REL
+    slack, f = p01.check(bad)
+    assert slack == -1.0 and not f["dobrushin_ok"] and f["overlap_minus_NL_eps"] < -0.1
+    # the product formula itself, against the engine's pushes, on a model that is not near-uniform
+    op = _lib.ngram_op(np.random.default_rng(1).normal(size=(2, 2, 2)), 3)
+    np.testing.assert_allclose(_lib.window_powers(_lib.reference_probs(op)[:8], 2, 3), _lib.full_powers(op, 3),
+                               rtol=1e-12, atol=0)
+
+
+def test_p03_decay_fails_on_a_table_that_is_not_the_models():
+    lg = 2.0 * np.random.default_rng(0).normal(size=(3, 3))
+    good, bad = _wrong_temperature(lg, 3, 0.3)
+    assert abs(p03.decay_slack(good, 12)[0]) <= p03.TOL_A
+    assert p03.decay_slack(bad, 12)[0] < -0.1
+
+
+def test_p07_ratio_fails_on_a_table_that_is_not_the_models():
+    lg = 2.0 * np.random.default_rng(0).normal(size=(3, 3))
+    good, bad = _wrong_temperature(lg, 3, 0.3)
+    assert p07.ratio_slack(good)[0] > 0
+    assert p07.ratio_slack(bad)[0] < -0.1
+
+
+def _m_sequence(Q, t_max):
+    m, v = [], np.ones(Q.shape[0])
+    for _ in range(t_max + 1):
+        m.append(v.max())
+        v = Q @ v
+    return np.array(m)
+
+
+def test_p06_rate_check_fails_on_a_wrong_rho_or_a_wrong_support():
+    Q = np.array([[0.5, 0.3], [0.2, 0.4]])  # a cyclic substochastic block
+    m, rho = _m_sequence(Q, 80), float(np.max(np.abs(np.linalg.eigvals(Q))))
+    assert p06.has_cycle(Q)
+    assert p06.rate_check(m, rho, L=1, n_transient=2, cyclic=True)["rate_ok"]
+    assert not p06.rate_check(m, 1.2 * rho, L=1, n_transient=2, cyclic=True)["rate_ok"]
+    assert not p06.rate_check(m, 0.8 * rho, L=1, n_transient=2, cyclic=True)["rate_ok"]
+    assert not p06.rate_check(m, 0.0, L=1, n_transient=2, cyclic=True)["rate_ok"]
+    N = np.array([[0.0, 0.5], [0.0, 0.0]])  # nilpotent: m reaches 0 at t = 2
+    mn = _m_sequence(N, 10)
+    assert not p06.has_cycle(N)
+    assert p06.rate_check(mn, 0.0, L=1, n_transient=2, cyclic=False)["rate_ok"]
+    assert not p06.rate_check(mn, 0.0, L=1, n_transient=2, cyclic=True)["rate_ok"]
+    assert not p06.rate_check(m, rho, L=1, n_transient=2, cyclic=False)["rate_ok"]
+
+
+def test_p08_limit_is_independent_of_the_dp_and_the_sticky_coin_violates():
+    fair = _lib.ngram_op([0.0, 0.0], 3)
+    for a in (0.6, 0.9):  # the closed form for the fair coin: H(a)
+        assert abs(p08.limit_rates(fair, a)["gap"] - p08.binary_entropy(a)) < 1e-9
+    sticky = _lib.ngram_op(np.log([[0.99, 0.01], [0.01, 0.99]]).tolist(), 1)
+    lim = p08.limit_rates(sticky, 0.6)["gap"]
+    assert 0.009 < lim < 0.011 and p08.LIMIT_TOL - lim < 0  # the claim fails on the sticky coin
+    r = p08.table(sticky, sticky.space.index([0]), (800,), (0.6,))[0]
+    assert abs(r["gap"] - lim) <= p08.dp_tolerance(800)
+    # the DP of one model against the limit of another (a deliberately wrong pairing) is caught
+    r_fair = p08.table(fair, fair.space.index([0]), (64,), (0.6,))[0]
+    assert abs(r_fair["gap"] - lim) > p08.dp_tolerance(64)
+
+
+def test_p09_statement_3_is_checked_for_every_k():
+    # the smallest bound sits at k ~ 150: checking k <= 4 only would pass, every k fails
+    tv, e, L, delta = 0.005, 1e-8, 8, 0.99
+    only_4 = min(math.sqrt(k * L * e / 2) / (1 - delta**k) for k in range(1, 5)) - tv
+    slack, b, k, k_max = p09.stationary_slack(tv, e, L, delta)
+    assert only_4 > 0 and slack < 0 and k > 4 and k_max >= k
+    assert p09.stationary_slack(0.0045, 8.08e-6, 8, 0.001)[0] > 0
+    assert math.isnan(p09.stationary_slack(0.0045, 8.08e-6, 8, 1.0)[0])  # delta = 1: outside, a NaN slack
