@@ -17,7 +17,9 @@ NAME = "p06_truncation_attractors"
 SLACK = ("min over 1 <= t <= t_max of log m(t) - t log rho (nats; rho^t <= m(t) is the rate statement; none when "
          "rho = 0), m(t) = max_s P_s(X_t transient); -1 if a pass/fail check fails: rows of h sum to 1, the basin "
          "sandwich P_s(X_t in A_a) <= h_a(s) <= P_s(X_t in A_a) + P_s(X_t transient) (tolerance = the engine's "
-         "error bound + 1e-12), or m(t) <= m(L)^floor(t/L); log-space tolerance 1e-9 nats")
+         "error bound + 1e-12), m(t) <= m(L)^floor(t/L) (log-space tolerance 1e-9 nats), or the rate m(t)^(1/t) -> rho "
+         "(rate_check: |log of the rate over the horizon's second half - log rho| <= 2/(t2 - t1); m reaching 0 "
+         "exactly iff the transient block's graph has no cycle)")
 TOL_LOG = 1e-9  # nats: rounding of t <= 200 pulls and of the eigenvalue solve (~1e-12) with room to spare
 
 
