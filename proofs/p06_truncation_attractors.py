@@ -163,7 +163,8 @@ def validate(ctx):
         summary={"most attractors in one zoo/random case": most},
         table={"title": "truncated zoo and random-transformer chains",
                "columns": ["case", "attractors", "sizes", "transient full states", "max |sum_a h_a - 1|",
-                           "rho (transient block)", f"(m(t)/m(t/2))^(2/t), last t with m > 0", f"m({t_max})", "slack (nats)"],
+                           "rho (transient block)", "rate (m(t2)/m(t1))^(1/(t2 - t1)), t1 = t2/2, t2 = last t with "
+                           "m >= 1e-250", f"m({t_max})", "slack (nats)"],
                "rows": rows})
 
 
