@@ -41,7 +41,7 @@ from semio_models.checkpoint import load, load_card
 from semio_models.transformer import TransformerConfig, TransformerModel
 
 __all__ = [
-    "Context", "Result", "Replay", "Tracker", "search", "SearchError", "is_violation",
+    "Context", "Result", "Replay", "Tracker", "search", "SearchError", "is_violation", "least",
     "op_to_json", "op_from_json", "ngram_op", "full_block", "row_powers", "full_powers",
     "dobrushin_exact", "doeblin_bound", "min_overlap", "doeblin_mass", "delta_L", "fmt", "stationary_full",
     "reference_probs", "window_powers",
@@ -401,6 +401,12 @@ def spectral_radius(Q: np.ndarray) -> float:
 
 
 # --------------------------------------------------------------------------- hypothesis
+def least(*values: float) -> float:
+    """The smallest value, NaN if any is NaN (Python's ``min`` keeps or drops a NaN depending on the order)."""
+    vals = [float(v) for v in values]
+    return math.nan if any(math.isnan(v) for v in vals) else min(vals)
+
+
 class SearchError(RuntimeError):
     """A check raised inside a counterexample search: the search is broken, not "no violation found"."""
 

@@ -129,8 +129,9 @@ def validate(ctx):
     # logits, so the structural claims 2-4 are checked exactly (pi through its log-domain values).
     outside = beyond_float64(ctx.zoo_op("dyck", "temperature=0.01"), stationary=not ctx.quick)
     outside["case"] = "zoo dyck temperature=0.01"
-    tr.count()
-    if not outside["ok"]:
+    if outside["ok"]:
+        tr.count()
+    else:
         tr.add("zoo dyck temperature=0.01 (beyond float64: support, attractor, transient prefixes, log pi)", -1.0,
                {"model": {"kind": "zoo", "name": "dyck"}, "procedure": "temperature=0.01", "facts": outside})
     return tr.result(

@@ -10,7 +10,7 @@ import semio_jax as sj
 from semio_jax.analysis.entropy import conditional_entropies
 from semio_jax.testing import strategies as S
 
-from ._lib import Replay, Tracker, op_from_json, op_to_json, reference_probs, search
+from ._lib import Replay, Tracker, least, op_from_json, op_to_json, reference_probs, search
 
 NAME = "p03_trajectory_decay"
 SLACK = ("(a) min over starts s and n <= n_max of (n log p_max - log max_w P(w | s)) / n (nats per token), p_max "
@@ -63,7 +63,7 @@ def typicality(op: sj.Operator, starts, n: int) -> tuple[float, list]:
         nn = np.arange(1, n + 1)
         B = spread * np.cumsum(d[:n]) / nn
         err = np.abs(Hn / nn - h)
-        worst = min(worst, float((B - err).min()))
+        worst = least(worst, float((B - err).min()))
         rows.append((op.space.label(int(s)), float(Hn[-1] / n), h, float(n * (Hn[-1] / n - h)), float(n * B[-1])))
     return worst, rows
 

@@ -10,7 +10,7 @@ import semio_jax as sj
 from semio_jax.core.procedure import temperature
 from semio_jax.testing import strategies as S
 
-from ._lib import Replay, Tracker, fmt, op_from_json, op_to_json, search
+from ._lib import Replay, Tracker, fmt, least, op_from_json, op_to_json, search
 
 NAME = "p05_zero_temperature"
 SLACK = ("min over temperatures t of [tau * E_pi_t(eta_t) - pi_t(B)] and [tau (N-1) e^(-g/t) - pi_t(B)], where "
@@ -81,7 +81,7 @@ def check_logits(logits: np.ndarray, space: sj.StateSpace, temps=TEMPS, build=No
     slack = math.inf
     for p in pts:
         tol = p["err"] + 1e-15
-        slack = min(slack, p["bound_self"] - p["off_mass"] + tol, p["bound_prior"] - p["off_mass"] + tol)
+        slack = least(slack, p["bound_self"] - p["off_mass"] + tol, p["bound_prior"] - p["off_mass"] + tol)
     gap_cycles = float(gap[on_cycle].min())
     facts = {"tau": tau, "g_min": gmin, "g_min_on_cycles": gap_cycles, "cycle_states": int(on_cycle.sum()),
              "full_states": nf}

@@ -275,3 +275,16 @@ def test_p09_statement_3_is_checked_for_every_k():
     assert only_4 > 0 and slack < 0 and k > 4 and k_max >= k
     assert p09.stationary_slack(0.0045, 8.08e-6, 8, 0.001)[0] > 0
     assert math.isnan(p09.stationary_slack(0.0045, 8.08e-6, 8, 1.0)[0])  # delta = 1: outside, a NaN slack
+
+
+def test_p01_beyond_float64_check_can_fail():
+    lg = np.random.default_rng(2).normal(size=(3, 3))
+    assert p01.beyond_float64(_lib.ngram_op(lg, 2, "temperature=0.5"))["ok"]
+    truncated = p01.beyond_float64(_lib.ngram_op(lg, 2, "top_k=1"))  # a map: support not full, several cycles
+    assert not truncated["ok"] and not truncated["engine support full"]
+
+
+def test_least_keeps_a_nan_whatever_the_order():
+    nan = float("nan")
+    assert min(1.0, nan) == 1.0  # why it exists: Python's min drops this NaN
+    assert math.isnan(_lib.least(1.0, nan)) and math.isnan(_lib.least(nan, 1.0)) and _lib.least(2.0, -1.0) == -1.0
