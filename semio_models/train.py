@@ -40,15 +40,18 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import jax
 import numpy as np
 import optax
 from scipy.special import log_softmax
+from tqdm.auto import tqdm
 
 from semio_jax.errors import StateSpaceTooLargeError
 
+from .checkpoint import save
 from .sources import Source, parse_source
 from .transformer import Transformer, TransformerConfig, TransformerModel
 
@@ -189,8 +192,6 @@ def train(
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=steps, desc=f"train {source.name}", unit="step", dynamic_ncols=True)
     for step in range(steps):
         x = source.sample(data_rng, batch_size, L + 1)  # [B, L+1]
@@ -326,10 +327,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pathlib import Path
-
-    from .checkpoint import save
-
     args = _parser().parse_args(argv)
     try:
         source = parse_source(args.source)
