@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 #   register(subparsers) -> None   (adds its parser(s); set_defaults(plugin=<module name>))
 #   run(args) -> int               (exit status)
 # A module that is missing (e.g. an optional extra) is skipped silently.
-PLUGINS = ("semio_jax.app.interop", "semio_proofs.runner")
+PLUGINS = ("semio_jax.app.interop", "semio_proofs.runner", "semio_models.importers")
 
 
 def _plugins():

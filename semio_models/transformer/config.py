@@ -5,6 +5,13 @@ round-trips through JSON (``to_dict`` / ``from_dict``), which is how a model
 card stores it. Unknown keys are refused, and keys added after a checkpoint
 was written take their defaults, so every shipped checkpoint keeps loading
 with the architecture it was trained with.
+
+The defaults are the zoo's architecture; the switches after ``layer_norm_eps``
+(activation, bias, tie_embeddings, unembed_bias) exist so that GPT-2-style
+checkpoints of other libraries run on this network unchanged (see
+semio_models.importers): GPT-2 is ``activation="gelu_tanh", tie_embeddings=True,
+unembed_bias=False``; nanoGPT is ``activation="gelu"``, tied, no logit bias,
+``bias`` as it was trained. Positions are always learned absolute embeddings.
 """
 
 from __future__ import annotations
@@ -37,6 +44,14 @@ class TransformerConfig:
     d_ff: int = 0
     # epsilon of every LayerNorm (GPT-2's is 1e-5)
     layer_norm_eps: float = 1e-5
+    # the MLP's nonlinearity: "gelu_tanh" (GPT-2's tanh approximation), "gelu" (exact, erf), or "relu"
+    activation: str = "gelu_tanh"
+    # biases on every linear layer of the blocks (qkv, out, fc, proj) and on every LayerNorm
+    bias: bool = True
+    # unembedding = the token embedding transposed (GPT-2, nanoGPT) instead of its own kernel
+    tie_embeddings: bool = False
+    # a bias added to the logits
+    unembed_bias: bool = True
 
     def __post_init__(self) -> None:
         for name in ("n_tokens", "context_length", "n_layers", "d_model", "n_heads", "d_ff"):
@@ -61,6 +76,12 @@ class TransformerConfig:
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0 < eps < 1):
             raise ValueError(f"TransformerConfig.layer_norm_eps must be a float in (0, 1), got {eps!r}")
         object.__setattr__(self, "layer_norm_eps", float(eps))
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"TransformerConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        for name in ("bias", "tie_embeddings", "unembed_bias"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"TransformerConfig.{name} must be a bool, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, bool(getattr(self, name)))
 
     @property
     def d_head(self) -> int:

@@ -100,14 +100,14 @@ def prefill_cache(config: TransformerConfig, params: Any, tokens: jax.Array) -> 
     for i in range(cfg.n_layers):
         blk = params[f"block_{i}"]
         z = layer_norm(h, blk["ln_1"], eps)  # [B, k, d]
-        w, b = blk["attn"]["qkv"]["kernel"], blk["attn"]["qkv"]["bias"]  # [d, 3d], [3d]
-        kv = z @ w[:, d:] + b[d:]  # [B, k, 2d]
+        kv = dense(z, jax.tree_util.tree_map(lambda a: a[..., d:], blk["attn"]["qkv"]))  # [B, k, 2d]
         kk, v = (a.reshape(B, k, H, dh).transpose(0, 2, 1, 3) for a in jnp.split(kv, 2, axis=-1))  # [B, H, k, dh]
         ks.append(kk)
         vs.append(v)
         if i == cfg.n_layers - 1:
             break  # the last block's keys/values are all the cache needs
-        q = (z @ w[:, :d] + b[:d]).reshape(B, k, H, dh).transpose(0, 2, 1, 3)  # [B, H, k, dh]
+        q = dense(z, jax.tree_util.tree_map(lambda a: a[..., :d], blk["attn"]["qkv"]))  # [B, k, d]
+        q = q.reshape(B, k, H, dh).transpose(0, 2, 1, 3)  # [B, H, k, dh]
         s = jnp.where(causal, (q @ kk.transpose(0, 1, 3, 2)) * scale, F32(-1e30))  # [B, H, k, k]
         y = (jax.nn.softmax(s, axis=-1) @ v).transpose(0, 2, 1, 3).reshape(B, k, d)  # [B, k, d]
         h = block_tail(cfg, h, y, blk)  # [B, k, d]

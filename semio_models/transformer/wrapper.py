@@ -179,13 +179,20 @@ class TransformerModel:
     def name(self) -> str | None:
         return None if self.card is None else self.card.get("name")
 
+    def _options(self) -> str:
+        """The architecture switches that differ from the defaults, as 'name=value, ' text."""
+        base = TransformerConfig(n_tokens=2, context_length=1)
+        names = ("layer_norm_eps", "activation", "bias", "tie_embeddings", "unembed_bias")
+        return "".join(f"{n}={getattr(self.config, n)!r}, " for n in names
+                       if getattr(self.config, n) != getattr(base, n))
+
     def __repr__(self) -> str:
         c = self.config
         name = f"name={self.name!r}, " if self.name else ""
         return (
             f"TransformerModel({name}n_tokens={c.n_tokens}, context_length={c.context_length}, "
             f"n_layers={c.n_layers}, d_model={c.d_model}, n_heads={c.n_heads}, d_ff={c.d_ff}, "
-            f"params={self.param_count:,})"
+            f"{self._options()}params={self.param_count:,})"
         )
 
 
