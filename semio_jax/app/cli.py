@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 # and the module named by plugin (imported only when its subcommand runs) provides
 #   run(args) -> int               (exit status)
 # A module that is missing (e.g. an optional extra) is skipped silently.
-PLUGINS = ("semio_jax.app.interop", "semio_proofs.command")
+PLUGINS = ("semio_jax.app.interop", "semio_proofs.command", "semio_models.importers")
 
 
 def _plugins():
