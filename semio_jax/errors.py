@@ -33,6 +33,8 @@ __all__ = [
     "ResumeError",
     "PropertyError",
     "MissingDependencyError",
+    "UnrepresentableWarning",
+    "DataError",
 ]
 
 
@@ -110,3 +112,12 @@ class PropertyError(SemioError, ValueError):
 
 class MissingDependencyError(SemioError, ImportError):
     """An optional dependency (e.g. stormpy) that a command needs is not installed."""
+
+
+class UnrepresentableWarning(UserWarning):
+    """A result that depends on transitions below the float64 range and could not be computed in the log
+    domain (a class larger than the log-domain GTH limit): it is reported, flagged and not certified."""
+
+
+class DataError(SemioError, ValueError):
+    """A training corpus or token file that cannot be used: unreadable, empty, or not the one a card records."""
