@@ -17,7 +17,7 @@ from . import figures
 from ..agreement import check_basins, check_stationary
 from ..analysis import basins_result, class_structure, greedy_dynamics, stationary_result
 from ..build import build_operator
-from .report import Report, markdown_table, text_table
+from .report import Report, check_markdown, markdown_table, text_table
 from .toolkit import SECTIONS, run_toolkit
 from ..core.procedure import parse
 from ..core.space import StateSpace
@@ -173,11 +173,7 @@ def analyze(model, procedure, *, length: int | None = None, sample: bool = True,
                 title=f"{model_name}, {proc.spec}: basins")))
         body += [f"Greedy map: {len(gd.cycles)} cycles with periods {sorted(set(gd.periods))}; longest tail {int(gd.tail.max())}.", ""]
         for c in checks:
-            rows = [[r.quantity, r.exact, r.estimate, r.se, r.z, r.p_value] for r in c.rows]
-            body += [f"**Check: {c.title}** — {'PASS' if c.passed else 'FAIL'} ({c.n_tests} tests, "
-                     f"min p = {c.min_p:.3g}, Bonferroni threshold {c.threshold:.2e} for family-wise level {c.level}). "
-                     f"Method: {c.method}. Settings: `{c.settings}`", "",
-                     markdown_table(["quantity", "exact", "sampled", "s.e.", "z", "p"], rows[:40]), ""]
+            body += [check_markdown(c, max_rows=40), ""]
         if checks:
             fig_names.append(report.figure(f"{tag}_exact_vs_sampled", figures.agreement_figure(
                 checks, title=f"{model_name}, {proc.spec}: exact vs sampled")))

@@ -29,7 +29,7 @@ import numpy as np
 
 from .._util.io import atomic_savez, atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_dir
 
-__all__ = ["Report", "provenance", "markdown_table", "text_table"]
+__all__ = ["Report", "provenance", "markdown_table", "text_table", "check_markdown"]
 
 
 def _version(pkg: str) -> str | None:
@@ -64,6 +64,19 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     out += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
     return "\n".join(out)
+
+
+def check_markdown(check, max_rows: int = 40) -> str:
+    """The Markdown rendering of one agreement check (an ``AgreementReport``): verdict line, then its rows
+    (worst first when there are more than ``max_rows``). The one renderer of check tables in reports."""
+    rows = sorted(check.rows, key=lambda r: r.p_value) if len(check.rows) > max_rows else check.rows
+    cells = [[r.quantity, r.exact, r.estimate, r.se, r.z, r.p_value] for r in rows[:max_rows]]
+    more = len(check.rows) - len(cells)
+    head = (f"**Check: {check.title}** — {'PASS' if check.passed else 'FAIL'} ({check.n_tests} tests, "
+            f"min p = {check.min_p:.3g}, Bonferroni threshold {check.threshold:.2e} for family-wise level {check.level}). "
+            f"Method: {check.method}. Settings: `{check.settings}`")
+    table = markdown_table(["quantity", "exact", "sampled", "s.e.", "z", "p"], cells)
+    return head + "\n\n" + table + (f"\n\n{more} more rows, all with larger p (results.json has every row)." if more else "")
 
 
 def text_table(headers: list[str], rows: list[list], title: str | None = None) -> str:
