@@ -12,7 +12,8 @@ For one operator (model x procedure) this runs, in order:
 
 Choices made for the user (all recorded in results.json):
   * the prompt is the one-token prompt of the most frequent stationary token of
-    attractor 0; the hitting target is the most probable state of attractor 0;
+    attractor 0 (or the first ``--prompt``); the hitting target is the most
+    probable state of attractor 0 (or the states that ``--target`` names);
     the committor runs from that state (A) to the rarest state of the same
     attractor (B);
   * sample sizes are modest so a zoo model finishes in about a minute; the
@@ -116,9 +117,11 @@ class ToolkitContext:
     op: Any
     model: Any
     model_name: str
-    prompt: int       # one-token prompt state
-    top_state: int    # most probable state of attractor 0 (hitting target, committor's A)
+    prompt: int       # the prompt's state (default: the one-token prompt of attractor 0's most frequent token)
+    top_state: int    # most probable state of attractor 0 (committor's A)
     rare_state: int   # least probable state of attractor 0 (committor's B)
+    target: np.ndarray  # the hitting target's states (default: [top_state])
+    target_label: str
     ergodic: bool
     horizon: int
     seed: int
@@ -227,10 +230,10 @@ def _mixing_check(ctx: ToolkitContext, f: Finding):
 def _hitting_exact(ctx: ToolkitContext) -> Finding:
     op, space, prompt, top, rare = ctx.op, ctx.space, ctx.prompt, ctx.top_state, ctx.rare_state
     t0 = time.perf_counter()
-    hit = hitting_times_result(op, [top])
+    hit = hitting_times_result(op, ctx.target)
     t = time.perf_counter() - t0
     out = {"hitting": {**hit.summary(), "from_prompt": float(hit.times[prompt])}}
-    line = f"E[steps to hit {space.label(top)} | prompt] = {hit.times[prompt]:.6g} (residual {hit.residual:.1e})"
+    line = f"E[steps to hit {ctx.target_label} | prompt] = {hit.times[prompt]:.6g} (residual {hit.residual:.1e})"
     if rare != top:
         com = committor_result(op, [top], [rare])
         out["committor_result"] = {**com.summary(), "from_prompt": float(com.probabilities[prompt])}
@@ -246,7 +249,7 @@ def _hitting_check(ctx: ToolkitContext, f: Finding):
     t = f.state.times[ctx.prompt]
     if not (np.isfinite(t) and t < 500):  # too long (or never) for a modest sample
         return None
-    return agreement.check_hitting(ctx.op, ctx.model, [ctx.top_state], ctx.prompt, n_chains=300, **ctx.check_kw)
+    return agreement.check_hitting(ctx.op, ctx.model, ctx.target, ctx.prompt, n_chains=300, **ctx.check_kw)
 
 
 def _trajectories_exact(ctx: ToolkitContext) -> Finding:
@@ -321,29 +324,41 @@ TOOLKIT = (
 SECTIONS = tuple(s.name for s in TOOLKIT)
 
 
-def toolkit_context(op, model, *, model_name: str, seed: int = 0, level: float = 0.01, horizon: int = 8) -> ToolkitContext:
-    """The choices made for the user (module docstring) for ``op``."""
+def toolkit_context(op, model, *, model_name: str, seed: int = 0, level: float = 0.01, horizon: int = 8,
+                    prompt: int | None = None, target=None) -> ToolkitContext:
+    """The choices made for the user (module docstring) for ``op``; ``prompt`` (a state) and ``target``
+    (states) replace the automatic prompt and hitting target."""
     cs = class_structure(op)
-    prompt, _tok = _choose_prompt(op)
+    if prompt is None:
+        prompt, _tok = _choose_prompt(op)
     pi0 = stationary_result(op).distribution(0)
     members0 = cs.attractors[0]
-    return ToolkitContext(op, model, model_name, prompt, int(members0[np.argmax(pi0[members0])]),
-                          int(members0[np.argmin(pi0[members0])]), len(cs.attractors) == 1, horizon, seed, level)
+    top, rare = int(members0[np.argmax(pi0[members0])]), int(members0[np.argmin(pi0[members0])])
+    if target is None:
+        tgt, tgt_label = np.array([top], dtype=np.int64), op.space.label(top)
+    else:
+        tgt = np.asarray(target, dtype=np.int64)
+        tgt_label = (op.space.label(int(tgt[0])) if tgt.size == 1
+                     else f"the target ({tgt.size} states, e.g. {op.space.label(int(tgt[0]))})")
+    return ToolkitContext(op, model, model_name, int(prompt), top, rare, tgt, tgt_label,
+                          len(cs.attractors) == 1, horizon, seed, level)
 
 
 def run_toolkit(op, model, *, model_name: str, seed: int = 0, sample: bool = True, level: float = 0.01,
                 report=None, echo: Callable[[str], None] = print, tag: str = "", horizon: int = 8,
-                sections=SECTIONS) -> dict:
+                sections=SECTIONS, prompt: int | None = None, target=None) -> dict:
     """Run the toolkit sections named in ``sections`` (default all, see SECTIONS) on ``op``,
-    each with its sampled check on ``model``; return a JSON-able dict."""
+    each with its sampled check on ``model``; return a JSON-able dict. ``prompt`` (a state index)
+    and ``target`` (state indices) replace the automatic choices."""
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         raise ValueError(f"unknown analyses {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     want = set(sections)
-    ctx = toolkit_context(op, model, model_name=model_name, seed=seed, level=level, horizon=horizon)
+    ctx = toolkit_context(op, model, model_name=model_name, seed=seed, level=level, horizon=horizon,
+                          prompt=prompt, target=target)
     space = op.space
     timings: dict = {}
-    out: dict = {"prompt": space.label(ctx.prompt), "hitting_target": space.label(ctx.top_state),
+    out: dict = {"prompt": space.label(ctx.prompt), "hitting_target": ctx.target_label,
                  "committor": {"A": space.label(ctx.top_state), "B": space.label(ctx.rare_state)}}
     checks: list = []
     body: list[str] = []
