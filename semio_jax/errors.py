@@ -34,6 +34,7 @@ __all__ = [
     "PropertyError",
     "MissingDependencyError",
     "PrefixContextError",
+    "UnrepresentableWarning",
 ]
 
 
@@ -115,3 +116,8 @@ class MissingDependencyError(SemioError, ImportError):
 
 class PrefixContextError(SemioError, ValueError):
     """A model that fails on contexts shorter than L (the prefix states): it needs a space with prefixes=False."""
+
+
+class UnrepresentableWarning(UserWarning):
+    """A result that depends on transitions below the float64 range and could not be computed in the log
+    domain (a class larger than the log-domain GTH limit): it is reported, flagged and not certified."""
