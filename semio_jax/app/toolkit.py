@@ -103,6 +103,7 @@ def _membership_figure(space, meta, title: str):
         ax.bar(range(order.size), meta.memberships[order, j], bottom=bottom, label=f"set {j} (mass {meta.mass[j]:.3g})")
         bottom += meta.memberships[order, j]
     ax.set_xticks(range(order.size), [space.label(int(meta.states[i])) for i in order], rotation=70, fontsize=6)
+    ax.set_xlabel("state (the 32 most probable, most probable first)")
     ax.set_ylabel("membership")
     ax.set_title(title + " (most probable states)")
     ax.legend(fontsize=6)
