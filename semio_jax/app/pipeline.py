@@ -28,6 +28,7 @@ from ..agreement import check_basins, check_stationary
 from ..analysis import basins_result, class_structure, greedy_dynamics, hitting_times_result, stationary_result
 from ..build import build_operator
 from ..errors import PromptError
+from .prompts import format_tokens
 from .report import Report, check_markdown, markdown_table, text_table
 from .toolkit import SECTIONS, run_toolkit
 from ..core.procedure import parse
@@ -176,12 +177,14 @@ def analyze(model, procedure, *, length: int | None = None, sample: bool = True,
     hitting = None
     if tgt is not None:
         hit = hitting_times_result(op, tgt)
+        target_label = ("".join(str(alphabet[t]) for t in target) if alphabet is not None
+                        else format_tokens(target, n))
         starts = prompts_used or list(range(min(space.num_states, 16)))
-        hitting = {"target": [int(t) for t in target], "n_target_states": int(tgt.size),
+        hitting = {"target": [int(t) for t in target], "label": target_label, "n_target_states": int(tgt.size),
                    "from": [{"state": int(s), "label": label(s), "expected_steps": float(hit.times[s])} for s in starts],
                    "certificate": hit.summary()}
         echo(text_table(["from", "E[steps to target]"], [[label(s), float(hit.times[s])] for s in starts[:16]],
-                        title=f"hitting times of the target {target} ({tgt.size} states end with it; "
+                        title=f"hitting times of the target {target_label} ({tgt.size} states end with it; "
                               f"residual {hit.residual:.1e}, inf = not certain to happen)"))
 
     checks = []
