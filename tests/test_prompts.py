@@ -28,9 +28,15 @@ def test_printed_form_reads_back(toks, n):
         sj.StateSpace(n, len(toks), prefixes=False).index(toks))  # the same form as state labels
 
 
-@pytest.mark.parametrize("text,n", [("", 2), ("a", 2), ("2", 2), ("0,5", 3), ("13", 3), (",", 2), ("1.5", 2)])
-def test_bad_prompts_are_prompt_errors(text, n):
+@pytest.mark.parametrize("text,n", [("", 2), ("a", 2), (",", 2), ("1.5", 2)])
+def test_unreadable_prompts_are_prompt_errors(text, n):
     with pytest.raises(sj.PromptError):
+        parse_tokens(text, n)
+
+
+@pytest.mark.parametrize("text,n", [("2", 2), ("0,5", 3), ("13", 3), ("3,20", 20)])
+def test_tokens_outside_the_alphabet_are_unknown_token_errors(text, n):
+    with pytest.raises(sj.UnknownTokenError):
         parse_tokens(text, n)
 
 

@@ -114,7 +114,7 @@ def agreement_figure(reports, title: str = ""):
             ax.errorbar(ex, es, yerr=1.96 * se, fmt="o", ms=3, color=color, elinewidth=0.8)
             lo, hi = min(lo, ex.min(), es.min()), max(hi, ex.max(), es.max())
         ps = np.array([max(r.p_value, 1e-300) for r in rep.rows])
-        x = i + np.linspace(-0.3, 0.3, ps.size) if ps.size > 1 else np.array([float(i)])
+        x = i + np.linspace(-0.3, 0.3, ps.size) if ps.size > 1 else np.full(ps.size, float(i))  # [len(rows)]
         axp.scatter(x, ps, s=9, color=color)
         axp.hlines(rep.threshold, i - 0.4, i + 0.4, colors=color, linestyles="--", lw=1)
         handles.append(plt.Line2D([], [], color=color, marker="o", ls="", label=f"{i}: {rep.title}"))

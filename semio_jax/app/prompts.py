@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..errors import PromptError
+from ..errors import PromptError, UnknownTokenError
 
 __all__ = ["parse_tokens", "format_tokens"]
 
 
 def parse_tokens(text: str, n_tokens: int, alphabet=None, what: str = "prompt") -> list[int]:
-    """Read a token sequence (module docstring) and check every token is in the alphabet 0..N-1."""
+    """Read a token sequence (module docstring): PromptError if it cannot be read, UnknownTokenError
+    for a token outside the alphabet 0..N-1."""
     if text is None or not str(text).strip(", "):
         raise PromptError(f"the {what} is empty: give at least one token, e.g. 0 or 0,1")
     if alphabet is not None:
@@ -47,7 +48,7 @@ def parse_tokens(text: str, n_tokens: int, alphabet=None, what: str = "prompt") 
                               + (" (or the digits 012)" if n_tokens <= 10 else "")) from None
     bad = [t for t in toks if not 0 <= t < n_tokens]
     if bad:
-        raise PromptError(f"the {what} {text!r} has tokens {bad} outside the alphabet 0..{n_tokens - 1}")
+        raise UnknownTokenError(f"the {what} {text!r} has tokens {bad} outside the alphabet 0..{n_tokens - 1}")
     if not toks:
         raise PromptError(f"the {what} {text!r} has no tokens")
     return toks
