@@ -35,6 +35,7 @@ __all__ = [
     "MissingDependencyError",
     "PrefixContextError",
     "UnrepresentableWarning",
+    "DataError",
 ]
 
 
@@ -121,3 +122,7 @@ class PrefixContextError(SemioError, ValueError):
 class UnrepresentableWarning(UserWarning):
     """A result that depends on transitions below the float64 range and could not be computed in the log
     domain (a class larger than the log-domain GTH limit): it is reported, flagged and not certified."""
+
+
+class DataError(SemioError, ValueError):
+    """A training corpus or token file that cannot be used: unreadable, empty, or not the one a card records."""
