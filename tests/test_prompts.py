@@ -45,6 +45,9 @@ class _Letters:
     symbols = "ab "
 
     def encode(self, text):
+        bad = [c for c in text if c not in self.symbols]
+        if bad:
+            raise sj.UnknownTokenError(f"character {bad[0]!r} is not in the alphabet")
         return [self.symbols.index(c) for c in text]
 
     def decode(self, toks):
@@ -55,5 +58,8 @@ def test_text_models_read_and_print_text():
     alpha = _Letters()
     assert parse_tokens("ab a", 3, alpha) == [0, 1, 2, 0]
     assert format_tokens([1, 2, 0], 3, alpha) == "b a"
-    with pytest.raises(sj.PromptError):
+    assert parse_tokens(" ", 3, alpha) == [2]  # a space is a text prompt
+    with pytest.raises(sj.UnknownTokenError):
         parse_tokens("abc", 3, alpha)
+    with pytest.raises(sj.PromptError):
+        parse_tokens("", 3, alpha)
