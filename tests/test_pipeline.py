@@ -96,6 +96,15 @@ def test_results_json_fields_agree_with_the_npz(dyck_report, spec):
         s = r["state"]
         if s in set(tgt.tolist()):
             assert r["expected_steps"] == 0.0
+    # greedy cycles: walking the npz greedy map from a cycle's first state writes its cycles_text
+    gmap = arrays[f"{tag}/greedy_map"]
+    for states, text in zip(res["greedy"]["cycles_preview"], res["greedy"]["cycles_text"]):
+        s = space.index([int(c) for c in states[0]])
+        written = ""
+        for _ in range(len(states)):
+            written += str(space.tokens(s)[-1])
+            s = int(gmap[s])
+        assert written == text and s == space.index([int(c) for c in states[0]])
     assert res["certificates"]["operator_max_row_error"] == pytest.approx(np.abs(probs.sum(axis=1) - 1).max(), abs=1e-15)
 
 

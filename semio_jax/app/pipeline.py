@@ -173,6 +173,12 @@ def analyze(model, procedure, *, length: int | None = None, sample: bool = True,
         echo(text_table(basin_headers, basin_rows[:16], title=f"basins from {prompt_reason} (exact)"))
     echo(f"greedy map: {len(gd.cycles)} cycles, periods {sorted(set(gd.periods))}, "
          f"longest tail {int(gd.tail.max())}")
+    # what each greedy cycle keeps writing: the newest token of each state, in orbit order
+    cycle_text = [("" if n <= 10 or alphabet is not None else ",").join(
+        str(alphabet[t] if alphabet is not None else t) for t in (int(space.tokens(int(c))[-1]) for c in cyc))
+        for cyc in gd.cycles[:10]]
+    if alphabet is not None and cycle_text:  # a text model: the repetition loops, as text
+        echo("greedy loops (the text each cycle repeats): " + ", ".join(repr(t) for t in cycle_text))
 
     hitting = None
     if tgt is not None:
@@ -240,6 +246,7 @@ def analyze(model, procedure, *, length: int | None = None, sample: bool = True,
         "hitting_target": hitting,
         "greedy": {"n_cycles": len(gd.cycles), "periods": gd.periods[:50],
                    "cycles_preview": [[label(s) for s in c] for c in gd.cycles[:10]],
+                   "cycles_text": cycle_text,
                    "max_tail": int(gd.tail.max())},
         "certificates": {
             "operator_max_row_error": op.max_row_error,
