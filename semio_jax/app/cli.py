@@ -215,9 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Subcommands defined in other modules. Each module provides
 #   register(subparsers) -> None   (adds its parser(s); set_defaults(plugin=<module name>))
+# and the module named by plugin (imported only when its subcommand runs) provides
 #   run(args) -> int               (exit status)
 # A module that is missing (e.g. an optional extra) is skipped silently.
-PLUGINS = ("semio_jax.app.interop", "semio_proofs.runner")
+PLUGINS = ("semio_jax.app.interop", "semio_proofs.command", "semio_models.importers")
 
 
 def _plugins():
