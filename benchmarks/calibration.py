@@ -67,14 +67,12 @@ import jax.numpy as jnp  # noqa: E402
 import semio_jax as sj  # noqa: E402
 from semio_jax._util.io import atomic_write_json  # noqa: E402
 from semio_jax.agreement import (  # noqa: E402
-    MIN_EXPECTED,
-    MIN_VISITS,
-    _transition_rows,
     check_basins,
     check_stationary,
     draw_absorption_samples,
     draw_stationary_samples,
 )
+from semio_jax.agreement.stationary import MIN_EXPECTED, MIN_VISITS, transition_rows  # noqa: E402
 from semio_jax.core.procedure import Procedure, parse  # noqa: E402
 from semio_models.checkpoint import load  # noqa: E402
 from semio_models.transformer import TransformerModel  # noqa: E402
@@ -223,7 +221,7 @@ class Case:
             best = 1.0 - math.exp(-forbidden_mass * n) if forbidden_mass > 0 else 0.0
             exp_obs = n * pi[:, None] * np.where(q > 0, p_true, 0.0)  # forbidden cells apart
             vis = np.flatnonzero(exp_obs.sum(axis=1) > 0)
-            rows, _ = _transition_rows(0, self.space, vis, exp_obs[vis], q[vis], MIN_EXPECTED, MIN_VISITS)
+            rows, _ = transition_rows(0, self.space, vis, exp_obs[vis], q[vis], MIN_EXPECTED, MIN_VISITS)
             for r in rows:
                 if "(chi2)" in r.quantity:
                     df = int(r.exact)

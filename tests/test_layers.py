@@ -165,7 +165,7 @@ def test_no_private_names_across_modules():
     assert bad == []
 
 
-@pytest.mark.xfail(strict=True, reason="agreement, semio_models and semio_proofs still import inside functions")
+@pytest.mark.xfail(strict=True, reason="semio_models and semio_proofs still import inside functions")
 def test_imports_inside_functions_only_for_heavy_optional_dependencies():
     bad = []
     for mod, path in MODULES.items():
@@ -177,7 +177,7 @@ def test_imports_inside_functions_only_for_heavy_optional_dependencies():
     assert bad == []
 
 
-SPLIT_PENDING = {"semio_jax.agreement"}  # being split into one module per concept
+SPLIT_PENDING: set = set()  # modules still being split into one module per concept (none left)
 
 
 @pytest.mark.parametrize("mod", sorted(m for m in MODULES if m.startswith(("semio_jax", "semio_models"))

@@ -13,7 +13,6 @@ import pytest
 
 import semio_jax as sj
 from semio_jax.agreement import (
-    _t_row,
     check_basins,
     check_stationary,
     draw_absorption_samples,
@@ -61,12 +60,3 @@ def test_presampled_basins_equal_the_default_path_and_can_be_rejudged(hub):
     cs = sj.class_structure(op)
     for s in samples:
         np.testing.assert_array_equal(s.relabel(cs.attractor_of).outcome, s.outcome)
-
-
-def test_frequency_never_seen_is_no_alarm_when_rare():
-    # 64 chains, an n-gram of exact frequency 1e-6 that no chain showed: consistent, p ~ 1
-    assert _t_row("rare", 1e-6, 0.0, 0.0, 63, frequency=True).p_value > 0.99
-    # ... but one of frequency 0.2 that no chain showed is an alarm: p <= 0.8 ** 64
-    assert _t_row("common", 0.2, 0.0, 0.0, 63, frequency=True).p_value <= 0.8**64
-    # ... and a frequency the exact chain forbids but the chains showed is always one
-    assert _t_row("forbidden", 0.0, 0.01, 0.0, 63, frequency=True).p_value == 0.0

@@ -1,0 +1,345 @@
+"""Stationary distributions vs sampling (:func:`check_stationary`).
+
+Stationary observables (:func:`check_stationary`). For an attractor A with
+exact stationary distribution pi_A, C independent chains start from states
+drawn from pi_A (seeded) and run n steps under the model. If pi_A is stationary
+for the sampled process, every X_t ~ pi_A, so each chain's time average of an
+observable g is an unbiased estimate of pi_A g *at any run length*: no burn-in
+bias to argue about. If it is not (a wrong operator), the chains drift towards
+the true law and the averages move away. Observables: token frequencies,
+n-gram frequencies and the mass of the most probable states. The statistic is
+t = (mean - exact) / se over the C i.i.d. replicas, with Student's t (C - 1
+degrees of freedom). Where every replica gives the same frequency (se = 0)
+the t statistic is undefined: a frequency f that no chain showed gets the
+p-value (1 - f)^C, a bound on P(no chain in the set), since each chain is in
+it at its first step with probability f (and one every chain always showed,
+f^C); so a rare n-gram missed by a short run is no alarm, a common one is.
+
+Transitions (rows of :func:`check_stationary`). The pi-based rows above see a
+wrong operator only through its stationary law, and a mistake can change rows
+a lot while barely moving pi (a model shown L-1 tokens instead of L). So the
+same chains are also tested transition by transition: at each visit to a full
+state s the next token is drawn from the row P(s, .), independently of the
+past given s (strong Markov property). For any weights w(s, y) the sum over
+the steps of w(s_t, y_t) - E_P(s_t) w is a martingale whose predictable
+quadratic variation is the sum of the row variances Var_P(s_t) w; the
+martingale central limit theorem makes the residuals O[s, y] - n_s P(s, y)
+(n_s visits to s, O their next-token counts, chains pooled) jointly normal
+with the multinomial covariance of each row, uncorrelated across states, as
+the counts grow (Billingsley 1961, "Statistical methods in Markov chains"):
+no Markov-correlation correction is needed. Three rows per attractor:
+Pearson's chi-square over every visited state (each row's cells with
+expected count < ``min_expected`` pooled, as in :func:`check_tv`; broad
+mistakes), the same residuals summed over the states that share their last
+two tokens (chi-square with the summed covariance; mistakes spread thinly
+over many states in a common direction) and the mean log-probability of the
+sampled tokens under the exact rows (one degree of freedom, normal; the
+direction of a temperature mistake). A sampled transition that the exact
+operator forbids fails at once (p = 0).
+
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+from ..analysis import class_structure, stationary_result
+from ..core.procedure import parse
+from ..montecarlo import OccupationSample, sample_occupation
+from .stats import AgreementReport, CheckRow, chi2_row, t_row, tokens_str
+
+__all__ = ["check_stationary", "draw_stationary_samples", "transition_rows", "MIN_VISITS", "MIN_EXPECTED", "LOGPROB_FLOOR"]
+
+MIN_VISITS = 100  # check_stationary: smallest expected (or observed) number of visits of a tested frequency
+
+MIN_EXPECTED = 5.0  # transition tests: smallest expected count of a cell before pooling
+LOGPROB_FLOOR = 0.01  # mean log-prob row: log q clipped below at log(LOGPROB_FLOOR) (rare tokens bounded)
+
+
+def _pool_cells(obs: np.ndarray, exp: np.ndarray, min_expected: float):
+    """Cells of each row [k, N] (see module docstring): (cell id int64[k, N] in 0..N, valid bool[k, N]).
+
+    Per row: a token with expected count >= min_expected is its own cell; the others form one rest
+    cell (id N), merged into the kept cell of smallest expectation when the rest's expectation is
+    below min_expected; tokens of exact probability 0 are in no cell (valid False).
+    """
+    k, n = exp.shape
+    valid = exp > 0
+    keep = exp >= min_expected
+    cell = np.where(keep, np.arange(n)[None, :], n)
+    rest_e = np.where(keep | ~valid, 0.0, exp).sum(axis=1)
+    small = (rest_e > 0) & (rest_e < min_expected) & keep.any(axis=1)
+    if small.any():
+        target = np.argmin(np.where(keep, exp, np.inf), axis=1)
+        rows = np.flatnonzero(small)
+        merge = (~keep[rows]) & valid[rows]
+        cell[rows] = np.where(merge, target[rows, None], cell[rows])
+    return cell, valid
+
+
+def _cell_sums(x: np.ndarray, cell: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Sum x [k, N] within the cells of each row: float64[k, N + 1] (column N: the rest cell)."""
+    k, n = x.shape
+    out = np.zeros((k, n + 1))
+    np.add.at(out, (np.repeat(np.arange(k), n).reshape(k, n)[valid], cell[valid]), x[valid])
+    return out
+
+
+def transition_rows(a, space, states: np.ndarray, obs: np.ndarray, probs: np.ndarray, min_expected: float,
+                     min_visits: float) -> tuple[list, int]:
+    """Rows of the transition tests of attractor ``a`` (see the module docstring), and how many were skipped.
+
+    ``states`` int64[k] full states left at least once, ``obs`` int64[k, N] next-token counts
+    (chains pooled), ``probs`` float64[k, N] their exact rows.
+    """
+    n_tok = space.n_tokens
+    visits = obs.sum(axis=1).astype(np.float64)
+    total = float(visits.sum())
+    exp = visits[:, None] * probs
+    rows, skipped = [], 0
+    forbidden = (probs <= 0) & (obs > 0)
+    if forbidden.any():
+        i, y = np.argwhere(forbidden)[0]
+        note = (f"{int(obs[forbidden].sum())} sampled transitions the exact operator forbids, e.g. "
+                f"{tokens_str(space, states[i])} -> {y}")
+        rows.append(CheckRow(f"A{a}: transitions the exact operator forbids", 0.0, float(obs[forbidden].sum()),
+                             0.0, math.inf, 0.0, note))
+    # 1. Pearson chi-square over the visited states, cells pooled per state
+    cell, valid = _pool_cells(obs, exp, min_expected)
+    o_c, e_c = _cell_sums(obs.astype(np.float64), cell, valid), _cell_sums(exp, cell, valid)
+    used = e_c > 0
+    df = int(np.maximum(used.sum(axis=1) - 1, 0).sum())
+    if df > 0:
+        chi2 = float(np.where(used, (o_c - e_c) ** 2 / np.where(used, e_c, 1.0), 0.0).sum())
+        tested = int((used.sum(axis=1) >= 2).sum())
+        rows.append(chi2_row(f"A{a}: transitions per visited state", chi2, df,
+                              f"{tested} of {states.size} visited states tested, {int(total)} transitions"))
+    else:
+        skipped += 1
+    # 2. residuals summed over the states sharing their last two tokens
+    width = min(2, space.length)
+    if n_tok**width > 4096:
+        width = 1
+    groups = states % (n_tok**width)
+    chi2, df, n_groups = _grouped_chi2(obs, probs, visits, groups, min_expected)
+    if df > 0:
+        rows.append(chi2_row(f"A{a}: transitions by last {width} token" + "s" * (width > 1), chi2, df,
+                              f"{n_groups} groups of states, {int(total)} transitions"))
+    else:
+        skipped += 1
+    # 3. mean log-probability of the sampled tokens (clipped weights; rare tokens pooled as in 1)
+    w = np.log(np.maximum(probs, LOGPROB_FLOOR))
+    w_c = _cell_sums(exp * w, cell, valid) / np.where(used, e_c, 1.0)  # expectation-weighted mean per cell
+    obs_sum = float((o_c * w_c).sum())
+    exp_sum = float((e_c * w_c).sum())
+    # per state: n_s Var(w over cells) = sum_c e_c w_c^2 - (sum_c e_c w_c)^2 / n_s
+    v_s = (e_c * w_c**2).sum(axis=1) - (e_c * w_c).sum(axis=1) ** 2 / np.maximum(visits, 1.0)
+    var = float(np.maximum(v_s, 0.0).sum())
+    informative = float(visits[used.sum(axis=1) >= 2].sum())
+    if var > 0 and informative >= min_visits:
+        se = math.sqrt(var) / total
+        z = (obs_sum - exp_sum) / math.sqrt(var)
+        rows.append(CheckRow(f"A{a}: mean log-prob of sampled transitions", exp_sum / total,
+                             obs_sum / total, se, float(z), float(2 * stats.norm.sf(abs(z))),
+                             f"log q clipped at log {LOGPROB_FLOOR:g}; {int(informative)} transitions from "
+                             "states with two or more cells"))
+    else:
+        skipped += 1
+    return rows, skipped
+
+
+def _grouped_chi2(obs, probs, visits, groups, min_expected) -> tuple[float, int, int]:
+    """Chi-square of the next-token residuals summed within each group of states.
+
+    Per group g: r = sum_s (O_s - n_s P_s), covariance V = sum_s n_s (diag P_s - P_s P_s^T); tokens
+    with summed expectation < min_expected pooled into one cell (merged into the smallest kept cell
+    when itself below it); statistic r^T V^+ r with df = rank V, summed over groups.
+    """
+    n = probs.shape[1]
+    order = np.argsort(groups, kind="stable")
+    g_sorted = groups[order]
+    cuts = np.flatnonzero(np.diff(g_sorted)) + 1
+    chi2, df, used = 0.0, 0, 0
+    for idx in np.split(order, cuts):
+        if idx.size == 0:
+            continue
+        q = probs[idx]
+        nv = visits[idx]
+        e = nv @ q
+        r = obs[idx].sum(axis=0) - e
+        cov = np.diag(e) - (q * nv[:, None]).T @ q
+        keep = e >= min_expected
+        if keep.sum() == 0:
+            continue
+        rest = (~keep) & (e > 0)
+        kept = np.flatnonzero(keep)
+        a = np.zeros((kept.size, n))
+        a[np.arange(kept.size), kept] = 1.0  # aggregation: cells x tokens
+        if rest.any():
+            if e[rest].sum() >= min_expected:
+                a = np.vstack([a, rest.astype(np.float64)])
+            else:
+                a[int(np.argmin(e[kept]))] += rest
+        ra, va = a @ r, a @ cov @ a.T
+        if va.shape[0] < 2:
+            continue
+        w, vecs = np.linalg.eigh(va)
+        good = w > 1e-9 * max(float(w.max()), 1e-300)
+        if not good.any():
+            continue
+        proj = vecs[:, good].T @ ra
+        chi2 += float((proj**2 / w[good]).sum())
+        df += int(good.sum())
+        used += 1
+    return chi2, df, used
+
+
+def draw_stationary_samples(op, model, *, procedure=None, attractors=None, n_chains: int = 64,
+                            n_steps: int = 2000, seed: int = 0, max_attractors: int = 6) -> dict:
+    """The chains :func:`check_stationary` draws: {attractor index: OccupationSample}.
+
+    Starts from the exact pi of each attractor of ``op`` (numpy's
+    default_rng([seed, a])), rollouts seeded ``seed * 100_003 + a``. Pass the
+    result as ``check_stationary(..., sample=...)`` to test several exact
+    operators against one sampling run.
+    """
+    proc = parse(procedure) if procedure is not None else op.procedure
+    space = op.space
+    cs = class_structure(op)
+    st = stationary_result(op)
+    if attractors is None:
+        attractors = [a for a, m in enumerate(cs.attractors) if m.size > 1][:max_attractors]
+    out = {}
+    for a in attractors:
+        pi = st.distribution(a)[: space.num_full]
+        rng = np.random.default_rng([seed, a])
+        starts = rng.choice(space.num_full, size=n_chains, p=pi / pi.sum())
+        out[int(a)] = sample_occupation(model, proc, space, starts, n_steps, seed=seed * 100_003 + a)
+    return out
+
+
+def check_stationary(op, model, *, procedure=None, attractors=None, n_chains: int = 64,
+                     n_steps: int = 2000, seed: int = 0, level: float = 0.01, top_states: int = 5,
+                     ngram_order: int = 2, max_attractors: int = 6, sample=None,
+                     min_visits: float = MIN_VISITS, transitions: bool = True,
+                     min_expected: float = MIN_EXPECTED) -> AgreementReport:
+    """Test the exact stationary distributions against chains sampled from ``model``.
+
+    Args:
+      op: the exact Operator.
+      model: the model to sample from (the same one, unless testing a mistake).
+      procedure: the procedure for sampling (default: the operator's own).
+      attractors: which attractors to test (default: the first ``max_attractors``
+        with more than one state; single-state attractors are trivial).
+      n_chains: independent replicas per attractor.
+      n_steps: steps per chain.
+      seed: master seed; chain starts use numpy's default_rng([seed, a]) and the
+        rollouts seed ``seed * 100_003 + a``.
+      level: family-wise level alpha.
+      top_states: how many of the most probable states to test.
+      ngram_order: also test n-gram frequencies up to this order (<= L).
+      min_visits: a frequency is tested only when its exact or its sampled total
+        number of visits (over all chains and steps) is at least this: the t
+        test is badly anti-conservative for rarer events (a 2-gram expected 5
+        times and seen once gives t = -4). An event the exact chain forbids but
+        the chains showed is always tested (and fails).
+      transitions: also test the sampled transitions against the exact rows (three rows per
+        attractor, see the module docstring; needs a sample that recorded them, as
+        :func:`draw_stationary_samples` does). These see mistakes that change rows but barely
+        move pi.
+      min_expected: transition tests: smallest expected count of a cell before pooling.
+      sample: chains drawn beforehand (then ``model``, ``n_chains``, ``n_steps``
+        and ``seed`` are not used for sampling): an OccupationSample (tested
+        against the first tested attractor) or a mapping {attractor index of
+        ``op``: OccupationSample}, e.g. from :func:`draw_stationary_samples`
+        on another operator. One sampling run can so be compared with several
+        exact operators (benchmarks/calibration.py does this).
+    """
+    proc = parse(procedure) if procedure is not None else op.procedure
+    space = op.space
+    cs = class_structure(op)
+    st = stationary_result(op)
+    if sample is not None:
+        if isinstance(sample, OccupationSample):
+            if attractors is None:
+                attractors = [a for a, m in enumerate(cs.attractors) if m.size > 1][:1] or [0]
+            sample = {int(attractors[0]): sample}
+        sample = {int(a): occ for a, occ in dict(sample).items()}
+        if attractors is None:
+            attractors = list(sample)
+        for a in attractors:
+            if a not in sample or not 0 <= a < len(cs.attractors):
+                raise ValueError(f"no pre-drawn sample for attractor {a} (samples for {sorted(sample)}; "
+                                 f"the operator has {len(cs.attractors)} attractors)")
+            if sample[a].space != space:
+                raise ValueError(f"the sample for attractor {a} was drawn on {sample[a].space!r}, not {space!r}")
+    elif attractors is None:
+        attractors = [a for a, m in enumerate(cs.attractors) if m.size > 1][:max_attractors]
+    if sample is None:
+        sample = draw_stationary_samples(op, model, procedure=proc, attractors=attractors, n_chains=n_chains,
+                                         n_steps=n_steps, seed=seed)
+    else:
+        n_chains = min((occ.n_chains for occ in sample.values()), default=n_chains)
+        n_steps = min((occ.n_steps for occ in sample.values()), default=n_steps)
+    rows = []
+    rare = 0
+    no_transitions = []
+    for a in attractors:
+        pi = st.distribution(a)[: space.num_full]
+        occ = sample[a]
+        df = occ.n_chains - 1
+        visits = occ.n_chains * occ.n_steps  # chain-steps: a frequency f means f * visits expected visits
+
+        def frequent(f_exact, f_est):
+            return f_exact == 0 or max(f_exact, f_est) * visits >= min_visits
+
+        for n in range(1, min(ngram_order, space.length) + 1):
+            exact = pi.reshape(-1, space.n_tokens**n).sum(axis=0)
+            est = occ.ngram_frequencies(n)
+            for g in range(space.n_tokens**n):
+                if exact[g] == 0 and est.value[g] == 0:
+                    continue
+                if not frequent(exact[g], est.value[g]):
+                    rare += 1
+                    continue
+                label = "".join(str(t) for t in np.unravel_index(g, (space.n_tokens,) * n)) if space.n_tokens <= 10 else str(g)
+                rows.append(t_row(f"A{a}: P({n}-gram {label})", exact[g], est.value[g], est.se[g], df,
+                                   frequency=True))
+        freq = occ.state_frequencies()
+        for s in np.argsort(-pi, kind="stable")[:top_states]:
+            if pi[s] == 0:
+                break
+            if not frequent(pi[s], freq.value[s]):
+                rare += 1
+                continue
+            rows.append(t_row(f"A{a}: pi({tokens_str(space, s)})", pi[s], freq.value[s], freq.se[s], df,
+                               frequency=True))
+        if transitions:
+            if not occ.has_transitions:
+                no_transitions.append(int(a))
+                continue
+            visited, counts = occ.transitions()
+            t_rows, t_skipped = transition_rows(a, space, visited, counts, op.probs[visited], min_expected,
+                                                 min_visits)
+            rows += t_rows
+            rare += t_skipped
+    if no_transitions:
+        raise ValueError(f"the samples of attractor(s) {no_transitions} carry no transitions; draw them with "
+                         "draw_stationary_samples / sample_occupation, or pass transitions=False")
+    return AgreementReport(
+        title=f"stationary distribution vs sampling ({proc.spec})",
+        rows=rows, level=level,
+        method="independent replicas started from the exact pi; Student t (C-1 df), two-sided; Bonferroni; "
+               f"frequencies with fewer than {min_visits:g} expected and observed visits in all are not tested"
+               + ("; transitions (chains pooled): Pearson chi-square per visited state and by last tokens, "
+                  f"cells with expected count < {min_expected:g} pooled, and the mean log-prob of the sampled "
+                  "tokens (normal); a forbidden transition fails" if transitions else ""),
+        settings={"n_chains": n_chains, "n_steps": n_steps, "seed": seed, "procedure": proc.spec,
+                  "attractors": list(map(int, attractors)), "top_states": top_states, "ngram_order": ngram_order,
+                  "min_visits": min_visits, "untested_rare": rare, "transitions": transitions,
+                  "min_expected": min_expected,
+                  "sample_seeds": {int(a): int(sample[a].seed) for a in attractors}},
+    )
