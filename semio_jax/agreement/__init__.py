@@ -28,10 +28,10 @@ from .metastable import check_metastable
 from .mixing import check_tv
 from .sensitivity import check_sensitivity
 from .stationary import check_stationary, draw_stationary_samples
-from .stats import AgreementReport, CheckRow
+from .stats import AgreementReport, CheckRow, combined_verdict
 from .trajectories import check_trajectories
 
 __all__ = ["CheckRow", "AgreementReport", "check_stationary", "draw_stationary_samples", "check_basins",
            "absorption_by_horizon", "default_starts", "draw_absorption_samples", "check_entropy_rate",
            "check_evolution", "check_hitting", "check_trajectories", "check_tv", "check_sensitivity",
-           "check_metastable"]
+           "check_metastable", "combined_verdict"]

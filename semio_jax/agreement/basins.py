@@ -6,6 +6,11 @@ through the operator T times (closed classes keep their mass), and the horizon
 is chosen so that the exact mass still outside every attractor is below 1e-6
 (or reported). The counts are multinomial, so each outcome is tested with an
 exact binomial test.
+
+Assumptions: only that the chains are independent (exact by construction).
+The finite-horizon probabilities are exact at any horizon, so the tests are
+exact at any budget and any mixing speed; a family with no row is
+INCONCLUSIVE.
 """
 
 from __future__ import annotations

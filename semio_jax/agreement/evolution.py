@@ -2,6 +2,10 @@
 
 Independent chains from one start; the count of chains whose t-th generated
 token is y is Binomial(C, P(Y_t = y)): exact binomial tests per (t, y).
+
+Assumptions: only that the chains are independent (exact by construction);
+the binomial tests are exact at any number of chains and any mixing speed. A
+family with no row (every marginal deterministic and matched) is INCONCLUSIVE.
 """
 
 from __future__ import annotations

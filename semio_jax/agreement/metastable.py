@@ -6,6 +6,15 @@ chain gives one i.i.d. time per quantity, compared with the exact
 pi|core-averaged mean by Student's t (C - 1 df). The horizon makes the exact
 probability of not having arrived below 1e-6 (from killed pushes); chains
 still running at the horizon are counted at the horizon and reported.
+
+Assumptions. (1) The mean of C i.i.d. first-arrival times is close to normal:
+these times are roughly geometric (skewness about 2), so the t test needs
+C >= ``min_chains`` (default 100; skewness of the mean <= 0.2); with fewer
+chains the report is INCONCLUSIVE. (2) Censoring is negligible: with the
+default horizon the exact probability of not having arrived is <= ``tail``;
+a horizon passed by the caller under which it is larger makes the row compare
+E[tau] with a truncated sample, so that row is not tested and the report is
+INCONCLUSIVE with the horizon needed.
 """
 
 from __future__ import annotations
@@ -20,7 +29,9 @@ from ..montecarlo import Sampler
 from ..montecarlo.estimators import window_indices
 from .stats import AgreementReport, t_row
 
-__all__ = ["check_metastable"]
+__all__ = ["check_metastable", "MIN_CHAINS"]
+
+MIN_CHAINS = 100  # smallest number of i.i.d. replicas for a t test on a geometric-like time
 
 
 def _killed_horizon(op, start_law: np.ndarray, target: np.ndarray, tail: float, cap: int) -> int:
@@ -32,6 +43,15 @@ def _killed_horizon(op, start_law: np.ndarray, target: np.ndarray, tail: float, 
         if mu.sum() <= tail:
             return t
     return cap
+
+
+def _killed_survival(op, start_law: np.ndarray, target: np.ndarray, horizon: int) -> float:
+    """Exact P(not in ``target`` during 1..horizon) from ``start_law``, by killed pushes."""
+    mu = start_law.copy()
+    for _ in range(int(horizon)):
+        mu = op.push(mu)
+        mu[target] = 0.0
+    return float(mu.sum())
 
 
 def _first_arrivals(op, sampler, starts: np.ndarray, targets: list, horizon: int, seed: int,
@@ -59,7 +79,7 @@ def _first_arrivals(op, sampler, starts: np.ndarray, targets: list, horizon: int
 
 def check_metastable(op, model, k: int | None = None, *, result=None, procedure=None, n_chains: int = 500,
                      seed: int = 0, level: float = 0.01, horizon: int | None = None, tail: float = 1e-6,
-                     max_horizon: int = 200_000) -> AgreementReport:
+                     max_horizon: int = 200_000, min_chains: int = MIN_CHAINS) -> AgreementReport:
     """Test the exact mean exit times and passage times of the metastable cores against sampling.
 
     Args:
@@ -82,7 +102,9 @@ def check_metastable(op, model, k: int | None = None, *, result=None, procedure=
     space = op.space
     sampler = Sampler(model, proc, space.length, space.n_tokens)  # one sampler: compiled once
     chunk = 512
-    rows, horizons, censored = [], [], []
+    rows, horizons, censored, reasons = [], [], [], []
+    if n_chains < min_chains:
+        reasons.append(f"{n_chains} chains per core: the t tests on exit times need at least {min_chains}")
     for j, core in enumerate(res.cores):
         w = res.pi[np.searchsorted(res.states, core)]
         w = w / w.sum()
@@ -108,6 +130,7 @@ def check_metastable(op, model, k: int | None = None, *, result=None, procedure=
             h = max(_killed_horizon(op, start_law, tg, tail, max_horizon) for tg in targets)
             h = h if h <= chunk else chunk * -(-h // chunk)
         horizons.append(int(h))
+        short = [horizon is not None and _killed_survival(op, start_law, tg, h) > tail for tg in targets]
         first = _first_arrivals(op, sampler, starts, targets, h, seed * 100_003 + j, chunk)
         for i, name in enumerate(names):
             cens = int((first[i] < 0).sum())
@@ -115,11 +138,20 @@ def check_metastable(op, model, k: int | None = None, *, result=None, procedure=
             times = np.where(first[i] < 0, h, first[i]).astype(np.float64)
             se = times.std(ddof=1) / math.sqrt(n_chains)
             note = f"core {j}: {core.size} states" + (f"; {cens} chains censored at {h}" if cens else "")
+            if short[i]:
+                need = _killed_horizon(op, start_law, targets[i], tail, max_horizon)
+                reasons.append(f"time to {name} core {j}: the horizon {h} leaves exact mass > {tail:g} unarrived; "
+                               f"not tested (needs horizon >= {need})")
+                continue
+            if n_chains < min_chains:
+                continue
             rows.append(t_row(f"time to {name} core {j}", exact[i], times.mean(), se, n_chains - 1, note))
     return AgreementReport(
         title=f"metastable exit and passage times vs sampling ({proc.spec})", rows=rows, level=level,
         method="chains from pi restricted to each core; first-arrival times; Student t (C-1 df), two-sided; "
                "Bonferroni",
         settings={"n_chains": n_chains, "seed": seed, "procedure": proc.spec, "k": res.k,
-                  "threshold": res.threshold, "horizons": horizons, "censored": censored},
+                  "threshold": res.threshold, "horizons": horizons, "censored": censored,
+                  "min_chains": min_chains},
+        inconclusive_reasons=reasons,
     )

@@ -7,13 +7,24 @@ for the sampled process, every X_t ~ pi_A, so each chain's time average of an
 observable g is an unbiased estimate of pi_A g *at any run length*: no burn-in
 bias to argue about. If it is not (a wrong operator), the chains drift towards
 the true law and the averages move away. Observables: token frequencies,
-n-gram frequencies and the mass of the most probable states. The statistic is
-t = (mean - exact) / se over the C i.i.d. replicas, with Student's t (C - 1
-degrees of freedom). Where every replica gives the same frequency (se = 0)
-the t statistic is undefined: a frequency f that no chain showed gets the
-p-value (1 - f)^C, a bound on P(no chain in the set), since each chain is in
-it at its first step with probability f (and one every chain always showed,
-f^C); so a rare n-gram missed by a short run is no alarm, a common one is.
+n-gram frequencies and the mass of the most probable states.
+
+The statistic of a frequency f (the pooled time average of an indicator over C
+chains of n steps) is z = (mean - f) / sqrt(V / C), normal, two-sided, where V
+is the EXACT variance of one chain's average at this n, from the exact
+autocovariances of the operator (:mod:`semio_jax.agreement.variance`): no
+replica standard deviation, so no anti-conservative t test when a run is only
+a few relaxation times long and a rare phase's per-chain frequency is mostly 0
+and sometimes large. What is left to approximation is the normality of the
+pooled mean, and the budget rule decides from the exact operator alone (before
+the sample is seen) where it holds: a frequency is tested only when its
+equivalent number of independent draws n_eff = f (1 - f) C / V gives at least
+``min_effective`` (50) on its rarer side, n_eff min(f, 1 - f) >= 50, i.e. the
+pooled count is made of about a hundred or more independent excursions. The
+others are listed in the report's notes with the chains they would need. An
+n-gram the exact chain forbids but the chains showed fails (p = 0). An
+attractor left with no test at all (no frequency, no transition row) makes
+the report INCONCLUSIVE, with the budget the first frequency test needs.
 
 Transitions (rows of :func:`check_stationary`). The pi-based rows above see a
 wrong operator only through its stationary law, and a mistake can change rows
@@ -49,9 +60,10 @@ from scipy import stats
 from ..analysis import class_structure, stationary_result
 from ..core.procedure import parse
 from ..montecarlo import OccupationSample, sample_occupation
-from .stats import AgreementReport, CheckRow, chi2_row, t_row, tokens_str
+from .stats import AgreementReport, CheckRow, chi2_row, tokens_str
+from .variance import MIN_EFFECTIVE, chains_needed, class_matrix, effective_draws, time_average_variance
 
-__all__ = ["check_stationary", "draw_stationary_samples", "transition_rows", "MIN_VISITS", "MIN_EXPECTED", "LOGPROB_FLOOR"]
+__all__ = ["check_stationary", "draw_stationary_samples", "transition_rows", "frequency_rows", "MIN_VISITS", "MIN_EXPECTED", "LOGPROB_FLOOR"]
 
 MIN_VISITS = 100  # check_stationary: smallest expected (or observed) number of visits of a tested frequency
 
@@ -197,6 +209,75 @@ def _grouped_chi2(obs, probs, visits, groups, min_expected) -> tuple[float, int,
     return chi2, df, used
 
 
+def frequency_rows(op, a: int, pi: np.ndarray, occ, members: np.ndarray, *, top_states: int = 5,
+                   ngram_order: int = 2, min_effective: float = MIN_EFFECTIVE) -> tuple[list, int, dict]:
+    """Rows of the frequency tests of attractor ``a`` (see the module docstring), how many were left
+    untested by the budget rule, and {"chains_needed": chains for the most testable untested one (inf if none),
+    "tested": k, "max_variance_lag": ...}.
+
+    ``pi`` float64[N^L] the exact stationary law of ``a`` on the full states, ``occ`` its OccupationSample,
+    ``members`` int64[|A|] its states. Each n-gram (n <= ngram_order) and each of the ``top_states`` most
+    probable states is an indicator g; its pooled frequency over C chains of n steps from pi has mean pi g and
+    the exact variance of :func:`~semio_jax.agreement.variance.time_average_variance` / C; it is tested (normal,
+    two-sided) iff n_eff min(f, 1 - f) >= ``min_effective``, a rule decided from the operator alone. An
+    event the exact chain forbids but the chains showed always fails (p = 0).
+    """
+    space = op.space
+    n_tok = space.n_tokens
+    c, n_steps = occ.n_chains, occ.n_steps
+    members = np.asarray(members, dtype=np.int64)
+    pi_a = pi[members] / pi[members].sum()
+    names, exact, est, cols, forbidden = [], [], [], [], []
+    for n in range(1, min(ngram_order, space.length) + 1):
+        f_exact = pi.reshape(-1, n_tok**n).sum(axis=0)
+        f_est = occ.ngram_frequencies(n).value
+        code = members % (n_tok**n)
+        for g in np.flatnonzero((f_exact > 0) | (f_est > 0)):
+            label = "".join(str(x) for x in np.unravel_index(g, (n_tok,) * n)) if n_tok <= 10 else str(g)
+            name = f"A{a}: P({n}-gram {label})"
+            if f_exact[g] <= 0:
+                forbidden.append((name, float(f_est[g])))
+                continue
+            if f_exact[g] >= 1.0:  # present at every step of every chain: nothing to test
+                continue
+            names.append(name)
+            exact.append(float(f_exact[g]))
+            est.append(float(f_est[g]))
+            cols.append(code == g)
+    freq = occ.state_frequencies()
+    where = {int(s): i for i, s in enumerate(members)}
+    for s in np.argsort(-pi, kind="stable")[:top_states]:
+        if pi[s] <= 0 or int(s) not in where:
+            break
+        names.append(f"A{a}: pi({tokens_str(space, s)})")
+        exact.append(float(pi[s]))
+        est.append(float(freq.value[s]))
+        cols.append(members == s)
+    rows = [CheckRow(name, 0.0, f, 0.0, math.inf, 0.0, "an event the exact chain forbids, sampled")
+            for name, f in forbidden]
+    info = {"chains_needed": math.inf, "tested": 0}
+    if not cols:
+        return rows, 0, info
+    f = np.array(exact)
+    var = time_average_variance(class_matrix(op, members), pi_a, np.stack(cols, axis=1).astype(np.float64),
+                                n_steps) / c  # [m]: exact variance of the pooled frequency
+    n_eff = effective_draws(f, var)
+    ok = np.minimum(f, 1.0 - f) * n_eff >= min_effective
+    need = chains_needed(c, f, n_eff, min_effective)
+    for i in np.flatnonzero(ok):
+        se = math.sqrt(var[i])
+        if se > 0:
+            z = (est[i] - f[i]) / se
+            p = float(2 * stats.norm.sf(abs(z)))
+        else:  # a deterministic frequency (the event is always or never there)
+            same = math.isclose(est[i], f[i], rel_tol=1e-9, abs_tol=1e-12)
+            z, p = (0.0, 1.0) if same else (math.inf, 0.0)
+        rows.append(CheckRow(names[i], float(f[i]), est[i], se, float(z), p,
+                             f"exact variance; {n_eff[i]:.3g} effective draws"))
+    info = {"chains_needed": float(need[~ok].min()) if (~ok).any() else math.inf, "tested": int(ok.sum())}
+    return rows, int((~ok).sum()), info
+
+
 def draw_stationary_samples(op, model, *, procedure=None, attractors=None, n_chains: int = 64,
                             n_steps: int = 2000, seed: int = 0, max_attractors: int = 6) -> dict:
     """The chains :func:`check_stationary` draws: {attractor index: OccupationSample}.
@@ -225,7 +306,7 @@ def check_stationary(op, model, *, procedure=None, attractors=None, n_chains: in
                      n_steps: int = 2000, seed: int = 0, level: float = 0.01, top_states: int = 5,
                      ngram_order: int = 2, max_attractors: int = 6, sample=None,
                      min_visits: float = MIN_VISITS, transitions: bool = True,
-                     min_expected: float = MIN_EXPECTED) -> AgreementReport:
+                     min_expected: float = MIN_EXPECTED, min_effective: float = MIN_EFFECTIVE) -> AgreementReport:
     """Test the exact stationary distributions against chains sampled from ``model``.
 
     Args:
@@ -241,11 +322,9 @@ def check_stationary(op, model, *, procedure=None, attractors=None, n_chains: in
       level: family-wise level alpha.
       top_states: how many of the most probable states to test.
       ngram_order: also test n-gram frequencies up to this order (<= L).
-      min_visits: a frequency is tested only when its exact or its sampled total
-        number of visits (over all chains and steps) is at least this: the t
-        test is badly anti-conservative for rarer events (a 2-gram expected 5
-        times and seen once gives t = -4). An event the exact chain forbids but
-        the chains showed is always tested (and fails).
+      min_visits: the mean log-prob transition row needs at least this many transitions from
+        states with two or more cells.
+      min_effective: the budget rule of the frequency rows (see the module docstring).
       transitions: also test the sampled transitions against the exact rows (three rows per
         attractor, see the module docstring; needs a sample that recorded them, as
         :func:`draw_stationary_samples` does). These see mistakes that change rows but barely
@@ -287,36 +366,21 @@ def check_stationary(op, model, *, procedure=None, attractors=None, n_chains: in
     rows = []
     rare = 0
     no_transitions = []
+    notes, reasons, freq_info = [], [], {}
     for a in attractors:
         pi = st.distribution(a)[: space.num_full]
         occ = sample[a]
-        df = occ.n_chains - 1
-        visits = occ.n_chains * occ.n_steps  # chain-steps: a frequency f means f * visits expected visits
-
-        def frequent(f_exact, f_est):
-            return f_exact == 0 or max(f_exact, f_est) * visits >= min_visits
-
-        for n in range(1, min(ngram_order, space.length) + 1):
-            exact = pi.reshape(-1, space.n_tokens**n).sum(axis=0)
-            est = occ.ngram_frequencies(n)
-            for g in range(space.n_tokens**n):
-                if exact[g] == 0 and est.value[g] == 0:
-                    continue
-                if not frequent(exact[g], est.value[g]):
-                    rare += 1
-                    continue
-                label = "".join(str(t) for t in np.unravel_index(g, (space.n_tokens,) * n)) if space.n_tokens <= 10 else str(g)
-                rows.append(t_row(f"A{a}: P({n}-gram {label})", exact[g], est.value[g], est.se[g], df,
-                                   frequency=True))
-        freq = occ.state_frequencies()
-        for s in np.argsort(-pi, kind="stable")[:top_states]:
-            if pi[s] == 0:
-                break
-            if not frequent(pi[s], freq.value[s]):
-                rare += 1
-                continue
-            rows.append(t_row(f"A{a}: pi({tokens_str(space, s)})", pi[s], freq.value[s], freq.se[s], df,
-                               frequency=True))
+        f_rows, untested, info = frequency_rows(op, a, pi, occ, cs.attractors[a], top_states=top_states,
+                                                ngram_order=ngram_order, min_effective=min_effective)
+        rows += f_rows
+        rare += untested
+        freq_info[int(a)] = info
+        if untested:
+            notes.append(f"A{a}: {untested} frequencies not tested (fewer than {min_effective:g} effective draws "
+                         f"of their rarer side at {occ.n_chains} x {occ.n_steps}, the exact autocorrelation "
+                         f"counted); the most testable of them needs {info['chains_needed']:.3g} chains x "
+                         f"{occ.n_steps} steps")
+        n_before = len(rows)
         if transitions:
             if not occ.has_transitions:
                 no_transitions.append(int(a))
@@ -326,20 +390,27 @@ def check_stationary(op, model, *, procedure=None, attractors=None, n_chains: in
                                                  min_visits)
             rows += t_rows
             rare += t_skipped
+        if len(rows) == n_before and not f_rows:
+            need = freq_info[int(a)]["chains_needed"]
+            reasons.append(f"A{a}: the budget {occ.n_chains} chains x {occ.n_steps} steps supports no test"
+                           + (f"; the first frequency test needs {need:.3g} chains x {occ.n_steps} steps"
+                              if math.isfinite(need) else ""))
     if no_transitions:
         raise ValueError(f"the samples of attractor(s) {no_transitions} carry no transitions; draw them with "
                          "draw_stationary_samples / sample_occupation, or pass transitions=False")
     return AgreementReport(
         title=f"stationary distribution vs sampling ({proc.spec})",
         rows=rows, level=level,
-        method="independent replicas started from the exact pi; Student t (C-1 df), two-sided; Bonferroni; "
-               f"frequencies with fewer than {min_visits:g} expected and observed visits in all are not tested"
+        method="independent chains started from the exact pi; frequencies: normal test with the exact variance of "
+               "the pooled time average (exact autocovariances, finite n), two-sided, tested only where the budget "
+               f"gives at least {min_effective:g} effective draws of the rarer side; Bonferroni"
                + ("; transitions (chains pooled): Pearson chi-square per visited state and by last tokens, "
                   f"cells with expected count < {min_expected:g} pooled, and the mean log-prob of the sampled "
                   "tokens (normal); a forbidden transition fails" if transitions else ""),
         settings={"n_chains": n_chains, "n_steps": n_steps, "seed": seed, "procedure": proc.spec,
                   "attractors": list(map(int, attractors)), "top_states": top_states, "ngram_order": ngram_order,
-                  "min_visits": min_visits, "untested_rare": rare, "transitions": transitions,
-                  "min_expected": min_expected,
+                  "min_visits": min_visits, "min_effective": min_effective, "untested_rare": rare,
+                  "transitions": transitions, "min_expected": min_expected, "frequencies": freq_info,
                   "sample_seeds": {int(a): int(sample[a].seed) for a in attractors}},
+        inconclusive_reasons=reasons, notes=notes,
     )

@@ -29,7 +29,7 @@ from scipy import stats
 from ..analysis.evolution import resolve_start
 from ..errors import PromptError
 
-__all__ = ["CheckRow", "AgreementReport", "t_row", "binomial_row", "chi2_row", "gof_test", "one_start",
+__all__ = ["CheckRow", "AgreementReport", "combined_verdict", "t_row", "binomial_row", "chi2_row", "gof_test", "one_start",
            "tokens_str"]
 
 
@@ -48,7 +48,7 @@ class CheckRow:
 
 @dataclass
 class AgreementReport:
-    """A family of tests with a family-wise level.
+    """A family of tests with a family-wise level, and its verdict: PASS, FAIL or INCONCLUSIVE.
 
     Attributes:
       title: what was checked.
@@ -56,6 +56,15 @@ class AgreementReport:
       level: family-wise significance level alpha.
       method: how the p-values were computed.
       settings: everything needed to reproduce the sample (seeds, sizes, procedure).
+      inconclusive_reasons: why the budget could not support a valid test of some part of what
+        was to be checked (each with the budget that would be needed); empty when it could.
+      notes: what was left untested and why, for reading (does not change the verdict).
+
+    Verdict. FAIL when some row's p-value is at or below alpha / m (a valid rejection: every
+    row that is reported is valid at its level, so a FAIL is one whatever else could not be
+    tested). Otherwise INCONCLUSIVE when the family has no test at all or some reason is recorded,
+    and PASS only when there are tests, none rejects, and nothing was out of the budget's reach.
+    ``passed`` is True for PASS only; ``inconclusive`` for INCONCLUSIVE only.
     """
 
     title: str
@@ -63,6 +72,8 @@ class AgreementReport:
     level: float
     method: str
     settings: dict = field(default_factory=dict)
+    inconclusive_reasons: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
 
     @property
     def n_tests(self) -> int:
@@ -77,22 +88,40 @@ class AgreementReport:
     def min_p(self) -> float:
         return min((r.p_value for r in self.rows), default=1.0)
 
-    @property
-    def passed(self) -> bool:
-        return self.min_p > self.threshold
-
     def failures(self) -> list:
         return [r for r in self.rows if r.p_value <= self.threshold]
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failures())
+
+    @property
+    def inconclusive(self) -> bool:
+        return not self.failed and (self.n_tests == 0 or bool(self.inconclusive_reasons))
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed and not self.inconclusive
+
+    @property
+    def verdict(self) -> str:
+        """"PASS", "FAIL" or "INCONCLUSIVE"."""
+        return "FAIL" if self.failed else ("INCONCLUSIVE" if self.inconclusive else "PASS")
+
+    def reasons(self) -> list:
+        """The inconclusive reasons, with "no test" when the family is empty."""
+        return (["no test: the budget supports none"] if self.n_tests == 0 else []) + list(self.inconclusive_reasons)
 
     def to_dict(self) -> dict:
         return {
             "title": self.title, "level": self.level, "method": self.method, "n_tests": self.n_tests,
             "threshold": self.threshold, "min_p": self.min_p, "passed": self.passed,
-            "settings": self.settings, "rows": [asdict(r) for r in self.rows],
+            "inconclusive": self.inconclusive, "verdict": self.verdict, "inconclusive_reasons": self.reasons(),
+            "notes": list(self.notes), "settings": self.settings, "rows": [asdict(r) for r in self.rows],
         }
 
     def table(self, max_rows: int | None = 20) -> str:
-        """A readable text table (worst rows first when truncated)."""
+        """A readable text table (worst rows first when truncated), the notes and the verdict."""
         rows = sorted(self.rows, key=lambda r: r.p_value) if max_rows and len(self.rows) > max_rows else self.rows
         shown = rows[:max_rows] if max_rows else rows
         head = f"{'quantity':<40} {'exact':>10} {'sampled':>10} {'s.e.':>9} {'z':>7} {'p':>8}"
@@ -102,10 +131,13 @@ class AgreementReport:
                          f"{r.z:>7.2f} {r.p_value:>8.3g}")
         if len(shown) < len(self.rows):
             lines.append(f"... {len(self.rows) - len(shown)} more rows (all with larger p)")
-        verdict = "PASS" if self.passed else "FAIL"
-        lines.append(f"{verdict}: {self.n_tests} tests, min p = {self.min_p:.3g}, "
-                     f"Bonferroni threshold {self.level:g}/{self.n_tests} = {self.threshold:.2e}")
+        lines += [f"note: {n}" for n in self.notes]
+        if self.inconclusive:
+            lines += [f"inconclusive: {r}" for r in self.reasons()]
+        lines.append(f"{self.verdict}: {self.n_tests} tests, min p = {self.min_p:.3g}, "
+                     f"Bonferroni threshold {self.level:g}/{max(self.n_tests, 1)} = {self.threshold:.2e}")
         return "\n".join(lines)
+
 
 
 def t_row(name: str, exact: float, est, se: float, df: int, note: str = "",
@@ -185,3 +217,11 @@ def one_start(op, start) -> int:
     if s0 is None:
         raise PromptError("sampling checks need one start state (an index or a prompt), not a distribution")
     return s0
+
+
+def combined_verdict(verdicts) -> str:
+    """The verdict of several checks: FAIL if any failed, else INCONCLUSIVE if any was (or there is none), else PASS."""
+    verdicts = list(verdicts)
+    if "FAIL" in verdicts:
+        return "FAIL"
+    return "INCONCLUSIVE" if not verdicts or "INCONCLUSIVE" in verdicts else "PASS"

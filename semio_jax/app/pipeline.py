@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from . import figures
-from ..agreement import check_basins, check_stationary
+from ..agreement import check_basins, check_stationary, combined_verdict
 from ..analysis import basins_result, class_structure, greedy_dynamics, stationary_result
 from ..build import build_operator
 from .report import Report, markdown_table, text_table
@@ -134,6 +134,8 @@ def analyze(model, procedure, *, length: int | None = None, sample: bool = True,
         "checks": [c.to_dict() for c in checks],
         "toolkit": tk,
         "all_checks_passed": all(c.passed for c in checks) and (tk is None or tk["all_checks_passed"]),
+        "verdict": (combined_verdict([c.verdict for c in checks] + ([tk["verdict"]] if tk and tk.get("checks") else []))
+                    if sample else None),
         "timings": timings,
         "seed": seed,
     }
@@ -174,7 +176,7 @@ def analyze(model, procedure, *, length: int | None = None, sample: bool = True,
         body += [f"Greedy map: {len(gd.cycles)} cycles with periods {sorted(set(gd.periods))}; longest tail {int(gd.tail.max())}.", ""]
         for c in checks:
             rows = [[r.quantity, r.exact, r.estimate, r.se, r.z, r.p_value] for r in c.rows]
-            body += [f"**Check: {c.title}** — {'PASS' if c.passed else 'FAIL'} ({c.n_tests} tests, "
+            body += [f"**Check: {c.title}** — {c.verdict} ({c.n_tests} tests, "
                      f"min p = {c.min_p:.3g}, Bonferroni threshold {c.threshold:.2e} for family-wise level {c.level}). "
                      f"Method: {c.method}. Settings: `{c.settings}`", "",
                      markdown_table(["quantity", "exact", "sampled", "s.e.", "z", "p"], rows[:40]), ""]

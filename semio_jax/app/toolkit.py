@@ -264,6 +264,7 @@ def run_toolkit(op, model, *, model_name: str, seed: int = 0, sample: bool = Tru
             say(c.table(max_rows=4))
     out["checks"] = [c.to_dict() for c in checks]
     out["all_checks_passed"] = all(c.passed for c in checks)
+    out["verdict"] = agreement.combined_verdict([c.verdict for c in checks])
     out["timings_s"] = timings
 
     if report is not None:
@@ -272,7 +273,7 @@ def run_toolkit(op, model, *, model_name: str, seed: int = 0, sample: bool = Tru
         body = ["```", *lines, "```", ""]
         for c in checks:
             rows = [[r.quantity, r.exact, r.estimate, r.se, r.z, r.p_value] for r in c.rows]
-            body += [f"**Check: {c.title}** — {'PASS' if c.passed else 'FAIL'} ({c.n_tests} tests, min p = {c.min_p:.3g}, "
+            body += [f"**Check: {c.title}** — {c.verdict} ({c.n_tests} tests, min p = {c.min_p:.3g}, "
                      f"family-wise level {c.level}). {c.method}", "",
                      markdown_table(["quantity", "exact", "sampled", "s.e.", "z", "p"], rows[:12]), ""]
         body.append(" ".join(f"![{f}]({f})" for f in names))
