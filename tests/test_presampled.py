@@ -37,7 +37,7 @@ def test_presampled_stationary_equals_the_default_path(ngram3):
     single = check_stationary(op, None, sample=samples[0])  # a bare OccupationSample works too
     assert single.min_p == direct.min_p
     wrong = op.with_procedure("temperature=1.5")  # the same chains against a wrong operator
-    assert not check_stationary(wrong, None, sample=samples).passed
+    assert check_stationary(wrong, None, sample=samples).failed
     with pytest.raises(ValueError, match="no pre-drawn sample for attractor 3"):
         check_stationary(op, None, sample=samples, attractors=[3])
 
@@ -55,7 +55,7 @@ def test_presampled_basins_equal_the_default_path_and_can_be_rejudged(hub):
     # the exact side built with top_k=4 (off by one), re-judged on the same chains: caught
     wrong = op.with_procedure("top_k=4")
     rep = check_basins(wrong, None, sample=samples)
-    assert not rep.passed and rep.min_p < 1e-6
+    assert rep.failed and rep.min_p < 1e-6
     # relabel by the same attractors gives back the original outcomes
     cs = sj.class_structure(op)
     for s in samples:
