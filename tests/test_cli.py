@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from semio_jax.app.cli import main
 
@@ -57,3 +58,19 @@ def test_sample_prints_reproducible_continuations(capsys):
     first = capsys.readouterr().out
     assert main(["sample", "coin", "--prompt", "0,1", "--steps", "12", "--chains", "2", "--seed", "3"]) == 0
     assert capsys.readouterr().out == first
+
+
+def test_check_with_a_budget_that_supports_no_test_is_inconclusive_exit_3(tmp_path, capsys):
+    """Issue 13: `semio check markov2 --chains 2 --steps 10` printed "PASS: 0 tests" and exited 0."""
+    assert main(["check", "markov2", "--chains", "2", "--steps", "10", "--out", str(tmp_path / "m")]) == 3
+    out = capsys.readouterr().out
+    assert "INCONCLUSIVE" in out and "PASS: 0 tests" not in out and "supports no test" in out
+    results = json.loads((tmp_path / "m" / "results.json").read_text())
+    assert results["markov2_temperature1"]["verdict"] == "INCONCLUSIVE"
+
+
+def test_check_help_documents_the_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        main(["check", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "0 PASS" in text and "1 FAIL" in text and "3 INCONCLUSIVE" in text
