@@ -30,7 +30,7 @@ family-wise level ``--level`` (0.05 here); an alarm at level a is
 come from the same runs. False-alarm rates carry Clopper-Pearson 95% intervals.
 
 The stationary check includes the transition rows (next-token counts out of
-each visited state against the exact rows; see semio_jax/agreement.py), which
+each visited state against the exact rows; see semio_jax/agreement/stationary.py), which
 see mistakes that change rows but barely move pi. Where the largest budget of
 the study does not reach power 0.95, the table also prints the budget that
 the transition rows need by the noncentral chi-square approximation
@@ -38,8 +38,17 @@ the transition rows need by the noncentral chi-square approximation
 under the true chain give the noncentrality), at the family's Bonferroni
 level.
 
+Slowly mixing chains (``--slow``, ``--held-out``): sticky n-gram models with
+rare phases and zoo models at low temperature (DEV_SLOW, HELD_OUT below), at
+semio check's level 0.01; per chain and budget the false-alarm rate with its
+Clopper-Pearson interval, the rate of INCONCLUSIVE reports and the power
+against the operator built at a 10% and a 25% higher temperature
+(benchmarks/results/calibration_slow.md, calibration_heldout.md).
+
 Usage:
   python benchmarks/calibration.py                  # 100 seeds (about an hour on 2 busy cores)
+  python benchmarks/calibration.py --slow --seeds 300 --budgets 16x500,64x2000
+  python benchmarks/calibration.py --slow --held-out --seeds 300 --budgets 64x2000
   python benchmarks/calibration.py --seeds 5 --raw /tmp/calib.json    # a quick look, elsewhere
 Progress is saved after every seed in benchmarks/results/calibration_raw.json
 (or ``--raw PATH``; the table then goes next to it as PATH.md unless
@@ -95,8 +104,9 @@ MISTAKES = ["temperature +10%", "top-k off by one", "window L-1", "positions +1"
 STAT_BUDGETS = [16, 32, 64, 128, 256]  # chains (x --steps each)
 BASIN_BUDGETS = [250, 500, 1000, 2000, 4000]  # chains per start
 # Version of each check's row set: --resume redoes the seeds of a case recorded with another version
-# (stationary 2: the transition rows were added; results without a version are version 1).
-CHECK_VERSION = {"stationary": 2, "basins": 1}
+# (stationary 2: the transition rows were added; stationary 3: exact-variance frequency rows with the budget
+# rule, INCONCLUSIVE reports; results without a version are version 1).
+CHECK_VERSION = {"stationary": 3, "basins": 1}
 
 
 # ----------------------------------------------------------------------------- mistakes
@@ -323,7 +333,8 @@ def sticky_ngram(n_common: int, phases, order: int = 2, seed: int = 0, name: str
             row[:n_common] = common * (1.0 - stay)
             row[last] = stay
         probs[ctx] = row
-    model = sj.NGramModel(np.log(probs), context_length=order, name=name)
+    with np.errstate(divide="ignore"):  # log 0 = -inf: an impossible token
+        model = sj.NGramModel(np.log(probs), context_length=order, name=name)
     return model, sj.StateSpace(n, order)
 
 

@@ -193,3 +193,26 @@ def test_exact_variance_rows_fail_a_wrong_pi_on_a_slow_chain(rare_phase):
     rep = check_stationary(wrong, None, sample=sample, transitions=False)
     assert rep.failed and any("1-gram" in r.quantity for r in rep.failures()), rep.table()
     assert check_stationary(op, None, sample=sample, transitions=False).passed
+
+
+def test_common_frequencies_wait_for_the_slow_phase_to_be_seen():
+    """Tokens 0, 1 mix fast among themselves; token 2 is a sticky phase of mass 2% entered every ~5e5 steps
+    (relaxation time 1e4). The common tokens' frequencies pass the n_eff rule at 64 x 2000, yet they move with the
+    one or two excursions into token 2 the run sees: the relaxation-time part of the rule holds every frequency
+    back (C n m / t_rel = 0.26 < 100), and the report names the budget that would test them."""
+    enter, leave = 0.02 / 1e4, 0.98 / 1e4
+    p = np.array([[0.6 * (1 - enter), 0.4 * (1 - enter), enter],
+                  [0.3 * (1 - enter), 0.7 * (1 - enter), enter],
+                  [0.5 * leave, 0.5 * leave, 1 - leave]])
+    model = sj.NGramModel(np.log(p), context_length=1, name="slow-phase")
+    op = sj.build_operator(model, sj.StateSpace(3, 1), "temperature=1")
+    t_rel = float(sj.spectral_gap(op).relaxation_time[0])
+    assert t_rel == pytest.approx(1e4, rel=0.01)
+    sample = draw_stationary_samples(op, model, n_chains=64, n_steps=2000, seed=0)
+    rep = check_stationary(op, None, sample=sample)
+    info = rep.settings["frequencies"][0]
+    assert info["excursions"] == pytest.approx(64 * 2000 * 0.02 / t_rel, rel=1e-6)
+    assert info["tested"] == 0 and not any("gram" in r.quantity for r in rep.rows)
+    assert info["chains_needed"] >= 100 * t_rel / (2000 * 0.02) - 1
+    loose = check_stationary(op, None, sample=sample, min_excursions=0)
+    assert any("1-gram 0" in r.quantity for r in loose.rows)  # the n_eff rule alone would test token 0

@@ -20,8 +20,17 @@ pooled mean, and the budget rule decides from the exact operator alone (before
 the sample is seen) where it holds: a frequency is tested only when its
 equivalent number of independent draws n_eff = f (1 - f) C / V gives at least
 ``min_effective`` (50) on its rarer side, n_eff min(f, 1 - f) >= 50, i.e. the
-pooled count is made of about a hundred or more independent excursions. The
-others are listed in the report's notes with the chains they would need. An
+pooled count is made of about a hundred or more independent excursions, and
+the budget sees the chain's slowest phase often enough: C n m / t_rel >=
+``min_excursions`` (100), with t_rel the exact relaxation time of the attractor
+(1 / spectral gap; the lazy chain's for a periodic class) and m its rarest
+token's exact probability (the expected number of relaxation-time blocks spent
+in the rarest token). The second part matters for COMMON events too: on a
+chain with a rare sticky phase, the frequency of a common token moves with the
+few excursions into that phase, so its pooled mean is skewed however common
+it is. When it fails no frequency of the attractor is tested. (A slow phase
+made of common tokens in a rare pattern is not seen by this part of the rule.)
+The others are listed in the report's notes with the chains they would need. An
 n-gram the exact chain forbids but the chains showed fails (p = 0). An
 attractor left with no test at all (no frequency, no transition row) makes
 the report INCONCLUSIVE, with the budget the first frequency test needs.
@@ -57,13 +66,13 @@ import math
 import numpy as np
 from scipy import stats
 
-from ..analysis import class_structure, stationary_result
+from ..analysis import class_structure, spectral_gap, stationary_result
 from ..core.procedure import parse
 from ..montecarlo import OccupationSample, sample_occupation
 from .stats import AgreementReport, CheckRow, chi2_row, tokens_str
-from .variance import MIN_EFFECTIVE, chains_needed, class_matrix, effective_draws, time_average_variance
+from .variance import MIN_EFFECTIVE, MIN_EXCURSIONS, chains_needed, class_matrix, effective_draws, time_average_variance
 
-__all__ = ["check_stationary", "draw_stationary_samples", "transition_rows", "frequency_rows", "MIN_VISITS", "MIN_EXPECTED", "LOGPROB_FLOOR"]
+__all__ = ["check_stationary", "draw_stationary_samples", "transition_rows", "frequency_rows", "mixing_scale", "MIN_VISITS", "MIN_EXPECTED", "LOGPROB_FLOOR"]
 
 MIN_VISITS = 100  # check_stationary: smallest expected (or observed) number of visits of a tested frequency
 
@@ -210,7 +219,8 @@ def _grouped_chi2(obs, probs, visits, groups, min_expected) -> tuple[float, int,
 
 
 def frequency_rows(op, a: int, pi: np.ndarray, occ, members: np.ndarray, *, top_states: int = 5,
-                   ngram_order: int = 2, min_effective: float = MIN_EFFECTIVE) -> tuple[list, int, dict]:
+                   ngram_order: int = 2, min_effective: float = MIN_EFFECTIVE, t_rel: float = 1.0,
+                   min_excursions: float = MIN_EXCURSIONS) -> tuple[list, int, dict]:
     """Rows of the frequency tests of attractor ``a`` (see the module docstring), how many were left
     untested by the budget rule, and {"chains_needed": chains for the most testable untested one (inf if none),
     "tested": k, "max_variance_lag": ...}.
@@ -219,7 +229,9 @@ def frequency_rows(op, a: int, pi: np.ndarray, occ, members: np.ndarray, *, top_
     ``members`` int64[|A|] its states. Each n-gram (n <= ngram_order) and each of the ``top_states`` most
     probable states is an indicator g; its pooled frequency over C chains of n steps from pi has mean pi g and
     the exact variance of :func:`~semio_jax.agreement.variance.time_average_variance` / C; it is tested (normal,
-    two-sided) iff n_eff min(f, 1 - f) >= ``min_effective``, a rule decided from the operator alone. An
+    two-sided) iff n_eff min(f, 1 - f) >= ``min_effective`` and the budget sees at least ``min_excursions``
+    relaxation-time blocks of the rarest token, C n m / t_rel >= min_excursions (m the smallest exact token
+    probability in the attractor, ``t_rel`` its exact relaxation time): both decided from the operator alone. An
     event the exact chain forbids but the chains showed always fails (p = 0).
     """
     space = op.space
@@ -264,6 +276,13 @@ def frequency_rows(op, a: int, pi: np.ndarray, occ, members: np.ndarray, *, top_
     n_eff = effective_draws(f, var)
     ok = np.minimum(f, 1.0 - f) * n_eff >= min_effective
     need = chains_needed(c, f, n_eff, min_effective)
+    tokens = pi.reshape(-1, n_tok).sum(axis=0)
+    rarest = float(tokens[tokens > 0].min())
+    excursions = c * n_steps * rarest / t_rel if t_rel > 0 else math.inf
+    if not excursions >= min_excursions:  # the slow phases are seen too few times: no frequency is tested
+        ok[:] = False
+        need = np.maximum(need, math.ceil(min_excursions * t_rel / (n_steps * rarest)) if math.isfinite(t_rel)
+                          else math.inf)
     for i in np.flatnonzero(ok):
         se = math.sqrt(var[i])
         if se > 0:
@@ -274,8 +293,18 @@ def frequency_rows(op, a: int, pi: np.ndarray, occ, members: np.ndarray, *, top_
             z, p = (0.0, 1.0) if same else (math.inf, 0.0)
         rows.append(CheckRow(names[i], float(f[i]), est[i], se, float(z), p,
                              f"exact variance; {n_eff[i]:.3g} effective draws"))
-    info = {"chains_needed": float(need[~ok].min()) if (~ok).any() else math.inf, "tested": int(ok.sum())}
+    info = {"chains_needed": float(need[~ok].min()) if (~ok).any() else math.inf, "tested": int(ok.sum()),
+            "relaxation_time": float(t_rel), "rarest_token": rarest, "excursions": float(excursions)}
     return rows, int((~ok).sum()), info
+
+
+def mixing_scale(spectrum) -> float:
+    """The exact relaxation time of an attractor's chain (1 / spectral gap); for a periodic class, that of
+    the lazy chain (I + P) / 2, which sets how fast time averages settle; inf when unknown."""
+    if spectrum.period == 1:
+        return float(spectrum.relaxation_time)
+    lazy = spectrum.lazy_slem
+    return 1.0 / (1.0 - float(lazy)) if lazy is not None and lazy < 1 else math.inf
 
 
 def draw_stationary_samples(op, model, *, procedure=None, attractors=None, n_chains: int = 64,
@@ -306,7 +335,8 @@ def check_stationary(op, model, *, procedure=None, attractors=None, n_chains: in
                      n_steps: int = 2000, seed: int = 0, level: float = 0.01, top_states: int = 5,
                      ngram_order: int = 2, max_attractors: int = 6, sample=None,
                      min_visits: float = MIN_VISITS, transitions: bool = True,
-                     min_expected: float = MIN_EXPECTED, min_effective: float = MIN_EFFECTIVE) -> AgreementReport:
+                     min_expected: float = MIN_EXPECTED, min_effective: float = MIN_EFFECTIVE,
+                     min_excursions: float = MIN_EXCURSIONS) -> AgreementReport:
     """Test the exact stationary distributions against chains sampled from ``model``.
 
     Args:
@@ -324,7 +354,7 @@ def check_stationary(op, model, *, procedure=None, attractors=None, n_chains: in
       ngram_order: also test n-gram frequencies up to this order (<= L).
       min_visits: the mean log-prob transition row needs at least this many transitions from
         states with two or more cells.
-      min_effective: the budget rule of the frequency rows (see the module docstring).
+      min_effective, min_excursions: the budget rule of the frequency rows (see the module docstring).
       transitions: also test the sampled transitions against the exact rows (three rows per
         attractor, see the module docstring; needs a sample that recorded them, as
         :func:`draw_stationary_samples` does). These see mistakes that change rows but barely
@@ -367,19 +397,22 @@ def check_stationary(op, model, *, procedure=None, attractors=None, n_chains: in
     rare = 0
     no_transitions = []
     notes, reasons, freq_info = [], [], {}
+    spectra = spectral_gap(op).classes if attractors else []
     for a in attractors:
         pi = st.distribution(a)[: space.num_full]
         occ = sample[a]
         f_rows, untested, info = frequency_rows(op, a, pi, occ, cs.attractors[a], top_states=top_states,
-                                                ngram_order=ngram_order, min_effective=min_effective)
+                                                ngram_order=ngram_order, min_effective=min_effective,
+                                                t_rel=mixing_scale(spectra[a]), min_excursions=min_excursions)
         rows += f_rows
         rare += untested
         freq_info[int(a)] = info
         if untested:
-            notes.append(f"A{a}: {untested} frequencies not tested (fewer than {min_effective:g} effective draws "
-                         f"of their rarer side at {occ.n_chains} x {occ.n_steps}, the exact autocorrelation "
-                         f"counted); the most testable of them needs {info['chains_needed']:.3g} chains x "
-                         f"{occ.n_steps} steps")
+            notes.append(f"A{a}: {untested} frequencies not tested at {occ.n_chains} x {occ.n_steps} (budget rule: "
+                         f"{min_effective:g} effective draws of the rarer side, the exact autocorrelation counted, "
+                         f"and {min_excursions:g} relaxation times ({info['relaxation_time']:.3g} steps) in the "
+                         f"rarest token; {info['excursions']:.3g} here); the most testable of them needs "
+                         f"{info['chains_needed']:.3g} chains x {occ.n_steps} steps")
         n_before = len(rows)
         if transitions:
             if not occ.has_transitions:
@@ -409,7 +442,8 @@ def check_stationary(op, model, *, procedure=None, attractors=None, n_chains: in
                   "tokens (normal); a forbidden transition fails" if transitions else ""),
         settings={"n_chains": n_chains, "n_steps": n_steps, "seed": seed, "procedure": proc.spec,
                   "attractors": list(map(int, attractors)), "top_states": top_states, "ngram_order": ngram_order,
-                  "min_visits": min_visits, "min_effective": min_effective, "untested_rare": rare,
+                  "min_visits": min_visits, "min_effective": min_effective, "min_excursions": min_excursions,
+                  "untested_rare": rare,
                   "transitions": transitions, "min_expected": min_expected, "frequencies": freq_info,
                   "sample_seeds": {int(a): int(sample[a].seed) for a in attractors}},
         inconclusive_reasons=reasons, notes=notes,

@@ -43,9 +43,10 @@ import numpy as np
 import scipy.sparse as sp
 
 __all__ = ["class_matrix", "time_average_variance", "effective_draws", "chains_needed", "surprisal_variance",
-           "MIN_EFFECTIVE"]
+           "MIN_EFFECTIVE", "MIN_EXCURSIONS"]
 
 MIN_EFFECTIVE = 50.0  # budget rule: smallest n_eff * min(f, 1 - f) for a tested frequency (see module docstring)
+MIN_EXCURSIONS = 100.0  # budget rule: smallest C n m / t_rel (rarest token mass m) for any tested frequency
 
 
 def class_matrix(op, members: np.ndarray) -> sp.csr_matrix:
