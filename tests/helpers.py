@@ -21,52 +21,6 @@ from semio_jax.testing.references import gth_rational
 
 
 # ------------------------------------------------------------------ procedures
-def _stage_two(procedure: S.Procedure, row: np.ndarray):
-    """(descending order, kept after top-k, renormalised q) for one row, as in the reference."""
-    z = row / procedure.temperature
-    order = sorted(range(z.size), key=lambda y: (-z[y], y))
-    kept = [y for y in order if np.isfinite(z[y])]
-    if procedure.top_k is not None:
-        kept = kept[: procedure.top_k]
-    m = max(z[y] for y in kept)
-    w = {y: math.exp(z[y] - m) for y in kept}
-    s = sum(w.values())
-    return z, kept, {y: w[y] / s for y in kept}
-
-
-def near_boundary(procedure: S.Procedure, logits: np.ndarray, tol: float = 1e-12) -> bool:
-    """True if a top-p or min-p decision is within ``tol`` of its threshold for some row.
-
-    There the engine (cumsum in XLA) and the reference (a Python loop) may round
-    differently and legitimately disagree about which token is kept.
-    """
-    if procedure.greedy:
-        return False
-    for row in np.atleast_2d(logits):
-        z, kept, q = _stage_two(procedure, row)
-        if procedure.top_p is not None:
-            mass = 0.0
-            for y in kept:
-                if abs(mass - procedure.top_p) <= tol:
-                    return True
-                mass += q[y]
-            new, mass = [], 0.0
-            for y in kept:
-                if mass < procedure.top_p:
-                    new.append(y)
-                mass += q[y]
-            kept = new
-            m = max(z[y] for y in kept)
-            w = {y: math.exp(z[y] - m) for y in kept}
-            s = sum(w.values())
-            q = {y: w[y] / s for y in kept}
-        if procedure.min_p is not None:
-            top = max(q.values())
-            if any(abs(q[y] - procedure.min_p * top) <= tol for y in kept):
-                return True
-    return False
-
-
 # ------------------------------------------------------------------ operators
 def brute_force(model, n_tokens: int, length: int, prefixes: bool, procedure):
     """(probs, succ, logits) built from the documented conventions only: no StateSpace, no engine code.
@@ -157,11 +111,12 @@ def exact_stationary(op, members) -> dict:
     return {s: pi[pos[s]] for s in members}
 
 
-def exact_absorption(op, attractor_sets) -> tuple[np.ndarray, np.ndarray]:
+def exact_absorption(op, attractor_sets, rational: bool = False) -> tuple:
     """Absorption probabilities from an exact rational solve (Gauss-Jordan).
 
     Returns (float64[S, m] rounded from the exact values, bool[S, m] telling
-    where the exact value is exactly 1).
+    where the exact value is exactly 1), and with ``rational`` the exact values
+    themselves (a list of S rows of m Fractions) as a third element.
 
     The unknowns are the states that reach two or more attractors; every
     other state's row is 0/1 by graph reachability (computed here by a plain
@@ -217,7 +172,7 @@ def exact_absorption(op, attractor_sets) -> tuple[np.ndarray, np.ndarray]:
             h[s] = mat[pos[s]][u:]
     values = np.array([[float(v) for v in row] for row in h]).reshape(s_count, m)
     ones = np.array([[v == 1 for v in row] for row in h], dtype=bool).reshape(s_count, m)
-    return values, ones
+    return (values, ones, h) if rational else (values, ones)
 
 
 def period_by_traces(op, members) -> int:

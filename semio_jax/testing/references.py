@@ -415,10 +415,16 @@ def map_reference(probs: np.ndarray, succ: np.ndarray, start: int, n: int) -> tu
 
 # ---------------------------------------------------------------- procedure
 def probabilities_reference(procedure: Procedure, logits: np.ndarray) -> np.ndarray:
-    """Slow, loop-based numpy version of :meth:`Procedure.probabilities` (test oracle).
+    """Slow, loop-based version of :meth:`Procedure.probabilities` in exact decimal arithmetic (test oracle).
 
-    Follows the definitions in the module docstring token by token.
+    Follows the definitions in semio_jax.core.procedure's docstring token by token: weights
+    exp(z_y / t) and every truncation decision (top-p's "mass strictly before y is < p", min-p's
+    "q_y >= p q_max") are evaluated with 100-digit decimals from the exact values of the float
+    logits, t and p; only the final probabilities are rounded to float64. No log-space tricks,
+    no shift by the maximum: an independent route to the same numbers.
     """
+    import decimal
+
     z = np.asarray(logits, dtype=np.float64)
     out = np.zeros_like(z)
     for idx in np.ndindex(z.shape[:-1]):
@@ -431,31 +437,89 @@ def probabilities_reference(procedure: Procedure, logits: np.ndarray) -> np.ndar
                     best = y
             out[idx][best] = 1.0
             continue
-        row = row / procedure.temperature
         order = sorted(range(n), key=lambda y: (-row[y], y))
         kept = [y for y in order if np.isfinite(row[y])]
         if procedure.top_k is not None:
             kept = kept[: procedure.top_k]
-
-        def renorm(tokens):
-            m = max(row[y] for y in tokens)
-            w = {y: math.exp(row[y] - m) for y in tokens}
-            s = sum(w.values())
-            return {y: w[y] / s for y in tokens}
-
-        q = renorm(kept)
-        if procedure.top_p is not None:
-            new, mass = [], 0.0
-            for y in kept:  # kept is in descending order
-                if mass < procedure.top_p:
-                    new.append(y)
-                mass += q[y]
-            kept = new
-            q = renorm(kept)
-        if procedure.min_p is not None:
-            top = max(q.values())
-            kept = [y for y in kept if q[y] >= procedure.min_p * top]
-            q = renorm(kept)
-        for y, v in q.items():
-            out[idx][y] = v
+        with decimal.localcontext() as ctx:
+            ctx.prec = 100
+            t = decimal.Decimal(float(procedure.temperature))
+            w = {y: (decimal.Decimal(float(row[y])) / t).exp() for y in kept}
+            if procedure.top_p is not None:
+                p = decimal.Decimal(float(procedure.top_p))
+                total = sum(w[y] for y in kept)
+                new, mass = [], decimal.Decimal(0)
+                for y in kept:  # kept is in descending order
+                    if mass / total < p:
+                        new.append(y)
+                    mass += w[y]
+                kept = new
+            if procedure.min_p is not None:
+                p = decimal.Decimal(float(procedure.min_p))
+                top = max(w[y] for y in kept)
+                kept = [y for y in kept if w[y] >= p * top]
+            total = sum(w[y] for y in kept)
+            for y in kept:
+                out[idx][y] = float(w[y] / total)
     return out
+
+
+# ---------------------------------------------------------------- high precision
+def stationary_highprec(logits: np.ndarray, temperature: float, succ: np.ndarray, members, dps: int = 60) -> list:
+    """Stationary law of a temperature-only chain in arbitrary precision (mpmath), for tests.
+
+    q(y | s) = exp(z_y / t) / sum_j exp(z_j / t) over the finite logits of row s, from the exact
+    values of the float logits and of t, evaluated with ``dps`` digits (no shift, no log
+    domain), then GTH's textbook loop on the class ``members`` in the same precision. Every
+    entry, however far below the float64 range, is returned as an ``mpmath.mpf``.
+    """
+    import mpmath
+
+    members = [int(s) for s in members]
+    pos = {s: i for i, s in enumerate(members)}
+    n = len(members)
+    with mpmath.workdps(dps):
+        t = mpmath.mpf(float(temperature))
+        a = [[mpmath.mpf(0)] * n for _ in range(n)]
+        for s in members:
+            w = {y: mpmath.exp(mpmath.mpf(float(logits[s, y])) / t) for y in range(logits.shape[1])
+                 if np.isfinite(logits[s, y])}
+            total = mpmath.fsum(w.values())
+            for y, v in w.items():
+                tgt = int(succ[s, y])
+                if tgt in pos:
+                    a[pos[s]][pos[tgt]] += v / total
+        for k in range(n - 1, 0, -1):
+            sk = mpmath.fsum(a[k][:k])
+            for i in range(k):
+                a[i][k] /= sk
+            for i in range(k):
+                if a[i][k]:
+                    for j in range(k):
+                        a[i][j] += a[i][k] * a[k][j]
+        pi = [mpmath.mpf(1)] + [mpmath.mpf(0)] * (n - 1)
+        for k in range(1, n):
+            pi[k] = mpmath.fsum(pi[i] * a[i][k] for i in range(k))
+        z = mpmath.fsum(pi)
+        return [x / z for x in pi]
+
+
+def closed_classes_reference(edges: dict) -> list[list[int]]:
+    """Closed communicating classes of a directed graph {s: set of successors}, by plain reachability sets."""
+    nodes = sorted(edges)
+    reach = {}
+    for s in nodes:
+        seen, stack = {s}, [s]
+        while stack:
+            v = stack.pop()
+            for w in edges[v]:
+                if w not in seen:
+                    seen.add(w)
+                    stack.append(w)
+        reach[s] = seen
+    out = []
+    for s in nodes:
+        cls = sorted(t for t in reach[s] if s in reach[t])
+        if set(reach[s]) == set(cls) and cls not in out:
+            out.append(cls)
+    return sorted(out)
