@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 import semio_jax as sj
 from semio_jax.app.cli import load_model, main
@@ -167,3 +168,19 @@ def test_ctrl_c_exits_130_in_one_line_and_keeps_finished_procedures(tmp_path):
     assert "markov2_greedy" in kept and kept["provenance"]["finished"][0] == "greedy"
     assert len(kept) - 1 == len(kept["provenance"]["finished"]) < 6
     assert (out / "report.md").exists() and np.load(out / "arrays.npz")["markov2_greedy/probs"].shape == (1364, 4)
+
+
+def test_check_with_a_budget_that_supports_no_test_is_inconclusive_exit_3(tmp_path, capsys):
+    """Issue 13: `semio check markov2 --chains 2 --steps 10` printed "PASS: 0 tests" and exited 0."""
+    assert main(["check", "markov2", "--chains", "2", "--steps", "10", "--out", str(tmp_path / "m")]) == 3
+    out = capsys.readouterr().out
+    assert "INCONCLUSIVE" in out and "PASS: 0 tests" not in out and "supports no test" in out
+    results = json.loads((tmp_path / "m" / "results.json").read_text())
+    assert results["markov2_temperature1"]["verdict"] == "INCONCLUSIVE"
+
+
+def test_check_help_documents_the_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        main(["check", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "0 PASS" in text and "1 FAIL" in text and "3 INCONCLUSIVE" in text

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import figures
-from ..agreement import check_basins, check_stationary
+from ..agreement import check_basins, check_stationary, combined_verdict
 from ..analysis import basins_result, class_structure, greedy_dynamics, hitting_times_result, stationary_result
 from ..build import build_operator
 from ..errors import PromptError
@@ -258,6 +258,8 @@ def analyze(model, procedure, *, length: int | None = None, sample: bool = True,
         "checks": [c.to_dict() for c in checks],
         "toolkit": tk,
         "all_checks_passed": all(c.passed for c in checks) and (tk is None or tk["all_checks_passed"]),
+        "verdict": (combined_verdict([c.verdict for c in checks] + ([tk["verdict"]] if tk and tk.get("checks") else []))
+                    if sample else None),
         "timings": timings,
         "seed": seed,
     }
@@ -333,5 +335,5 @@ def compare_table(summaries: Sequence[dict]) -> tuple[list[str], list[list]]:
         rows.append([s["procedure"], len(sizes), " ".join(map(str, sizes[:6])) + (" ..." if len(sizes) > 6 else ""),
                      " ".join(map(str, periods[:6])), s["n_transient"], top["label"] if top else "-",
                      top["pi"] if top else "-", s["greedy"]["n_cycles"],
-                     ("pass" if s["all_checks_passed"] else "FAIL") if s["checks"] or s["toolkit"] else "-"])
+                     s["verdict"] if s.get("verdict") else "-"])
     return headers, rows

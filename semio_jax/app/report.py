@@ -81,7 +81,7 @@ def check_markdown(check, max_rows: int = 40) -> str:
     rows = sorted(check.rows, key=lambda r: r.p_value) if len(check.rows) > max_rows else check.rows
     cells = [[r.quantity, r.exact, r.estimate, r.se, r.z, r.p_value] for r in rows[:max_rows]]
     more = len(check.rows) - len(cells)
-    head = (f"**Check: {check.title}** — {'PASS' if check.passed else 'FAIL'} ({check.n_tests} tests, "
+    head = (f"**Check: {check.title}** — {check.verdict} ({check.n_tests} tests, "
             f"min p = {check.min_p:.3g}, Bonferroni threshold {check.threshold:.2e} for family-wise level {check.level}). "
             f"Method: {check.method}. Settings: `{check.settings}`")
     table = markdown_table(["quantity", "exact", "sampled", "s.e.", "z", "p"], cells)

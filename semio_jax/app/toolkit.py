@@ -392,6 +392,7 @@ def run_toolkit(op, model, *, model_name: str, seed: int = 0, sample: bool = Tru
             _close(found.figures)
     out["checks"] = [c.to_dict() for c in checks]
     out["all_checks_passed"] = all(c.passed for c in checks)
+    out["verdict"] = agreement.combined_verdict([c.verdict for c in checks])
     out["timings_s"] = timings
     if report is not None:
         body.append(" ".join(f"![{f}]({f})" for f in figure_names))
