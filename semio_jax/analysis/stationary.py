@@ -582,7 +582,7 @@ def _log_block(op, members: np.ndarray) -> np.ndarray:
     n = members.size
     pos = np.full(op.num_states, -1, dtype=np.int64)
     pos[members] = np.arange(n)
-    succ = op.successors[members]  # [n, N]
+    succ = op.space.successors_of(np.asarray(members)[:, None], np.arange(op.n_tokens))  # [n, N]
     lp = op.log_probs[members]  # [n, N]
     tgt = pos[succ]
     out = np.full((n, n), -np.inf)
