@@ -33,6 +33,7 @@ __all__ = [
     "ResumeError",
     "PropertyError",
     "MissingDependencyError",
+    "UnrepresentableWarning",
 ]
 
 
@@ -110,3 +111,8 @@ class PropertyError(SemioError, ValueError):
 
 class MissingDependencyError(SemioError, ImportError):
     """An optional dependency (e.g. stormpy) that a command needs is not installed."""
+
+
+class UnrepresentableWarning(UserWarning):
+    """A result that depends on transitions below the float64 range and could not be computed in the log
+    domain (a class larger than the log-domain GTH limit): it is reported, flagged and not certified."""

@@ -157,11 +157,12 @@ def exact_stationary(op, members) -> dict:
     return {s: pi[pos[s]] for s in members}
 
 
-def exact_absorption(op, attractor_sets) -> tuple[np.ndarray, np.ndarray]:
+def exact_absorption(op, attractor_sets, rational: bool = False) -> tuple:
     """Absorption probabilities from an exact rational solve (Gauss-Jordan).
 
     Returns (float64[S, m] rounded from the exact values, bool[S, m] telling
-    where the exact value is exactly 1).
+    where the exact value is exactly 1), and with ``rational`` the exact values
+    themselves (a list of S rows of m Fractions) as a third element.
 
     The unknowns are the states that reach two or more attractors; every
     other state's row is 0/1 by graph reachability (computed here by a plain
@@ -217,7 +218,7 @@ def exact_absorption(op, attractor_sets) -> tuple[np.ndarray, np.ndarray]:
             h[s] = mat[pos[s]][u:]
     values = np.array([[float(v) for v in row] for row in h]).reshape(s_count, m)
     ones = np.array([[v == 1 for v in row] for row in h], dtype=bool).reshape(s_count, m)
-    return values, ones
+    return (values, ones, h) if rational else (values, ones)
 
 
 def period_by_traces(op, members) -> int:

@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 
 import semio_jax as sj
+from semio_jax.testing import references
+
+from helpers import exact_absorption
 from hypothesis import given
 from semio_jax.testing import operators
 from semio_jax.analysis import stationary as stationary_mod
@@ -46,7 +49,10 @@ def test_many_attractors_are_stored_sparsely():
     f = rng.normal(size=op.num_states)
     np.testing.assert_allclose(st.mixture(w), w @ dense, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(st.expectations(f), dense @ f, rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(st.sparse().toarray(), dense, rtol=0, atol=0)
+    uniform = np.zeros((len(st), op.num_states))  # independent: the law of a rotation cycle is uniform
+    for i, members in enumerate(cs.attractors):
+        uniform[i, members] = 1.0 / members.size
+    np.testing.assert_allclose(st.sparse().toarray(), uniform, rtol=1e-12, atol=0)
     with pytest.raises(ValueError, match="one per attractor"):
         st.mixture(w[:-1])
 
@@ -109,7 +115,8 @@ def test_split_rows_refused_before_the_solve(monkeypatch):
     op = sj.Operator(space, probs)
     b = sj.basins_result(op)
     assert b.n_attractors == 2 and b.split.size == space.num_states - 2
-    np.testing.assert_allclose(b.sparse().toarray(), b.probabilities, atol=0)
+    exact, _ = exact_absorption(op, sj.attractors(op))  # exact rationals, independent of the solver
+    np.testing.assert_allclose(b.sparse().toarray(), exact, rtol=0, atol=b.error_bound + 1e-16)
     import semio_jax._util.memory as operator_mod
     op2 = sj.Operator(space, probs)
     monkeypatch.setattr(operator_mod, "available_memory", lambda: 2 * 9 * 2 * 100)  # room for 100 split rows
@@ -124,7 +131,9 @@ def test_compact_basin_views_agree_with_the_dense_tables(op):
     b = sj.basins_result(op)
     h, reach = b.probabilities, b.reachable
     assert h.shape == reach.shape == (op.num_states, len(sj.attractors(op)))
-    np.testing.assert_array_equal(b.sparse().toarray(), h)
+    exact, _ = exact_absorption(op, sj.attractors(op))  # exact rationals, independent of the solver
+    np.testing.assert_allclose(b.sparse().toarray(), exact, rtol=0, atol=b.error_bound + 1e-16)
+    np.testing.assert_array_equal(reach, exact > 0)
     states = np.arange(op.num_states)[::-1]
     np.testing.assert_array_equal(b.rows(states), h[states])
     np.testing.assert_array_equal(b.reachable_rows(states), reach[states])
@@ -134,7 +143,9 @@ def test_compact_basin_views_agree_with_the_dense_tables(op):
     assert np.array_equal(b.owner < 0, reach.sum(axis=1) >= 2)
     np.testing.assert_array_equal(b.split, np.flatnonzero(b.owner < 0))
     st = sj.stationary_result(op)
-    np.testing.assert_allclose(st.sparse().toarray(), st.distributions, atol=0)
+    for i, members in enumerate(sj.attractors(op)):  # against the dense least-squares eigenvector
+        ref = references.stationary_reference(op.probs, op.successors, members)
+        np.testing.assert_allclose(st.sparse().toarray()[i], ref, rtol=0, atol=1e-9)
 
 
 def test_reachability_needs_no_absorption_solve():
@@ -147,5 +158,6 @@ def test_reachability_needs_no_absorption_solve():
 
     reach = reachable_attractors(op)
     assert not any(key[0] == "basins" for key in op.__dict__.get("_analysis_cache", {}))  # no solve ran
-    np.testing.assert_array_equal(reach, sj.basins_result(op).reachable)
+    exact, _ = exact_absorption(op, sj.attractors(op))  # reachability from exact rationals
+    np.testing.assert_array_equal(reach, exact > 0)
     assert reach.sum(axis=1).min() == 1 and reach.all(axis=1).sum() == space.num_states - 2

@@ -9,9 +9,10 @@ halfway through. Budgets are fractions of ``available_memory()``:
 (:func:`refuse_if_over`).
 
 Counting convention (:func:`estimate_memory`): per state and token, the
-float64 probability table (8 bytes), the int64 successor table (8 bytes), the
-model's float32 logits when kept (4 bytes); plus 8 float64 work vectors of
-length |S| for the analyses.
+float64 probability table (8 bytes), the float64 log-probabilities that carry
+the exact support (8 bytes), the int64 successor table (8 bytes), the model's
+float32 logits when kept (4 bytes); plus 8 float64 work vectors of length |S|
+for the analyses.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def estimate_memory(space, keep_logits: bool = True) -> dict:
     s, n = space.num_states, space.n_tokens
     items = {
         "probs (float64)": 8 * s * n,
+        "log-probs (float64)": 8 * s * n,
         "successors (int64)": 8 * s * n,
         "logits (float32)": 4 * s * n if keep_logits else 0,
         "work vectors": 8 * 8 * s,

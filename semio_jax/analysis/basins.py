@@ -283,7 +283,7 @@ def basins_result(op) -> BasinsResult:
         # allow for the rounding of the residual and of the diagonal (rows of at most N + 2 terms);
         # h and its estimate lie in [0, 1], so 1.0 is always a valid bound (used when tmax is not certified)
         eps = float(np.finfo(np.float64).eps)
-        bound = 1.0 if tmax is None else min(1.0, tmax * (residual + 4 * (op.n_tokens + 3) * eps))
+        bound = 1.0 if tmax is None else min(1.0, tmax * (residual + 4 * (op.n_tokens + 3) * eps + 2 * op.table_rounding))
     row_err = float(np.max(np.abs(x.sum(axis=1) - 1.0))) if unknown.size else 0.0
     return BasinsResult(
         owner=owner, split=unknown, split_probabilities=x, split_reachable=reach_u, strict=strict,
@@ -314,7 +314,7 @@ def _solve_krylov(op, owner: np.ndarray, unknown: np.ndarray, reach_u: np.ndarra
     t_hat, _, _ = krylov.column_solve(kern, u, np.where(u, 1.0, 0.0), factor=factor, rtol=1e-8)
     tmax = krylov.certified_max_time_structured(kern, u, np.zeros_like(u), t_hat)
     eps = float(np.finfo(np.float64).eps)
-    bound = 1.0 if tmax is None else min(1.0, tmax * (residual + 4 * (op.n_tokens + 3) * eps))
+    bound = 1.0 if tmax is None else min(1.0, tmax * (residual + 4 * (op.n_tokens + 3) * eps + 2 * op.table_rounding))
     return x, residual, tmax, bound
 
 

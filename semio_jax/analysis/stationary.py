@@ -65,6 +65,7 @@ states, e.g. 7e13 against the actual 3.7e4 at 2^18, which leaves no certificate)
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,8 +73,8 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from .._util.memory import refuse_if_over
-from ..errors import ConvergenceError
-from ..linalg.gth import gth
+from ..errors import ConvergenceError, UnrepresentableWarning
+from ..linalg.gth import TINY, gth, gth_enclosure, gth_log_enclosure
 from ..linalg import krylov
 from ..linalg.mmatrix import EPS, certified_max_time, off_diagonal
 from ..linalg.sharded import ShardedOperator
@@ -108,6 +109,14 @@ class StationaryResult:
         steps to the reference state; None where it could not be certified).
       reference_states: the reference state j of each attractor.
       methods: algorithm used per attractor.
+      log_values: float64 array per attractor: log pi_i on ``supports[i]`` (finite even where pi_i is
+        below the float64 range: the log-domain GTH computes it directly).
+      relative_bounds: certified bound on max_s |pi_hat(s) / pi(s) - 1| over the attractor (GTH's
+        enclosure; None for the other methods), with respect to the model's own logits.
+      certifies: one sentence per attractor: what the bounds certify, and with respect to what.
+      unrepresentable: True where the class holds possible transitions below the float64 range and
+        no log-domain method could be used: then nothing is certified (a
+        :class:`~semio_jax.errors.UnrepresentableWarning` is issued too).
       matvecs: structured matrix-vector products used by an iterative method (None for gth/lu;
         for krylov both solves, pi and tau_j, are counted; for power its steps, plus the
         GMRES solve for tau_j when ``auto`` chose power).
@@ -127,6 +136,10 @@ class StationaryResult:
     reference_states: list = field(default_factory=list)
     methods: list = field(default_factory=list)
     matvecs: list = field(default_factory=list)
+    log_values: list = field(default_factory=list)
+    relative_bounds: list = field(default_factory=list)
+    certifies: list = field(default_factory=list)
+    unrepresentable: list = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.supports)
@@ -173,24 +186,63 @@ class StationaryResult:
         return sp.csr_matrix((vals, (rows, cols)), shape=(len(self), self.num_states))
 
     def add(self, members: np.ndarray, pi_full: np.ndarray, *, residual: float, hitting_time: float | None,
-            reference_state: int, method: str, n_tokens: int, matvecs: int | None = None) -> None:
+            reference_state: int, method: str, n_tokens: int, matvecs: int | None = None,
+            table_rounding: float = 0.0, log_pi: np.ndarray | None = None,
+            enclosure: tuple[np.ndarray, np.ndarray] | None = None, unrepresentable: bool = False) -> None:
         """Record one attractor's pi (dense ``pi_full``, kept on ``members``) and certify it.
 
-        The one place the error bound is computed, for every solver (GTH, LU, Krylov, power,
-        sharded): ``4 max(tau_j, 1) r_hi + |sum pi - 1|`` with r_hi the residual enlarged by
-        its own rounding (each entry of pi P sums at most N + 1 products, hence the
-        (N + 3) eps margin), so the bound holds when tau_j eps is not small; None (not
-        certified) without a tau_j or when the bound is not below 1.
+        The one place the certificates are computed, for every solver (GTH, LU, Krylov, power,
+        sharded). Two rigorous bounds on ||pi_hat - pi||_1, pi the stationary law of the chain
+        the model's float32 logits define:
+
+        * residual: ``4 max(tau_j, 1) (r_hi + rho) + |sum pi - 1|``, r_hi the residual enlarged by
+          its own rounding ((N + 3) eps: each entry of pi P sums at most N + 1 products) and rho
+          the table's relative rounding against the logits (||P - P_hat||_inf <= rho), by
+          Meyer's group-inverse bound ||A#||_inf <= 4 tau_j; None without a tau_j;
+        * enclosure (GTH): ``enclosure = (log pi_lo, log pi_hi)`` on ``members`` (in log form),
+          rigorous entrywise bounds; the L1 bound sums max(pi_hi - pi_hat, pi_hat - pi_lo), and
+          the entrywise relative bound is reported in ``relative_bounds``.
+
+        The smaller is kept; a bound >= 1 says nothing and is reported as None (not certified).
+        ``unrepresentable`` classes get no certificate at all.
         """
         sup = np.sort(np.asarray(members, dtype=np.int64))
+        vals = np.array(pi_full[sup], dtype=np.float64)
         self.supports.append(sup)
-        self.values.append(np.array(pi_full[sup], dtype=np.float64))
+        self.values.append(vals)
+        if log_pi is None:
+            with np.errstate(divide="ignore"):
+                log_pi = np.log(vals)
+        else:
+            log_pi = np.asarray(log_pi, dtype=np.float64)[np.argsort(np.asarray(members))]
+        self.log_values.append(log_pi)
         self.residuals.append(float(residual))
         self.hitting_times.append(hitting_time)
-        resid_hi = residual * (1.0 + self.num_states * EPS) + (n_tokens + 3) * EPS
-        bound = (None if hitting_time is None
-                 else 4.0 * max(hitting_time, 1.0) * resid_hi + abs(float(pi_full.sum()) - 1.0))
-        self.error_bounds.append(bound if bound is not None and bound < 1.0 else None)
+        bound, rel, what = None, None, "nothing (not certified)"
+        if not unrepresentable:
+            if hitting_time is not None:
+                resid_hi = residual * (1.0 + self.num_states * EPS) + (n_tokens + 3) * EPS
+                bound = 4.0 * max(hitting_time, 1.0) * (resid_hi + table_rounding) + abs(float(vals.sum()) - 1.0)
+                what = "L1 error w.r.t. the model's logits (residual x hitting time + table rounding)"
+            if enclosure is not None:
+                order = np.argsort(np.asarray(members))
+                lo, hi = (np.asarray(x, dtype=np.float64)[order] for x in enclosure)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    up = np.expm1(hi - log_pi)
+                    down = -np.expm1(lo - log_pi)
+                rel_e = float(np.max(np.maximum(up, down)))
+                if np.isfinite(rel_e):
+                    l1 = float(np.sum(vals * np.maximum(up, down)))
+                    rel = rel_e
+                    if bound is None or l1 < bound:
+                        bound = l1
+                        what = "entrywise relative error w.r.t. the model's logits (GTH enclosure)"
+        if bound is not None and not bound < 1.0:
+            bound, what = None, "nothing (the bound is not below 1)"
+        self.error_bounds.append(bound)
+        self.relative_bounds.append(rel)
+        self.certifies.append(what)
+        self.unrepresentable.append(bool(unrepresentable))
         self.reference_states.append(int(reference_state))
         self.methods.append(method)
         self.matvecs.append(matvecs)
@@ -198,9 +250,11 @@ class StationaryResult:
     def summary(self) -> list[dict]:
         return [
             {"attractor": i, "method": m, "residual_l1": r, "error_bound_l1": b,
-             "max_hitting_time": h, "reference_state": int(j)}
-            for i, (m, r, b, h, j) in enumerate(zip(self.methods, self.residuals, self.error_bounds,
-                                                    self.hitting_times, self.reference_states))
+             "max_hitting_time": h, "reference_state": int(j), "relative_bound": rb, "certifies": c,
+             "unrepresentable": u}
+            for i, (m, r, b, h, j, rb, c, u) in enumerate(zip(
+                self.methods, self.residuals, self.error_bounds, self.hitting_times, self.reference_states,
+                self.relative_bounds, self.certifies, self.unrepresentable))
         ]
 
 
@@ -374,7 +428,7 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
     cs = class_structure(op)
     out = StationaryResult(num_states=op.num_states)
     for i, members in enumerate(cs.attractors):
-        m = method
+        m, extra = method, {}
         if m == "auto":
             m = "gth" if members.size <= GTH_MAX else "lu" if members.size <= LU_MAX else "krylov"
         mv = None
@@ -399,23 +453,92 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
         elif m == "krylov":
             pi_full, j, tau, mv = _solve_krylov(op, members, tol, min(max_iter, 5000))
         else:
-            block = _class_matrix(op, members)
-            jl = _reference_state(block) if members.size > 1 else 0
-            try:
-                pi, tau = (_solve_gth if m == "gth" else _solve_lu)(block, jl)
-            except ConvergenceError:
-                if not (method == "auto" and m == "gth"):
-                    raise
-                m = "lu (gth underflowed)"  # e.g. temperature -> 0: entries like 1e-169 underflow in products
-                pi, tau = _solve_lu(block, jl)
-            pi_full = np.zeros(op.num_states)
-            pi_full[members] = np.maximum(pi, 0.0)
-            pi_full /= pi_full.sum()
-            j = int(members[jl])
+            pi_full, j, tau, m, extra = _solve_direct(op, members, m)
+        if m in ("power", "krylov"):
+            extra = {"unrepresentable": _unrepresentable(op, members)}
+        if not np.all(np.isfinite(pi_full)):
+            raise ConvergenceError(f"the {m} solve of attractor {i} returned a non-finite vector")
         resid = float(np.abs(op.push(pi_full) - pi_full).sum())
         out.add(members, pi_full, residual=resid, hitting_time=tau, reference_state=j, method=m,
-                n_tokens=op.n_tokens, matvecs=mv)
+                n_tokens=op.n_tokens, matvecs=mv, table_rounding=op.table_rounding, **extra)
+        if out.unrepresentable[-1]:
+            warnings.warn(
+                f"attractor {i} ({members.size} states) has possible transitions below the float64 range and is "
+                f"larger than the log-domain GTH limit ({GTH_MAX} states): its stationary law ({m}) treats them "
+                f"as 0 and is not certified", UnrepresentableWarning, stacklevel=2)
     return out
+
+
+def _unrepresentable(op, members: np.ndarray) -> bool:
+    """True when some possible transition out of ``members`` has a float64 probability below TINY."""
+    return bool(np.any(op.support[members] & (op.probs[members] < TINY)))
+
+
+def _log_widening(rho: float) -> float:
+    """An additive log-domain margin covering a relative error rho of the probabilities (log(1 + rho) <= rho)."""
+    return 1.01 * rho + 2 * EPS
+
+
+def _log_block(op, members: np.ndarray) -> np.ndarray:
+    """float64[n, n] log P restricted to ``members`` (-inf where no move; moves leaving dropped)."""
+    n = members.size
+    pos = np.full(op.num_states, -1, dtype=np.int64)
+    pos[members] = np.arange(n)
+    succ = op.successors[members]  # [n, N]
+    lp = op.log_probs[members]  # [n, N]
+    tgt = pos[succ]
+    out = np.full((n, n), -np.inf)
+    rows = np.repeat(np.arange(n), op.n_tokens).reshape(n, -1)
+    ok = (tgt >= 0) & np.isfinite(lp)
+    np.logaddexp.at(out, (rows[ok], tgt[ok]), lp[ok])
+    return out
+
+
+def _solve_direct(op, members: np.ndarray, m: str):
+    """(pi_full, j, tau, method, add-kwargs) by GTH (float64 or log domain) or LU; see stationary_result.
+
+    GTH runs in the log domain when the class has possible transitions below TINY (their
+    float64 entries underflow or lose relative accuracy), or when the float64 run breaks down
+    (a vanishing exit rate, a non-finite entry); the enclosure certifies the result entrywise.
+    LU on such a class is flagged unrepresentable.
+    """
+    tiny = _unrepresentable(op, members)
+    block = _class_matrix(op, members)
+    jl = _reference_state(block) if members.size > 1 else 0
+    extra: dict = {}
+    if m == "gth" and not tiny:
+        try:
+            pi, tau = _solve_gth(block, jl)
+            if not np.all(np.isfinite(pi)):
+                raise ConvergenceError("GTH returned a non-finite vector")
+            rho = op.table_rounding
+            dense = block.toarray()
+            try:
+                lo, hi = gth_enclosure(dense * (1.0 - rho), dense * (1.0 + rho))
+                with np.errstate(divide="ignore"):
+                    extra["enclosure"] = (np.log(lo), np.log(hi))
+            except ConvergenceError:  # the float64 enclosure left the normal range: bound it in logs
+                lb, d = _log_block(op, members), _log_widening(rho)
+                extra["enclosure"] = gth_log_enclosure(lb - d, lb + d)
+        except ConvergenceError:
+            tiny = True  # the float64 elimination broke down (a vanishing rate, a non-finite entry): the log domain cannot
+    if m == "gth" and tiny:
+        lb, d = _log_block(op, members), _log_widening(op.table_rounding)
+        lo, hi = gth_log_enclosure(lb - d, lb + d)
+        log_pi = 0.5 * (lo + hi)
+        log_pi -= float(np.logaddexp.reduce(log_pi))
+        pi = np.exp(log_pi)
+        extra.update(enclosure=(lo, hi), log_pi=log_pi)
+        m = "gth (log domain)"
+        tau = None
+    elif m == "lu":
+        pi, tau = _solve_lu(block, jl)
+        extra["unrepresentable"] = tiny
+    pi_full = np.zeros(op.num_states)
+    pi_full[members] = np.maximum(pi, 0.0)
+    if "log_pi" not in extra:
+        pi_full /= pi_full.sum()
+    return pi_full, int(members[jl]), tau, m, extra
 
 
 def stationary(op, method: str = "auto") -> np.ndarray:

@@ -14,7 +14,7 @@ import os
 
 from .._util.memory import check_fits
 from ..core.model import describe_model
-from ..core.operator import Operator, apply_procedure
+from ..core.operator import Operator
 from ..core.procedure import Procedure, parse
 from ..core.space import StateSpace
 from .checkpointed import default_checkpoint_dir, evaluate_logits_resumable, using_checkpoint_dir
@@ -66,5 +66,4 @@ def build_operator(model, space: StateSpace, procedure: Procedure | str | None =
                                            method=method)
     else:
         logits = evaluate_logits(model, space, batch_size=batch_size, progress=progress, method=method)
-    probs = apply_procedure(procedure, logits)
-    return Operator(space, probs, procedure, logits if keep_logits else None, describe_model(model))
+    return Operator.from_logits(space, procedure, logits, keep_logits=keep_logits, model_info=describe_model(model))

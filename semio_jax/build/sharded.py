@@ -22,7 +22,7 @@ from .._util.memory import check_fits
 from .._util.mesh import device_mesh, mesh_axes, to_host
 from .._util.progress import progress_bar
 from ..core.model import check_model_fits, describe_model
-from ..core.operator import Operator, apply_procedure
+from ..core.operator import Operator
 from ..core.procedure import Procedure, parse
 from ..core.space import StateSpace
 from ..errors import LogitsShapeError
@@ -134,8 +134,8 @@ def build_operator_sharded(model, space: StateSpace, procedure: Procedure | str 
     check_fits(space, memory_limit, keep_logits)
     if not getattr(model, "jittable", True):
         logits = evaluate_logits(model, space, batch_size=batch_size, progress=progress, method="plain")
-        return Operator(space, apply_procedure(procedure, logits), procedure, logits if keep_logits else None,
-                        describe_model(model))
+        return Operator.from_logits(space, procedure, logits, keep_logits=keep_logits,
+                                    model_info=describe_model(model))
     if method not in ("auto", "plain", "prefix"):
         raise ValueError(f"unknown evaluation method {method!r}; use auto, plain or prefix")
     walk = getattr(model, "prefix_tree_logits", None)
@@ -145,8 +145,8 @@ def build_operator_sharded(model, space: StateSpace, procedure: Procedure | str 
     if method != "plain" and walks_on_mesh:
         mesh = mesh if mesh is not None else device_mesh()
         logits = evaluate_prefix_tree(model, space, batch_size, progress, mesh=mesh)
-        probs = apply_procedure(procedure, logits)
-        return Operator(space, probs, procedure, logits if keep_logits else None, describe_model(model))
-    logits, probs = evaluate_logits_sharded(model, space, procedure, mesh=mesh, batch_size=batch_size,
+    else:
+        logits, _ = evaluate_logits_sharded(model, space, procedure, mesh=mesh, batch_size=batch_size,
                                             progress=progress)
-    return Operator(space, probs, procedure, logits if keep_logits else None, describe_model(model))
+    # the procedure on the host: the exact support decisions and log-probabilities (as build_operator)
+    return Operator.from_logits(space, procedure, logits, keep_logits=keep_logits, model_info=describe_model(model))

@@ -16,10 +16,24 @@ analysis takes an :class:`Operator`; nothing downstream calls the model except
 the Monte Carlo sampler, which must call it on its actual contexts. Building
 one from a model is :func:`semio_jax.build.build_operator`'s job.
 
-Precision: logits come from the model (usually float32) and are promoted to
-float64 before the procedure is applied, so the operator is exact with respect
-to the model's own logits up to float64 rounding. Validation: rows sum to 1
-within 1e-12, no NaN, no negative entries.
+Precision and support: logits come from the model (usually float32) and are
+promoted to float64 before the procedure is applied. The operator keeps
+
+    log_probs[s, y] = log q(y | s),   float64[|S|, N], -inf exactly off the support,
+    probs[s, y]     = exp(log_probs), float64[|S|, N] (may underflow to 0 on the support),
+    support[s, y]   = log_probs > -inf, bool: the transition s -> succ[s, y] can happen,
+
+with the support decided exactly from the logits and the procedure (see
+:mod:`semio_jax.core.procedure`): a probability of 1e-435 is positive for the
+model, its float64 ``probs`` entry is 0, and ``support`` still says the edge is
+there, so classes, attractors, periods and basins see it. ``table_rounding`` is
+a bound on the relative error of every ``probs`` entry with respect to the
+exact probability defined by the float32 logits (0 for a table given
+directly: then the table itself is the chain). ``underflow`` says whether some
+possible transition is below the float64 range.
+
+Validation: rows of ``probs`` sum to 1 within 1e-12, no NaN, no negative entries,
+log-probabilities <= 0 and never +inf or NaN.
 """
 
 from __future__ import annotations
@@ -34,12 +48,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import LogitsShapeError, NotStochasticError
-from .procedure import Procedure, parse
+from .procedure import Procedure, exact_log_probabilities, parse
 from .space import StateSpace
 
-__all__ = ["Operator", "apply_procedure", "ROW_SUM_TOL"]
+__all__ = ["Operator", "apply_procedure", "logit_rounding", "ROW_SUM_TOL"]
 
 ROW_SUM_TOL = 1e-12
+EPS = float(np.finfo(np.float64).eps)
 APPLY_BATCH = 65536  # logit rows per compiled procedure call
 
 
@@ -49,25 +64,41 @@ class Operator:
     Attributes:
       space: the StateSpace.
       probs: float64[num_states, N], read-only; ``probs[s, y] = q(y | s)``.
+      log_probs: float64[num_states, N], read-only; log q(y | s), -inf exactly off the support.
       procedure: the sampling procedure that produced it (None if given directly).
+      table_rounding: bound on the relative error of each ``probs`` entry (and of exp(log_probs))
+        with respect to the exact probabilities of the model's logits (0 for a given table).
       logits: the model's logits float32[num_states, N] when kept (lets
         :meth:`with_procedure` re-derive the operator without the model).
       model_info: JSON-able description of the model.
     """
 
-    def __init__(self, space: StateSpace, probs, procedure: Procedure | None = None,
-                 logits=None, model_info: dict | None = None, validate: bool = True):
+    def __init__(self, space: StateSpace, probs=None, procedure: Procedure | None = None,
+                 logits=None, model_info: dict | None = None, validate: bool = True, *,
+                 log_probs=None, table_rounding: float = 0.0):
         self.space = space
-        if np.iscomplexobj(probs):
+        table = log_probs if log_probs is not None else probs
+        if table is None:
+            raise ValueError("give the transition table as probs or as log_probs")
+        if np.iscomplexobj(table):
             raise NotStochasticError("the probability table is complex; transition probabilities are real numbers")
-        probs = np.array(probs, dtype=np.float64, copy=True)
-        if probs.shape != (space.num_states, space.n_tokens):
+        table = np.array(table, dtype=np.float64, copy=True)
+        if table.shape != (space.num_states, space.n_tokens):
             raise LogitsShapeError(
-                f"probability table has shape {probs.shape}, expected "
+                f"probability table has shape {table.shape}, expected "
                 f"[num_states, N] = {(space.num_states, space.n_tokens)} for {space!r}"
             )
+        if log_probs is not None:
+            log_probs, probs = table, np.exp(table)
+        else:
+            probs = table
+            with np.errstate(divide="ignore", invalid="ignore"):
+                log_probs = np.log(probs)  # a given table: its zeros are the chain's zeros
         probs.setflags(write=False)
+        log_probs.setflags(write=False)
         self.probs = probs
+        self.log_probs = log_probs
+        self.table_rounding = float(table_rounding)
         self.procedure = procedure
         if logits is not None:
             # a read-only view: the caller's own array keeps its flags (it is not copied: logits can be large)
@@ -78,17 +109,26 @@ class Operator:
         if validate:
             self.validate()
 
+    @classmethod
+    def from_logits(cls, space: StateSpace, procedure: Procedure, logits, *, keep_logits: bool = True,
+                    model_info: dict | None = None) -> "Operator":
+        """The operator of ``procedure`` on a logit table float32[num_states, N]: exact support,
+        float64 log-probabilities, and the rounding bound of :func:`logit_rounding`."""
+        log_probs = apply_procedure(procedure, np.asarray(logits))
+        return cls(space, procedure=procedure, logits=logits if keep_logits else None, model_info=model_info,
+                   log_probs=log_probs, table_rounding=logit_rounding(log_probs))
+
     # -------------------------------------------------------------- checks
     def validate(self, tol: float = ROW_SUM_TOL) -> "Operator":
         """Check rows are probability vectors; raise NotStochasticError naming the worst row."""
         p = self.probs
-        bad = ~np.isfinite(p)
-        if bad.any():
-            s = int(np.argwhere(bad)[0, 0])
-            raise NotStochasticError(f"row {s} (state {self.space.label(s)}) contains NaN/inf: {p[s]}")
         if (p < 0).any():
             s = int(np.argwhere(p < 0)[0, 0])
             raise NotStochasticError(f"row {s} (state {self.space.label(s)}) has a negative entry: {p[s]}")
+        bad = ~np.isfinite(p) | np.isnan(self.log_probs) | np.isposinf(self.log_probs)
+        if bad.any():
+            s = int(np.argwhere(bad)[0, 0])
+            raise NotStochasticError(f"row {s} (state {self.space.label(s)}) contains NaN/inf: {p[s]}")
         dev = np.abs(p.sum(axis=1) - 1.0)
         worst = int(np.argmax(dev)) if dev.size else 0
         if dev.size and dev[worst] > tol:
@@ -118,14 +158,26 @@ class Operator:
         return self.space.successor_table()
 
     @cached_property
+    def support(self) -> np.ndarray:
+        """bool[num_states, N], read-only: whether s -> succ[s, y] can happen (decided from the logits)."""
+        out = self.log_probs > -np.inf
+        out.setflags(write=False)
+        return out
+
+    @cached_property
+    def underflow(self) -> bool:
+        """True when some possible transition has a probability below the float64 range (``probs`` 0)."""
+        return bool(np.any(self.support & (self.probs == 0.0)))
+
+    @cached_property
     def is_deterministic(self) -> bool:
         """True when every row puts all mass on one token (a map, e.g. greedy decoding).
 
-        Decided on the support (exactly one non-zero entry per row), not on
-        ``max == 1.0``: a row like [1.0, 1e-22] rounds its maximum to 1.0 but
-        still has a second edge, which the class decomposition must see.
+        Decided on the support (exactly one possible token per row), not on
+        ``max == 1.0``: a row like [1.0, 1e-22] (or [1.0, 1e-435], whose second entry
+        underflows to 0.0) still has a second edge, which the class decomposition must see.
         """
-        return bool(np.all(np.count_nonzero(self.probs, axis=1) == 1))
+        return bool(np.all(np.count_nonzero(self.support, axis=1) == 1))
 
     @cached_property
     def fingerprint(self) -> str:
@@ -151,9 +203,15 @@ class Operator:
         return self.csr.copy().asformat(fmt)
 
     def adjacency(self) -> sp.csr_matrix:
-        """Boolean support graph of the chain: s -> succ[s, y] wherever probs[s, y] > 0."""
-        mat = self.csr.copy()
-        mat.data = np.ones_like(mat.data)
+        """The support graph of the chain (CSR, entries 1.0): s -> succ[s, y] wherever ``support[s, y]``.
+
+        Unlike :attr:`csr` it keeps the edges whose probability underflows float64.
+        """
+        s, n = self.num_states, self.n_tokens
+        mat = sp.csr_matrix(
+            (self.support.ravel().astype(np.float64), self.successors.ravel().copy(),
+             np.arange(0, s * n + 1, n, dtype=np.int64)), shape=(s, s))
+        mat.eliminate_zeros()
         return mat
 
     # ----------------------------------------------------------- products
@@ -204,8 +262,7 @@ class Operator:
         if self.logits is None:
             raise ValueError("this operator was built without keep_logits=True; rebuild it from the model")
         procedure = parse(procedure).validate_for(self.n_tokens)
-        probs = apply_procedure(procedure, self.logits)
-        return Operator(self.space, probs, procedure, self.logits, self.model_info)
+        return Operator.from_logits(self.space, procedure, self.logits, model_info=self.model_info)
 
     def summary(self) -> dict:
         return {
@@ -213,6 +270,8 @@ class Operator:
                       "prefixes": self.space.prefixes, "num_states": self.num_states},
             "procedure": None if self.procedure is None else self.procedure.spec,
             "max_row_error": self.max_row_error,
+            "table_rounding": self.table_rounding,
+            "underflow": self.underflow,
             "deterministic": self.is_deterministic,
             "fingerprint": self.fingerprint,
             "model": self.model_info,
@@ -225,15 +284,31 @@ class Operator:
 
 @functools.lru_cache(maxsize=256)
 def _jitted_procedure(procedure: Procedure):
-    """One compiled probabilities() per procedure (procedures are hashable and immutable)."""
-    return jax.jit(procedure.probabilities)
+    """One compiled (log q, margin, keep) map per procedure (procedures are hashable and immutable)."""
+    def both(z):
+        keep, margin = procedure.keep_mask(z)
+        return procedure.log_probabilities(z), margin, keep
+
+    return jax.jit(both)
 
 
 def apply_procedure(procedure: Procedure, logits: np.ndarray, batch: int = APPLY_BATCH) -> np.ndarray:
-    """Apply ``procedure`` to a logit table in chunks, float64 out."""
-    fn = _jitted_procedure(procedure)
-    out = np.empty(logits.shape, dtype=np.float64)
-    for start in range(0, logits.shape[0], batch):
-        chunk = logits[start:start + batch]
-        out[start:start + chunk.shape[0]] = np.asarray(fn(jnp.asarray(chunk)))
-    return out
+    """float64 log-probabilities of ``procedure`` on a logit table, in chunks, with the exact support
+    (:func:`semio_jax.core.procedure.exact_log_probabilities`)."""
+    return exact_log_probabilities(procedure, logits, batch=batch, fn=_jitted_procedure(procedure))
+
+
+def logit_rounding(log_probs: np.ndarray) -> float:
+    """Bound on the relative error of exp(log_probs) against the exact probabilities of the logits.
+
+    log q = u - log sum exp(u) with u = (z - max z) / t: the shift and the division round u by
+    at most 2 eps |u|, the log-sum-exp by at most (2 max|u| + N + 4) eps, so every entry of
+    log q is within delta = (4 max|log q| + 4 log N + 2N + 8) eps of the exact value (|u| <=
+    |log q| + log N), and exp(log q) carries a relative error of at most expm1(delta) + eps.
+    """
+    lp = np.asarray(log_probs)
+    finite = lp[np.isfinite(lp)]
+    n = lp.shape[-1]
+    big = float(np.max(np.abs(finite))) if finite.size else 0.0
+    delta = (4.0 * big + 4.0 * np.log(max(n, 1)) + 2 * n + 8) * EPS
+    return float(np.expm1(delta) + EPS)

@@ -16,8 +16,30 @@ Definitions (applied in this order; each stage renormalises):
 ``greedy()`` puts all mass on argmax z. **Ties** (equal logits at a truncation
 boundary, or several maximisers for greedy) go to the lowest token id: the sort
 used throughout is stable on the token id. A logit of -inf is probability 0;
-such tokens are never kept by a truncation. The top-p decision is made in
-float64 on the stage-2 probabilities.
+such tokens are never kept by a truncation.
+
+**Exact support.** Whether a token can be drawn is decided from the logits,
+never from a float64 probability (which underflows below 1e-308 although the
+model's probability is positive):
+
+* the logits are shifted by their maximum before the division by t,
+  u = (z - max z) / t <= 0, so no temperature overflows (the maximiser has u = 0);
+* top-k and greedy compare logits; min-p compares in log space,
+  u_y >= log p (q_y / q_max = exp(u_y));
+* top-p keeps y iff (1 - p) S_<y < p S_>=y, with S_<y and S_>=y the sums of
+  exp(u) over the tokens before y and from y on (in the stage-2 order): both
+  are log-sum-exps, so tiny masses neither underflow nor cancel, and
+  ``top_p(1)`` keeps every finite token (S_>=y > 0): it is the identity.
+
+The jitted map decides in float64 with these log-space comparisons;
+:func:`exact_log_probabilities` (the operator build) re-decides every
+comparison that float64 cannot settle (within a rounding margin of the
+boundary) in exact decimal arithmetic, so the operator's support is the exact
+one. The float64 **log-probabilities** log q_y = u_y - log sum_kept exp(u)
+are finite exactly on the support (an error is raised if a logit gap / t
+overflows float64, which only absurd temperatures reach); probabilities are
+their exponentials and may underflow to 0 where the log-probability is below
+-745: the support, not the zero, says the transition is possible.
 
 Procedures are immutable, hashable (so they can be static arguments of jitted
 functions) and composable: ``temperature(0.8) | top_k(3)``. A short text spec
@@ -26,6 +48,7 @@ round-trips: ``parse("temperature=0.8,top_k=3").spec == "temperature=0.8,top_k=3
 
 from __future__ import annotations
 
+import decimal
 import math
 from dataclasses import dataclass, fields, replace
 
@@ -44,7 +67,13 @@ __all__ = [
     "min_p",
     "compose",
     "parse",
+    "exact_log_probabilities",
+    "AMBIGUOUS",
 ]
+
+#: a top-p / min-p comparison closer than this (in log units) to its boundary is re-decided exactly
+AMBIGUOUS = 1e-9
+_DIGITS = 80  # decimal precision of the exact re-decision
 
 
 @dataclass(frozen=True)
@@ -115,50 +144,85 @@ class Procedure:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     # ------------------------------------------------------------ the map
-    def probabilities(self, logits) -> jax.Array:
-        """float64 probabilities [..., N] from logits [..., N] (jit/vmap safe)."""
+    def keep_mask(self, logits) -> tuple[jax.Array, jax.Array]:
+        """(keep bool[..., N], margin float64[..., N]) from logits [..., N] (jit/vmap safe).
+
+        ``keep`` is the support decided in float64 log space (see the module docstring);
+        ``margin`` is, per token, how far its deciding top-p / min-p comparison is from its
+        boundary (in log units; +inf where no such comparison decided it).
+        :func:`exact_log_probabilities` re-decides the tokens whose margin is within rounding.
+        """
         z = jnp.asarray(logits).astype(jnp.float64)  # [..., N]
         n = z.shape[-1]
         if self.greedy:
-            return jax.nn.one_hot(jnp.argmax(z, axis=-1), n, dtype=jnp.float64)  # [..., N]
-        z = z / self.temperature
-        # Stable descending order: equal logits keep increasing token id.
-        order = jnp.argsort(-z, axis=-1, stable=True)  # [..., N]
+            keep = jax.nn.one_hot(jnp.argmax(z, axis=-1), n, dtype=jnp.bool_)  # [..., N]
+            return keep, jnp.full(z.shape, jnp.inf)
+        u = _shifted(z, self.temperature)  # [..., N] <= 0, -inf for impossible tokens
+        order = jnp.argsort(-z, axis=-1, stable=True)  # [..., N] stable: ties keep increasing token id
         rank = jnp.argsort(order, axis=-1)  # [..., N] position of each token in `order`
-        keep = jnp.isfinite(z)  # -inf never kept
+        keep = jnp.isfinite(z)
         if self.top_k is not None:
             keep = keep & (rank < self.top_k)
-        q = _masked_softmax(z, keep)  # [..., N]
-        if self.top_p is not None:
-            q_sorted = jnp.take_along_axis(q, order, axis=-1)  # [..., N] descending
-            csum = jnp.cumsum(q_sorted, axis=-1)  # [..., N]
-            before = jnp.concatenate([jnp.zeros_like(csum[..., :1]), csum[..., :-1]], axis=-1)  # mass strictly before
-            keep_sorted = before < self.top_p
+        margin = jnp.full(z.shape, jnp.inf)
+        if self.top_p is not None and self.top_p < 1.0:
+            us = jnp.where(jnp.take_along_axis(keep, order, axis=-1), jnp.take_along_axis(u, order, axis=-1),
+                           -jnp.inf)  # [..., N] descending, dropped tokens -inf
+            before = _log_cumsum_exp_exclusive(us)  # [..., N] log S_<y
+            after = _log_cumsum_exp_exclusive(us[..., ::-1])[..., ::-1]  # log S_>y
+            after = jnp.logaddexp(after, us)  # log S_>=y
+            lhs = jnp.log1p(-self.top_p) + before
+            rhs = jnp.log(self.top_p) + after
+            keep_sorted = lhs < rhs
+            gap = jnp.where(jnp.isfinite(us), rhs - lhs, jnp.inf)
             keep = keep & jnp.take_along_axis(keep_sorted, rank, axis=-1)
-            q = _masked_softmax(z, keep)
-        if self.min_p is not None:
-            keep = keep & (q >= self.min_p * jnp.max(q, axis=-1, keepdims=True))
-            q = _masked_softmax(z, keep)
-        return q
+            margin = jnp.minimum(margin, jnp.abs(jnp.take_along_axis(gap, rank, axis=-1)))
+        if self.min_p is not None and self.min_p < 1.0:
+            lp = math.log(self.min_p)
+            keep = keep & (u >= lp)
+            margin = jnp.minimum(margin, jnp.where(jnp.isfinite(u), jnp.abs(u - lp), jnp.inf))
+        elif self.min_p == 1.0:
+            keep = keep & (u >= 0.0)
+        return keep, margin
 
     def log_probabilities(self, logits) -> jax.Array:
-        """log of :meth:`probabilities` (-inf where the probability is 0)."""
-        return jnp.log(self.probabilities(logits))
+        """float64 log q [..., N] from logits [..., N]: -inf exactly off the support (jit/vmap safe)."""
+        z = jnp.asarray(logits).astype(jnp.float64)  # [..., N]
+        keep, _ = self.keep_mask(z)
+        if self.greedy:
+            return jnp.where(keep, 0.0, -jnp.inf)
+        return _masked_log_softmax(_shifted(z, self.temperature), keep)
+
+    def probabilities(self, logits) -> jax.Array:
+        """float64 probabilities [..., N] from logits [..., N]: exp of :meth:`log_probabilities` (jit/vmap safe)."""
+        return jnp.exp(self.log_probabilities(logits))
+
+
+def _shifted(z: jax.Array, t: float) -> jax.Array:
+    """(z - max z) / t: <= 0, the maximiser at 0, -inf for impossible tokens; never +inf."""
+    m = jnp.max(z, axis=-1, keepdims=True)
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    return (z - m) / t
+
+
+def _log_cumsum_exp_exclusive(x: jax.Array) -> jax.Array:
+    """log sum_{j < i} exp(x_j) along the last axis (-inf for i = 0), without underflow."""
+    inclusive = jax.lax.cumlogsumexp(x, axis=x.ndim - 1)
+    return jnp.concatenate([jnp.full(x.shape[:-1] + (1,), -jnp.inf), inclusive[..., :-1]], axis=-1)
+
+
+def _masked_log_softmax(u: jax.Array, keep: jax.Array) -> jax.Array:
+    """log softmax of u restricted to ``keep`` (float64), -inf elsewhere."""
+    um = jnp.where(keep, u, -jnp.inf)
+    m = jnp.max(um, axis=-1, keepdims=True)
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    lse = m + jnp.log(jnp.sum(jnp.where(keep, jnp.exp(um - m), 0.0), axis=-1, keepdims=True))
+    return jnp.where(keep, um - lse, -jnp.inf)
 
 
 def _fmt(v: float) -> str:
     """Short text of a float that parses back to the same float (``:g`` when it is exact, else repr)."""
     short = f"{v:g}"
     return short if float(short) == v else repr(float(v))
-
-
-def _masked_softmax(z: jax.Array, keep: jax.Array) -> jax.Array:
-    """softmax of z restricted to `keep` (float64), zero elsewhere."""
-    zm = jnp.where(keep, z, -jnp.inf)
-    m = jnp.max(zm, axis=-1, keepdims=True)
-    m = jnp.where(jnp.isfinite(m), m, 0.0)
-    e = jnp.where(keep, jnp.exp(zm - m), 0.0)
-    return e / jnp.sum(e, axis=-1, keepdims=True)
 
 
 # ------------------------------------------------------------------ factories
@@ -263,3 +327,95 @@ def parse(spec: str | Procedure) -> Procedure:
         except ValueError:
             raise InvalidProcedureError(f"bad value {value!r} for {name} in procedure spec {spec!r}") from None
     return compose(*parts)
+
+
+# ------------------------------------------------------------ exact support
+def exact_log_probabilities(procedure: Procedure, logits: np.ndarray, batch: int = 65536,
+                            fn=None) -> np.ndarray:
+    """float64 log q [R, N] for a logit table [R, N], with every support decision exact.
+
+    The table is mapped in chunks by the jitted :meth:`Procedure.keep_mask` /
+    :meth:`Procedure.log_probabilities` (``fn``: a compiled ``z -> (log q, margin)``, made here
+    when not given). Rows holding a top-p or min-p comparison within :data:`AMBIGUOUS` of its
+    boundary are re-decided in exact decimal arithmetic (each distinct such row once; the
+    float32 logits, t and p are exact decimals, exp and log are evaluated to 80 digits), and
+    their log-probabilities recomputed on the exact support. Raises InvalidProcedureError if a
+    possible token's log-probability overflows float64 (a logit gap / t beyond 1.8e308).
+    """
+    logits = np.asarray(logits)
+    fn = fn if fn is not None else _compiled(procedure)
+    out = np.empty(logits.shape, dtype=np.float64)
+    for start in range(0, logits.shape[0], batch):
+        chunk = logits[start:start + batch]
+        logq, margin, keep = (np.asarray(a) for a in fn(jnp.asarray(chunk)))
+        rows = np.flatnonzero((margin <= AMBIGUOUS).any(axis=-1))
+        if rows.size:
+            uniq, inverse = np.unique(np.asarray(chunk[rows], dtype=np.float64), axis=0, return_inverse=True)
+            exact = np.stack([_exact_keep(procedure, z) for z in uniq])
+            fixed = np.stack([_log_softmax_on(procedure, z, k) for z, k in zip(uniq, exact)])
+            inverse = np.asarray(inverse).reshape(-1)
+            logq, keep = logq.copy(), keep.copy()
+            logq[rows], keep[rows] = fixed[inverse], exact[inverse]
+        overflow = keep & ~np.isfinite(logq)
+        if overflow.any():
+            r = start + int(np.argwhere(overflow)[0, 0])
+            raise InvalidProcedureError(
+                f"temperature={procedure.temperature!r} is too small for these logits: a possible token's "
+                f"log-probability (logit gap / t) overflows float64 in row {r}; use a larger temperature, "
+                f"greedy(), or semio_jax.zero_temperature_limit")
+        out[start:start + chunk.shape[0]] = logq
+    return out
+
+
+def _compiled(procedure: Procedure):
+    def both(z):
+        keep, margin = procedure.keep_mask(z)
+        return procedure.log_probabilities(z), margin, keep
+    return jax.jit(both)
+
+
+def _log_softmax_on(procedure: Procedure, z: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """float64 log q of one row on a given support (numpy; the same formula as the jitted map)."""
+    if procedure.greedy:
+        return np.where(keep, 0.0, -np.inf)
+    m = np.max(z[np.isfinite(z)])
+    u = (z - m) / procedure.temperature
+    um = np.where(keep, u, -np.inf)
+    top = np.max(um)
+    lse = top + np.log(np.sum(np.where(keep, np.exp(um - top), 0.0)))
+    return np.where(keep, um - lse, -np.inf)
+
+
+def _exact_keep(procedure: Procedure, z: np.ndarray) -> np.ndarray:
+    """bool [N]: the support of one row decided in exact decimal arithmetic (see the module docstring)."""
+    n = z.size
+    keep = np.isfinite(z)
+    if procedure.greedy:
+        out = np.zeros(n, dtype=bool)
+        out[int(np.argmax(z))] = True
+        return out
+    order = sorted(range(n), key=lambda y: (-z[y], y))  # stable on the token id
+    if procedure.top_k is not None:
+        rank = {y: r for r, y in enumerate(order)}
+        keep &= np.array([rank[y] < procedure.top_k for y in range(n)])
+    with decimal.localcontext() as ctx:
+        ctx.prec = _DIGITS
+        zmax = decimal.Decimal(float(np.max(z[np.isfinite(z)])))
+        t = decimal.Decimal(float(procedure.temperature))
+        w = {y: ((decimal.Decimal(float(z[y])) - zmax) / t).exp() for y in range(n) if keep[y]}
+        if procedure.top_p is not None and procedure.top_p < 1.0:
+            p = decimal.Decimal(float(procedure.top_p))
+            kept = [y for y in order if keep[y]]
+            total = sum(w[y] for y in kept)
+            before = decimal.Decimal(0)
+            for y in kept:
+                if not before < p * total:  # the mass strictly before y is not below p
+                    keep[y] = False
+                before += w[y]
+        if procedure.min_p is not None:
+            p = decimal.Decimal(float(procedure.min_p))
+            top = max(w[y] for y in range(n) if keep[y])
+            for y in range(n):
+                if keep[y] and not w[y] >= p * top:
+                    keep[y] = False
+    return keep

@@ -415,10 +415,16 @@ def map_reference(probs: np.ndarray, succ: np.ndarray, start: int, n: int) -> tu
 
 # ---------------------------------------------------------------- procedure
 def probabilities_reference(procedure: Procedure, logits: np.ndarray) -> np.ndarray:
-    """Slow, loop-based numpy version of :meth:`Procedure.probabilities` (test oracle).
+    """Slow, loop-based version of :meth:`Procedure.probabilities` in exact decimal arithmetic (test oracle).
 
-    Follows the definitions in the module docstring token by token.
+    Follows the definitions in semio_jax.core.procedure's docstring token by token: weights
+    exp(z_y / t) and every truncation decision (top-p's "mass strictly before y is < p", min-p's
+    "q_y >= p q_max") are evaluated with 100-digit decimals from the exact values of the float
+    logits, t and p; only the final probabilities are rounded to float64. No log-space tricks,
+    no shift by the maximum: an independent route to the same numbers.
     """
+    import decimal
+
     z = np.asarray(logits, dtype=np.float64)
     out = np.zeros_like(z)
     for idx in np.ndindex(z.shape[:-1]):
@@ -431,33 +437,30 @@ def probabilities_reference(procedure: Procedure, logits: np.ndarray) -> np.ndar
                     best = y
             out[idx][best] = 1.0
             continue
-        row = row / procedure.temperature
         order = sorted(range(n), key=lambda y: (-row[y], y))
         kept = [y for y in order if np.isfinite(row[y])]
         if procedure.top_k is not None:
             kept = kept[: procedure.top_k]
-
-        def renorm(tokens):
-            m = max(row[y] for y in tokens)
-            w = {y: math.exp(row[y] - m) for y in tokens}
-            s = sum(w.values())
-            return {y: w[y] / s for y in tokens}
-
-        q = renorm(kept)
-        if procedure.top_p is not None:
-            new, mass = [], 0.0
-            for y in kept:  # kept is in descending order
-                if mass < procedure.top_p:
-                    new.append(y)
-                mass += q[y]
-            kept = new
-            q = renorm(kept)
-        if procedure.min_p is not None:
-            top = max(q.values())
-            kept = [y for y in kept if q[y] >= procedure.min_p * top]
-            q = renorm(kept)
-        for y, v in q.items():
-            out[idx][y] = v
+        with decimal.localcontext() as ctx:
+            ctx.prec = 100
+            t = decimal.Decimal(float(procedure.temperature))
+            w = {y: (decimal.Decimal(float(row[y])) / t).exp() for y in kept}
+            if procedure.top_p is not None:
+                p = decimal.Decimal(float(procedure.top_p))
+                total = sum(w[y] for y in kept)
+                new, mass = [], decimal.Decimal(0)
+                for y in kept:  # kept is in descending order
+                    if mass / total < p:
+                        new.append(y)
+                    mass += w[y]
+                kept = new
+            if procedure.min_p is not None:
+                p = decimal.Decimal(float(procedure.min_p))
+                top = max(w[y] for y in kept)
+                kept = [y for y in kept if w[y] >= p * top]
+            total = sum(w[y] for y in kept)
+            for y in kept:
+                out[idx][y] = float(w[y] / total)
     return out
 
 
