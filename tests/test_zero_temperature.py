@@ -57,11 +57,16 @@ def test_matches_brute_force_several_attractors(op):
 
 
 @st.composite
-def _grid_ops(draw, t=0.02):
-    """Logits on the grid {0, 0.5, ..., 4} (many ties, every transition at t >= e^-200 ~ 1e-87, no underflow)."""
+def _grid_ops(draw, t=0.02, step=0.5):
+    """Logits on the grid {0, step, ..., 8 step} (many ties; with step 0.5 every transition at t = 0.02 is
+    >= e^-200 ~ 1e-87, with step 2.5 they go down to e^-1000, below float64's range)."""
     space = draw(spaces(min_tokens=2, max_tokens=3, max_length=3, max_states=40))
     table = draw(hnp.arrays(np.float64, (space.num_states, space.n_tokens), elements=st.integers(0, 8)))
-    table = table / 2.0
+    if draw(st.booleans()):  # sticky: repeating the newest token earns a bonus, so several classes compete
+        newest = np.concatenate([np.arange(n_s) % space.n_tokens for _, n_s in
+                                 ((k, space.n_tokens**k) for k in space.lengths)])  # [S] last token of s
+        table[np.arange(space.num_states), newest] += draw(st.integers(2, 8))
+    table = table * step
     proc = draw(_procs(space.n_tokens).map(lambda p: compose(temperature(t), top_k(p.top_k)) if p.top_k
                                            else temperature(t)))
     return sj.Operator(space, probabilities_reference(proc, table), proc, logits=table)
@@ -87,6 +92,29 @@ def test_stable_classes_carry_the_stationary_mass_at_low_temperature(op):
         pi = res.distribution(i)
         stable_mass = sum(pi[lim.classes[j]].sum() for j in idx if lim.potential[j] == 0.0)
         assert stable_mass > 0.99, (stable_mass, lim.summary())
+
+
+@settings(max_examples=15)
+@given(_grid_ops(t=0.02, step=2.5))
+def test_stable_classes_carry_the_mass_below_the_float64_range(op):
+    # transitions down to e^-1000: the exact support from the logits and the log-domain stationary law
+    lim = sj.zero_temperature_limit(op)
+    res = sj.stationary_result(op)
+    for sup, logv in zip(res.supports, res.log_values):
+        idx = [j for j, c in enumerate(lim.classes) if np.isin(c[0], sup)]
+        others = [lim.potential[j] for j in idx if lim.potential[j] > 0]
+        if others and min(others) <= 0.5:
+            continue
+        stable = np.isin(sup, np.concatenate([lim.classes[j] for j in idx if lim.potential[j] == 0.0]))
+        log_out = np.logaddexp.reduce(logv[~stable]) if (~stable).any() else -np.inf
+        assert log_out < math.log(0.01) + np.logaddexp.reduce(logv), lim.summary()
+
+
+@given(operators(kind="any", spaces_strategy=_SMALL, procedure_strategy=_procs))
+def test_allowed_tokens_are_the_operators_support(op):
+    # the engine's JAX path decides the support independently (log space, exact decimals near ties)
+    jax_op = op.with_procedure(op.procedure)
+    np.testing.assert_array_equal(allowed_tokens(op.logits, op.procedure.top_k), jax_op.support)
 
 
 def test_two_state_chain_by_hand():
