@@ -38,6 +38,7 @@ a greedy copy model with thousands of attractors costs |S| integers. The
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +49,7 @@ from scipy.sparse import csgraph
 from .._util.memory import refuse_if_over
 from ..linalg import krylov
 from ..linalg.mmatrix import certified_max_time, off_diagonal
-from ..errors import ConvergenceError
+from ..errors import ConvergenceError, UnrepresentableWarning
 from ._cache import cached_analysis
 from .greedy import functional_graph
 from .classes import class_structure
@@ -80,7 +81,11 @@ class BasinsResult:
       max_row_error: max_s |sum_a h_a(s) - 1|.
       max_absorption_time: certified upper bound on the max expected steps spent among the solved
         states (None if no solve, or if it could not be certified).
-      error_bound: certified bound on the entrywise error (0.0 if exact).
+      error_bound: certified bound on the entrywise error (0.0 if exact) with respect to the
+        model's logits (the table's rounding included); 1.0 (h lies in [0, 1]: nothing certified)
+        where ``unrepresentable``.
+      unrepresentable: some possible move out of the split states has a probability below the
+        float64 range, which the float64 solve treats as 0 (an UnrepresentableWarning is issued).
 
     Views: ``rows(states)`` and ``reachable_rows(states)`` for chosen states,
     ``absorption(mu)`` = mu h for a start distribution mu, ``sparse()`` (CSR [S, m]);
@@ -98,6 +103,7 @@ class BasinsResult:
     max_row_error: float
     max_absorption_time: float | None
     error_bound: float
+    unrepresentable: bool = False
 
     @property
     def num_states(self) -> int:
@@ -285,10 +291,16 @@ def basins_result(op) -> BasinsResult:
         eps = float(np.finfo(np.float64).eps)
         bound = 1.0 if tmax is None else min(1.0, tmax * (residual + 4 * (op.n_tokens + 3) * eps + 2 * op.table_rounding))
     row_err = float(np.max(np.abs(x.sum(axis=1) - 1.0))) if unknown.size else 0.0
+    tiny = bool(unknown.size) and op.tiny_moves(unknown)
+    if tiny:
+        warnings.warn(f"moves out of the {unknown.size} split states have probabilities below the float64 range: "
+                      f"the absorption solve treats them as 0 and is not certified", UnrepresentableWarning,
+                      stacklevel=2)
+        bound = 1.0
     return BasinsResult(
         owner=owner, split=unknown, split_probabilities=x, split_reachable=reach_u, strict=strict,
         n_solved=int(unknown.size), residual=residual, max_row_error=row_err,
-        max_absorption_time=tmax, error_bound=bound,
+        max_absorption_time=tmax, error_bound=bound, unrepresentable=tiny,
     )
 
 

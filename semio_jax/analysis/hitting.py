@@ -39,6 +39,7 @@ Slow references (dense transitive closure and ``numpy.linalg.solve``):
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +47,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy.sparse import csgraph
 
+from ..errors import ConvergenceError, UnrepresentableWarning
 from ..linalg import krylov
 from ..linalg.mmatrix import off_diagonal
 from ._cache import cached_analysis
@@ -100,8 +102,21 @@ def _solve(op, unknown: np.ndarray, rhs: np.ndarray, times_rhs: bool = False):
 
     Returns (x, residual_inf, max expected time in U, error bound).
     """
-    if unknown.size > KRYLOV_MIN:
-        return _solve_krylov(op, unknown, rhs, times_rhs)
+    x, residual, tmax, bound = (_solve_krylov if unknown.size > KRYLOV_MIN else _solve_lu)(op, unknown, rhs, times_rhs)
+    if not (np.all(np.isfinite(x)) and np.isfinite(tmax)):
+        raise ConvergenceError(
+            f"the linear solve on {unknown.size} states returned non-finite values: the expected times exceed the "
+            f"float64 range (moves far below 1e-308 govern them); use a higher temperature")
+    if op.tiny_moves(unknown):
+        warnings.warn(f"moves out of the {unknown.size} solved states have probabilities below the float64 range: "
+                      f"the solve treats them as 0 and its result is not certified", UnrepresentableWarning,
+                      stacklevel=3)
+        bound = None
+    return x, residual, tmax, bound
+
+
+def _solve_lu(op, unknown: np.ndarray, rhs: np.ndarray, times_rhs: bool = False):
+    """(I - Q_UU) x = rhs by sparse LU with two refinement steps."""
 
     off, exits = off_diagonal(op.csr)  # P without its diagonal; exits = 1 - p_ii without cancellation
     a_mat = (sp.diags(exits[unknown]) - off[unknown][:, unknown]).tocsc()  # I - Q_UU

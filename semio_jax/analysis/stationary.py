@@ -74,7 +74,7 @@ import scipy.sparse.linalg as spla
 
 from .._util.memory import refuse_if_over
 from ..errors import ConvergenceError, UnrepresentableWarning
-from ..linalg.gth import TINY, gth, gth_enclosure, gth_log_enclosure
+from ..linalg.gth import gth, gth_enclosure, gth_log_enclosure
 from ..linalg import krylov
 from ..linalg.mmatrix import EPS, certified_max_time, off_diagonal
 from ..linalg.sharded import ShardedOperator
@@ -453,9 +453,23 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
         elif m == "krylov":
             pi_full, j, tau, mv = _solve_krylov(op, members, tol, min(max_iter, 5000))
         else:
-            pi_full, j, tau, m, extra = _solve_direct(op, members, m)
-        if m in ("power", "krylov"):
-            extra = {"unrepresentable": _unrepresentable(op, members)}
+            try:
+                pi_full, j, tau, m, extra = _solve_direct(op, members, m)
+            except ConvergenceError:
+                if method != "auto" or m != "lu":
+                    raise
+                # the next methods: GMRES, then power iteration (a class whose float64 table is
+                # reducible because some of its moves underflow ends here, flagged below)
+                try:
+                    pi_full, j, tau, mv = _solve_krylov(op, members, tol, min(max_iter, 5000))
+                    m = "krylov (lu failed)"
+                except ConvergenceError:
+                    pi_full, mv = _solve_power(op, members, tol, max_iter)
+                    j = int(members[np.argmax(pi_full[members])])
+                    tau, m = hitting_time_bound(op, members, j), "power (lu failed)"
+                extra = {}
+        if m.startswith(("power", "krylov")):
+            extra = {"unrepresentable": op.tiny_moves(members)}
         if not np.all(np.isfinite(pi_full)):
             raise ConvergenceError(f"the {m} solve of attractor {i} returned a non-finite vector")
         resid = float(np.abs(op.push(pi_full) - pi_full).sum())
@@ -467,11 +481,6 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
                 f"larger than the log-domain GTH limit ({GTH_MAX} states): its stationary law ({m}) treats them "
                 f"as 0 and is not certified", UnrepresentableWarning, stacklevel=2)
     return out
-
-
-def _unrepresentable(op, members: np.ndarray) -> bool:
-    """True when some possible transition out of ``members`` has a float64 probability below TINY."""
-    return bool(np.any(op.support[members] & (op.probs[members] < TINY)))
 
 
 def _log_widening(rho: float) -> float:
@@ -502,7 +511,7 @@ def _solve_direct(op, members: np.ndarray, m: str):
     (a vanishing exit rate, a non-finite entry); the enclosure certifies the result entrywise.
     LU on such a class is flagged unrepresentable.
     """
-    tiny = _unrepresentable(op, members)
+    tiny = op.tiny_moves(members)
     block = _class_matrix(op, members)
     jl = _reference_state(block) if members.size > 1 else 0
     extra: dict = {}

@@ -43,7 +43,6 @@ import hashlib
 from functools import cached_property
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
@@ -51,10 +50,12 @@ from ..errors import LogitsShapeError, NotStochasticError
 from .procedure import Procedure, exact_log_probabilities, parse
 from .space import StateSpace
 
-__all__ = ["Operator", "apply_procedure", "logit_rounding", "ROW_SUM_TOL"]
+__all__ = ["Operator", "apply_procedure", "logit_rounding", "ROW_SUM_TOL", "TINY"]
 
 ROW_SUM_TOL = 1e-12
 EPS = float(np.finfo(np.float64).eps)
+#: below this a positive float64 is near the subnormal range, where relative rounding bounds fail
+TINY = 1e-290
 APPLY_BATCH = 65536  # logit rows per compiled procedure call
 
 
@@ -168,6 +169,12 @@ class Operator:
     def underflow(self) -> bool:
         """True when some possible transition has a probability below the float64 range (``probs`` 0)."""
         return bool(np.any(self.support & (self.probs == 0.0)))
+
+    def tiny_moves(self, states) -> bool:
+        """True when some possible move out of ``states`` has a float64 probability below :data:`TINY`
+        (underflowed to 0, or too small for relative rounding bounds): float64 solvers cannot see it."""
+        states = np.asarray(states, dtype=np.int64)
+        return bool(np.any(self.support[states] & (self.probs[states] < TINY)))
 
     @cached_property
     def is_deterministic(self) -> bool:

@@ -39,13 +39,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.operator import TINY
 from ..errors import ConvergenceError
 
 __all__ = ["gth", "gth_enclosure", "gth_log", "gth_log_enclosure", "TINY"]
 
 EPS = float(np.finfo(np.float64).eps)
-#: below this a positive float64 is near the subnormal range, where relative rounding bounds fail
-TINY = 1e-290
 _TINY = TINY
 
 

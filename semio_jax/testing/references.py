@@ -464,6 +464,67 @@ def probabilities_reference(procedure: Procedure, logits: np.ndarray) -> np.ndar
     return out
 
 
+# ---------------------------------------------------------------- high precision
+def stationary_highprec(logits: np.ndarray, temperature: float, succ: np.ndarray, members, dps: int = 60) -> list:
+    """Stationary law of a temperature-only chain in arbitrary precision (mpmath), for tests.
+
+    q(y | s) = exp(z_y / t) / sum_j exp(z_j / t) over the finite logits of row s, from the exact
+    values of the float logits and of t, evaluated with ``dps`` digits (no shift, no log
+    domain), then GTH's textbook loop on the class ``members`` in the same precision. Every
+    entry, however far below the float64 range, is returned as an ``mpmath.mpf``.
+    """
+    import mpmath
+
+    members = [int(s) for s in members]
+    pos = {s: i for i, s in enumerate(members)}
+    n = len(members)
+    with mpmath.workdps(dps):
+        t = mpmath.mpf(float(temperature))
+        a = [[mpmath.mpf(0)] * n for _ in range(n)]
+        for s in members:
+            w = {y: mpmath.exp(mpmath.mpf(float(logits[s, y])) / t) for y in range(logits.shape[1])
+                 if np.isfinite(logits[s, y])}
+            total = mpmath.fsum(w.values())
+            for y, v in w.items():
+                tgt = int(succ[s, y])
+                if tgt in pos:
+                    a[pos[s]][pos[tgt]] += v / total
+        for k in range(n - 1, 0, -1):
+            sk = mpmath.fsum(a[k][:k])
+            for i in range(k):
+                a[i][k] /= sk
+            for i in range(k):
+                if a[i][k]:
+                    for j in range(k):
+                        a[i][j] += a[i][k] * a[k][j]
+        pi = [mpmath.mpf(1)] + [mpmath.mpf(0)] * (n - 1)
+        for k in range(1, n):
+            pi[k] = mpmath.fsum(pi[i] * a[i][k] for i in range(k))
+        z = mpmath.fsum(pi)
+        return [x / z for x in pi]
+
+
+def closed_classes_reference(edges: dict) -> list[list[int]]:
+    """Closed communicating classes of a directed graph {s: set of successors}, by plain reachability sets."""
+    nodes = sorted(edges)
+    reach = {}
+    for s in nodes:
+        seen, stack = {s}, [s]
+        while stack:
+            v = stack.pop()
+            for w in edges[v]:
+                if w not in seen:
+                    seen.add(w)
+                    stack.append(w)
+        reach[s] = seen
+    out = []
+    for s in nodes:
+        cls = sorted(t for t in reach[s] if s in reach[t])
+        if set(reach[s]) == set(cls) and cls not in out:
+            out.append(cls)
+    return sorted(out)
+
+
 # ---------------------------------------------------------------- zero temperature
 def min_in_tree_reference(weights: np.ndarray, root: int) -> float:
     """Minimum weight of an in-tree rooted at ``root`` by enumerating every choice of one outgoing edge per
