@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -115,6 +115,22 @@ def test_allowed_tokens_are_the_operators_support(op):
     # the engine's JAX path decides the support independently (log space, exact decimals near ties)
     jax_op = op.with_procedure(op.procedure)
     np.testing.assert_array_equal(allowed_tokens(op.logits, op.procedure.top_k), jax_op.support)
+
+
+@given(operators(kind="any", spaces_strategy=_SMALL, procedure_strategy=_procs))
+def test_unique_maxima_give_the_greedy_cycles(op):
+    nf = op.space.num_full
+    z = np.where(np.isfinite(op.logits[:nf]), op.logits[:nf], -np.inf)
+    top2 = np.sort(z, axis=1)[:, -2:] if z.shape[1] > 1 else None
+    assume(top2 is None or (top2[:, 1] > top2[:, 0]).all())  # every maximum unique: P0 is the greedy map
+    lim = sj.zero_temperature_limit(op)
+    g = sj.greedy_dynamics(op)  # cycles by pointer doubling on the argmax map (an independent algorithm)
+    full_cycles = [c for c in g.cycles if c.max() < nf]
+    assert [c.tolist() for c in lim.cycles] == [c.tolist() for c in full_cycles]
+    assert lim.is_cycle.all()
+    ids = {int(c[0]): i for i, c in enumerate(lim.classes)}
+    expect = np.array([ids[int(np.min(full_cycles[k]))] for k in g.cycle_of[:nf]])
+    np.testing.assert_array_equal(lim.basin, expect)
 
 
 def test_two_state_chain_by_hand():

@@ -104,6 +104,7 @@ class ZeroTemperatureLimit:
       basin: int64[N^L]; the class that P0 enters with probability 1 from each full state, or -1.
       cycles: list of K int64 arrays; class i in P0's orbit order from its smallest state when P0 is a
         cycle on it (one zero-resistance move per state), else the sorted class.
+      is_cycle: bool[K]; whether P0 is a cycle on class i (always, when every maximum is unique).
       temperature: the temperature of the operator it was computed from (the limit does not depend on it).
       tie_tol: the tie tolerance used for ``stable``.
     """
@@ -116,6 +117,7 @@ class ZeroTemperatureLimit:
     attractor: np.ndarray
     basin: np.ndarray
     cycles: list
+    is_cycle: np.ndarray
     temperature: float
     tie_tol: float
 
@@ -232,11 +234,11 @@ def _strict_basins(zero: sp.csr_matrix, classes: list) -> np.ndarray:
     return np.where(multi, -1, owner)
 
 
-def _cycle_order(zero: sp.csr_matrix, members: np.ndarray) -> np.ndarray:
-    """members in orbit order from the smallest when each has one zero-resistance move; else sorted."""
+def _cycle_order(zero: sp.csr_matrix, members: np.ndarray) -> np.ndarray | None:
+    """members in orbit order from the smallest when each has one zero-resistance move; else None."""
     deg = np.diff(zero.indptr)[members]
     if not np.all(deg == 1):
-        return members
+        return None
     nxt = zero.indices[zero.indptr[members]]
     out = [int(members[0])]
     step = dict(zip(members.tolist(), nxt.tolist()))
@@ -374,9 +376,11 @@ def zero_temperature_limit(op) -> ZeroTemperatureLimit:
         rel = gamma - gamma.min()
         potential[idx] = np.where(rel <= tie_tol, 0.0, rel)
     stable = np.flatnonzero(potential == 0.0)
-    for arr in (potential, escape, res, basin, attractor):
+    orbits = [_cycle_order(zero, c) for c in classes]
+    is_cycle = np.array([o is not None for o in orbits], dtype=bool)
+    for arr in (potential, escape, res, basin, attractor, is_cycle):
         arr.setflags(write=False)
     return ZeroTemperatureLimit(classes=classes, potential=potential, stable=stable, escape=escape,
                                 resistance=res, attractor=attractor, basin=basin,
-                                cycles=[_cycle_order(zero, c) for c in classes],
+                                cycles=[c if o is None else o for o, c in zip(orbits, classes)], is_cycle=is_cycle,
                                 temperature=float(op.procedure.temperature), tie_tol=tie_tol)
