@@ -82,9 +82,13 @@ def validate(ctx):
 
     # Outside the assumptions: the float64 operator of a real model at a tiny temperature.
     op = ctx.zoo_op("dyck", "temperature=0.01")
+    nf = op.space.num_full
+    st = sj.stationary_result(op)
     outside = {"case": "zoo dyck temperature=0.01 (logit range / t > 745)",
-               "zero entries on T^L": int((op.probs[:op.space.num_full] == 0).sum()),
-               "attractors": len(sj.attractors(op))}
+               "zero entries on T^L": int((op.probs[:nf] == 0).sum()),
+               "impossible moves on T^L (support from the logits)": int((~op.support[:nf]).sum()),
+               "attractor sizes": [int(a.size) for a in sj.attractors(op)],
+               "min log pi on T^L": float(min(v.min() for v in st.log_values))}
     tr.notes.append(f"outside the assumptions (float64 underflow): {outside}")
     return tr.result(
         summary={"zoo/random cases": n_zoo, "smallest eps (zoo/random)": fmt(min(r[3] for r in rows)),
