@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import semio_jax as sj
-from semio_jax.analysis.zero_temperature import allowed_tokens, min_in_tree
+from semio_jax.analysis.zero_temperature import allowed_tokens, log_escape_time, min_in_tree
 from semio_jax.core.procedure import compose, greedy, min_p, temperature, top_k, top_p
 from semio_jax.testing import operators, spaces
-from semio_jax.testing.references import (min_in_tree_reference, probabilities_reference,
-                                          zero_temperature_reference)
+from semio_jax.testing.references import (hitting_times_reference, min_in_tree_reference,
+                                          probabilities_reference, zero_temperature_reference)
 
 
 def _procs(n):
@@ -183,6 +183,38 @@ def test_min_in_tree_matches_enumeration(w, root):
 def test_min_in_tree_real_weights(w):
     for root in range(5):
         assert math.isclose(min_in_tree(w, root), min_in_tree_reference(w, root), rel_tol=1e-12, abs_tol=1e-12)
+
+
+@settings(max_examples=20)
+@given(_grid_ops(t=0.5))
+def test_log_escape_time_matches_a_dense_solve(op):
+    lim = sj.zero_temperature_limit(op)
+    nf = op.space.num_full
+    for i, c in enumerate(lim.classes):
+        target = lim.basin != i
+        if not target.any():
+            continue
+        ref = hitting_times_reference(op.probs[:nf], op.successors[:nf], target)[c[0]]  # numpy.linalg.solve
+        got = log_escape_time(op, int(c[0]), target)
+        if np.isinf(ref):
+            assert got == np.inf
+        else:
+            assert math.isclose(got, math.log(ref), rel_tol=1e-9, abs_tol=1e-9), (got, math.log(ref))
+        assert lim.log_escape_times(op)[i] == (got if np.isfinite(lim.escape[i]) else np.inf)
+
+
+def test_log_escape_time_below_the_float64_range():
+    # L = 1, N = 2, from state 1 token 0 (the exit) costs 1 logit: E = 1 / q(0 | 1) = 1 + e^(1/t)
+    space = sj.StateSpace(2, 1, prefixes=False)
+    logits = np.array([[0.0, -3.0], [-1.0, 0.0]])
+    for t in (0.1, 0.001):  # at t = 0.001 the exit has probability e^-1000, below float64's range
+        op = sj.Operator(space, probabilities_reference(temperature(1.0), logits), temperature(1.0),
+                         logits=logits).with_procedure(temperature(t))
+        expect = 1 / t + math.log1p(math.exp(-1 / t))
+        assert math.isclose(log_escape_time(op, 1, np.array([True, False])), expect, rel_tol=1e-12)
+        lim = sj.zero_temperature_limit(op)
+        np.testing.assert_allclose(lim.log_escape_times(op), [3 / t + math.log1p(math.exp(-3 / t)), expect],
+                                   rtol=1e-12)
 
 
 def test_escape_time_matches_its_rate(ngram3):

@@ -35,7 +35,8 @@ def test_section_on_a_sticky_chain():
     target = np.zeros(4, dtype=bool)
     target[[0, 2]] = True
     ref = hitting_times_reference(op.probs, op.successors, target)[3]
-    assert math.isclose(rows["11 -> (1)*"]["exact_escape_time"], ref, rel_tol=1e-9)
+    assert math.isclose(rows["11 -> (1)*"]["hitting_times_escape"], ref, rel_tol=1e-9)
+    assert math.isclose(rows["11 -> (1)*"]["log_exact_escape_time"], math.log(ref), rel_tol=1e-9)
     assert any("potential" in line for line in lines)
 
 

@@ -77,13 +77,17 @@ from scipy.sparse import csgraph
 
 from .._util.memory import refuse_if_over
 from ..errors import InvalidProcedureError, LogitsError, NonFiniteLogitsError
+from ..linalg.gth import gth_log
 from ._cache import cached_analysis
 from .hitting import hitting_times
 
-__all__ = ["ZeroTemperatureLimit", "zero_temperature_limit", "min_in_tree", "allowed_tokens", "TIE_RTOL"]
+__all__ = ["ZeroTemperatureLimit", "zero_temperature_limit", "min_in_tree", "allowed_tokens", "log_escape_time",
+           "TIE_RTOL", "ESCAPE_GTH_MAX"]
 
 #: potentials closer than TIE_RTOL * (largest finite class resistance) to the minimum count as ties
 TIE_RTOL = 1e-9
+#: largest regenerative chain (states before the exit + 1) that log_escape_time solves (dense, O(n^3))
+ESCAPE_GTH_MAX = 1025
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,19 @@ class ZeroTemperatureLimit:
             target = self.escape_targets(i)
             if target.size and np.isfinite(self.escape[i]):
                 out[i] = float(hitting_times(op, target)[int(members[0])])
+        return out
+
+    def log_escape_times(self, op, max_states: int = ESCAPE_GTH_MAX) -> np.ndarray:
+        """float64[K]: log E[steps to leave the basin] from each class's smallest state, by
+        :func:`log_escape_time` (GTH in the log domain: accurate where the escape takes e^300 steps).
+
+        +inf where the escape resistance is +inf; NaN where the chain before the exit has more than
+        ``max_states`` states (use :meth:`exact_escape_times` there).
+        """
+        out = np.full(self.n_classes, np.inf)
+        for i, members in enumerate(self.classes):
+            if np.isfinite(self.escape[i]):
+                out[i] = log_escape_time(op, int(members[0]), self.basin != i, max_states)
         return out
 
     def summary(self) -> dict:
@@ -301,6 +318,49 @@ def min_in_tree(weights, root: int) -> float:
         w = np.full((m, m), np.inf)
         np.minimum.at(w, (new_id[:, None], new_id[None, :]), adj)
         root = int(new_id[root])
+
+
+def log_escape_time(op, start: int, target, max_states: int = ESCAPE_GTH_MAX) -> float:
+    """log E_start[min{n >= 0: X_n in target}] for full states ``start`` and ``target`` (bool[N^L]),
+    without subtractions, from the operator's log-probabilities.
+
+    Regenerative chain: the full states U reachable from ``start`` before the target, plus one
+    state T for the whole target that jumps back to ``start``. One cycle T -> start -> ... -> T
+    lasts 1 + tau steps, so pi(T) = 1 / (1 + E[tau]) (Kac), and GTH in the log domain
+    (:func:`semio_jax.linalg.gth.gth_log`) gives log pi(T) to high relative accuracy however small;
+    log E = log(1 - pi(T)) - log pi(T). +inf when some state of U cannot reach the target;
+    NaN when |U| + 1 > max_states.
+    """
+    nf = op.space.num_full
+    tgt = np.asarray(target, dtype=bool)
+    if tgt.shape != (nf,) or tgt[start] or not tgt.any():
+        raise ValueError("target must be a non-empty bool mask over the full states that excludes start")
+    logp = np.asarray(op.log_probs[:nf], dtype=np.float64)  # [V, N], -inf off the support
+    succ = op.space.successor_table()[:nf]
+    live = np.isfinite(logp) & ~tgt[:, None]  # [V, N] moves that can be made before the exit
+    graph = _graph(succ, np.ones_like(logp), live)
+    reached, _ = _reached_from(graph, np.array([start]))
+    u = np.flatnonzero(reached & ~tgt)
+    back, _ = _reached_from(graph.T.tocsr(), np.flatnonzero(tgt))
+    if not back[u].all():
+        return float("inf")
+    n = u.size
+    if n + 1 > max_states:
+        return float("nan")
+    pos = np.full(nf, -1, dtype=np.int64)
+    pos[u] = np.arange(n)
+    rows = logp[u]  # [n, N]
+    dest = succ[u]  # [n, N]
+    block = np.full((n + 1, n + 1), -np.inf)
+    inside = np.isfinite(rows) & (pos[dest] >= 0)
+    ri, yi = np.nonzero(inside)
+    block[ri, pos[dest[ri, yi]]] = rows[ri, yi]  # distinct tokens lead to distinct states
+    out = np.isfinite(rows) & tgt[dest]
+    ro, yo = np.nonzero(out)
+    np.logaddexp.at(block[:, n], ro, rows[ro, yo])
+    block[n, pos[start]] = 0.0
+    log_pt = float(gth_log(block)[n])
+    return float(np.log(-np.expm1(log_pt)) - log_pt) if log_pt < 0 else float("-inf")
 
 
 # ----------------------------------------------------------------- the analysis

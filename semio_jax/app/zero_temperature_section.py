@@ -8,8 +8,10 @@ of the t -> 0 chain P0 (see :mod:`semio_jax.analysis.zero_temperature`):
   ties, its windows;
 * its stochastic potential (0: stochastically stable) and its escape resistance R;
 * the leading-order escape time exp(R / t) at the operator's temperature beside the exact expected
-  number of steps to leave the class's P0 basin from its smallest state, by the hitting-time solver
-  (with its certificate; the two differ by the prefactor, a constant factor as t -> 0).
+  number of steps to leave the class's P0 basin from its smallest state (the two differ by the
+  prefactor, a constant factor as t -> 0): by GTH in the log domain on the regenerative chain
+  (:func:`~semio_jax.analysis.zero_temperature.log_escape_time`, accurate at any t, up to 1024
+  states before the exit) and by the hitting-time solver with its certificate.
 
 Procedures without a temperature limit (greedy, top-p, min-p) and operators without logits get a
 one-line note instead of the section.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..analysis import hitting_times_result, zero_temperature_limit
+from ..analysis.zero_temperature import log_escape_time
 from ..errors import SemioError
 
 __all__ = ["zero_temperature_section", "MAX_CLASSES_SHOWN"]
@@ -42,6 +45,14 @@ def decode_class(space, cycle: np.ndarray, is_cycle: bool) -> str:
     return "{" + shown + (", ..." if cycle.size > 6 else "") + "}"
 
 
+def _exp_str(log_x: float) -> str:
+    """e^log_x as text, beyond float64's range too (1.2e+345)."""
+    if log_x < 700:
+        return f"{np.exp(log_x):.4g}"
+    exp10 = log_x / np.log(10.0)
+    return f"{10 ** (exp10 - np.floor(exp10)):.4g}e+{int(np.floor(exp10))}"
+
+
 def zero_temperature_section(op) -> tuple[dict, list[str]]:
     """(JSON-able summary, report lines) of the zero-temperature limit of ``op``."""
     try:
@@ -55,28 +66,32 @@ def zero_temperature_section(op) -> tuple[dict, list[str]]:
                        f"{lim.stable.size} stochastically stable; escape times at t = {t:g}:"]
     for i in order[:MAX_CLASSES_SHOWN]:
         cyc = lim.cycles[i]
-        exact, bound, note = None, None, None
-        if np.isfinite(lim.escape[i]):
-            try:
-                hr = hitting_times_result(op, lim.escape_targets(i))
-                exact, bound = float(hr.times[int(cyc[0])]), hr.error_bound
-            except (SemioError, RuntimeError) as e:  # e.g. an LU that fails on a very stiff chain
-                note = f"hitting-time solver failed: {type(e).__name__}: {str(e)[:80]}"
         row = {"class": i, "decoded": decode_class(space, cyc, bool(lim.is_cycle[i])), "size": int(cyc.size),
                "attractor": int(lim.attractor[i]), "potential": float(lim.potential[i]),
                "stable": bool(lim.potential[i] == 0.0), "escape_resistance": float(lim.escape[i]),
-               "predicted_escape_time": float(predicted[i]), "exact_escape_time": exact,
-               "exact_error_bound": bound}
-        if note:
-            row["note"] = note
+               "predicted_escape_time": float(predicted[i]), "log_exact_escape_time": None,
+               "hitting_times_escape": None, "hitting_times_error_bound": None}
         rows.append(row)
+        mark = "*" if row["stable"] else " "
         if not np.isfinite(lim.escape[i]):
-            esc = "R = inf (its basin is all the chain can reach)"
-        else:
-            cert = ("" if exact is None else " (not certified)" if bound is None else f" (+- {bound:.2g})")
-            ex = note if exact is None else f"exact E = {exact:.4g}{cert}"
-            esc = f"R = {lim.escape[i]:.4g}, exp(R/t) = {predicted[i]:.4g}, {ex}"
-        lines.append(f"  {'*' if row['stable'] else ' '} {row['decoded']}  potential {lim.potential[i]:.4g}; {esc}")
+            lines.append(f"  {mark} {row['decoded']}  potential {lim.potential[i]:.4g}; R = inf (its basin is all "
+                         f"the chain can reach)")
+            continue
+        start, target = int(cyc[0]), lim.escape_targets(i)
+        log_e = log_escape_time(op, start, lim.basin != i)
+        parts = [f"R = {lim.escape[i]:.4g}", f"exp(R/t) = {_exp_str(lim.escape[i] / t)}"]
+        if np.isfinite(log_e):
+            row["log_exact_escape_time"] = float(log_e)
+            parts.append(f"exact E = {_exp_str(log_e)} (log-domain GTH)")
+        try:
+            hr = hitting_times_result(op, target)
+            h, b = float(hr.times[start]), hr.error_bound
+            row["hitting_times_escape"], row["hitting_times_error_bound"] = h, b
+            parts.append(f"hitting-time solver {h:.4g} " + ("(not certified)" if b is None else f"(+- {b:.2g})"))
+        except (SemioError, RuntimeError) as e:  # e.g. an LU that fails on a very stiff chain
+            row["note"] = f"hitting-time solver failed: {type(e).__name__}: {str(e)[:80]}"
+            parts.append(row["note"])
+        lines.append(f"  {mark} {row['decoded']}  potential {lim.potential[i]:.4g}; " + ", ".join(parts))
     if lim.n_classes > MAX_CLASSES_SHOWN:
         lines.append(f"  ... {lim.n_classes - MAX_CLASSES_SHOWN} more classes (see results.json counts)")
     summary = {"applicable": True, **lim.summary(), "classes_shown": rows}
