@@ -29,29 +29,54 @@ Algorithms (``method=``):
   push; only for comparison. It stops at the residual target or raises
   ConvergenceError.
 
-What is reported, per attractor:
+What is certified, and with respect to what. The chain is the one the model's
+float32 logits define under the procedure (exact support, exact probabilities);
+the float64 table differs from it entrywise by at most ``op.table_rounding``
+(relative). Per attractor the result reports:
 
-* ``residual``: ||pi P - pi||_1 evaluated with the full operator.
-* ``error_bound``: a bound on ||pi_hat - pi||_1. With A = I - P and its group
-  inverse A#, pi_hat - pi = (pi_hat A) A# whenever pi_hat sums to 1, and
-  Meyer's formula A# = (I - 1 pi) diag((I - Q_j)^{-1}, 0) (I - 1 pi) gives
-  ||A#||_inf <= 4 * tau_j, where tau_j = max_i E_i[steps to hit j] is the
-  largest row sum of (I - Q_j)^{-1}. Hence
+* ``residual``: ||pi P - pi||_1 evaluated with the full float64 operator.
+* ``error_bound``: a rigorous bound on ||pi_hat - pi||_1 for the model's chain,
+  the smaller of
+  - the **enclosure** bound (GTH): GTH is monotone in its non-negative data, so
+    running it on the table widened by its rounding, every rounded result moved
+    outward (:func:`semio_jax.linalg.gth.gth_enclosure`, log domain where needed),
+    encloses every entry of pi; this also gives ``relative_bounds``, a bound on
+    max_s |pi_hat(s)/pi(s) - 1|. It is the a-posteriori form of O'Cinneide's
+    (1993) entrywise stability of GTH and of the entrywise perturbation theory of
+    Markov chains (relative changes rho of the transition probabilities move each
+    pi_j by at most (1 + rho)^(n-1)/(1 - rho)^(n-1) - 1, by the Markov chain tree
+    theorem): it does not degrade on slowly mixing or nearly decomposable chains;
+  - the **residual** bound (every method): with A = I - P and its group inverse
+    A#, pi_hat - pi = (pi_hat A) A# whenever pi_hat sums to 1, and Meyer's
+    formula A# = (I - 1 pi) diag((I - Q_j)^{-1}, 0) (I - 1 pi) gives
+    ||A#||_inf <= 4 tau_j, tau_j = max_i E_i[steps to hit j] the largest row sum
+    of (I - Q_j)^{-1}. The table's rounding enters as a perturbation E with
+    ||E||_inf <= rho (Cho & Meyer's bound ||pi - pi~||_1 <= ||E||_inf ||A#||_inf), so
 
-      ||pi_hat - pi||_1 <= 4 * tau_j * ||pi_hat P - pi_hat||_1,
+        ||pi_hat - pi||_1 <= 4 tau_j (r + (N + 3) eps + rho) + |sum pi_hat - 1|,
 
-  evaluated in floating point, with the residual enlarged by its own rounding
-  error ((N + 3) eps, since each entry of pi P sums at most N + 1 products) so
-  that the bound still holds when tau_j * eps is not small. On slowly mixing chains tau_j is large and the
-  bound says so: a residual of 1e-16 with tau_j = 1e6 certifies only ~4e-10.
-  ``power`` bounds tau_j instead of solving for it: with g_n(i) = P_i(hit j
-  within n steps), computed exactly by n structured pulls, the chain makes
-  independent n-step attempts each succeeding with probability >= min_i g_n(i),
-  so tau_j <= n / min_i g_n(i). n is doubled from L up to 64 L until the minimum
-  is positive; if it stays 0 (or the bound is astronomically large) the bound
-  is None and the report says the result is not certified.
+    the residual r enlarged by its own rounding (each entry of pi P sums at most
+    N + 1 products). On slowly mixing chains tau_j is large and this bound says
+    so: a residual of 1e-16 with tau_j = 1e6 certifies only ~4e-10.
+    ``power`` bounds tau_j instead of solving for it: with g_n(i) = P_i(hit j
+    within n steps), computed exactly by n structured pulls, tau_j <= n / min_i
+    g_n(i), n doubled from L up to 64 L until the minimum is positive.
+  A bound that is not below 1 is reported as None (not certified), and
+  ``certifies`` says in words which bound holds.
+* ``log_values``: log pi, finite wherever pi > 0 even below the float64 range.
+* ``unrepresentable``: the class has possible moves below ~1e-290 and is larger
+  than the log-domain GTH limit, so a float64 method had to treat them as 0:
+  nothing is certified and an :class:`~semio_jax.errors.UnrepresentableWarning`
+  is issued.
 
-``auto`` uses GTH up to 1024 states per class, LU up to 8192 (its fill-in
+**Underflow.** Classes with possible moves below ~1e-290 (zero or subnormal in
+float64) are solved by GTH in the log domain (:func:`semio_jax.linalg.gth.gth_log`,
+products as sums, sums as log-sum-exps), which is exact to rounding however
+small the moves; so is any class where float64 elimination breaks down (a
+vanishing exit rate, a NaN). A NaN or inf is never a result: it is an error
+that ``auto`` turns into the next method.
+
+``auto`` uses GTH (float64, or the log domain where needed) up to 1024 states per class, LU up to 8192 (its fill-in
 grows quickly on de Bruijn graphs, which are expanders) and Krylov above;
 above 2^18 states it first gives power iteration 2000 steps (a fast-mixing
 chain converges in a few hundred, and there each GMRES step costs several
