@@ -29,6 +29,8 @@ __all__ = ["zero_temperature_section", "MAX_CLASSES_SHOWN"]
 
 #: classes listed (the stable ones first, then by increasing potential); all are in the summary's counts
 MAX_CLASSES_SHOWN = 12
+#: classes (in that order) whose exact escape time is solved (each is one or two linear solves)
+MAX_ESCAPE_SOLVES = 4
 
 
 def _token(space, s: int) -> str:
@@ -64,7 +66,7 @@ def zero_temperature_section(op) -> tuple[dict, list[str]]:
     predicted = lim.predicted_escape_times()
     rows, lines = [], [f"zero-temperature limit: {lim.n_classes} recurrent classes of the t -> 0 chain, "
                        f"{lim.stable.size} stochastically stable; escape times at t = {t:g}:"]
-    for i in order[:MAX_CLASSES_SHOWN]:
+    for rank, i in enumerate(order[:MAX_CLASSES_SHOWN]):
         cyc = lim.cycles[i]
         row = {"class": i, "decoded": decode_class(space, cyc, bool(lim.is_cycle[i])), "size": int(cyc.size),
                "attractor": int(lim.attractor[i]), "potential": float(lim.potential[i]),
@@ -78,8 +80,11 @@ def zero_temperature_section(op) -> tuple[dict, list[str]]:
                          f"the chain can reach)")
             continue
         start, target = int(cyc[0]), lim.escape_targets(i)
-        log_e = log_escape_time(op, start, lim.basin != i)
         parts = [f"R = {lim.escape[i]:.4g}", f"exp(R/t) = {_exp_str(lim.escape[i] / t)}"]
+        if rank >= MAX_ESCAPE_SOLVES:
+            lines.append(f"  {mark} {row['decoded']}  potential {lim.potential[i]:.4g}; " + ", ".join(parts))
+            continue
+        log_e = log_escape_time(op, start, lim.basin != i)
         if np.isfinite(log_e):
             row["log_exact_escape_time"] = float(log_e)
             parts.append(f"exact E = {_exp_str(log_e)} (log-domain GTH)")
