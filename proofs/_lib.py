@@ -14,7 +14,8 @@ Conventions used by every validation:
   inequality was evaluated exactly; hypothesis examples count one case each.
 * **slack**: the margin by which an inequality held (right side minus left side,
   in the units named by ``SLACK``); negative slack beyond the stated numerical
-  tolerance is a violation. ``worst_slack`` is the minimum over all cases.
+  tolerance is a violation, and so is a NaN slack (the inequality could not be
+  evaluated, which is never evidence that it holds). ``worst_slack`` is the minimum over all cases.
 * **counterexample**: a JSON-able dict with everything needed to rebuild the
   case (an operator table, an n-gram table, or a zoo model name and procedure)
   plus the numbers that show the violation. The runner saves it as
@@ -23,6 +24,8 @@ Conventions used by every validation:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -30,14 +33,18 @@ from random import Random
 from typing import Any, Callable
 
 import numpy as np
+from scipy.spatial.distance import cdist
 
 import semio_jax as sj
 from semio_jax.testing import references
+from semio_models.checkpoint import load, load_card
+from semio_models.transformer import TransformerConfig, TransformerModel
 
 __all__ = [
-    "Context", "Result", "Replay", "Tracker", "search",
+    "Context", "Result", "Replay", "Tracker", "search", "SearchError", "is_violation", "least",
     "op_to_json", "op_from_json", "ngram_op", "full_block", "row_powers", "full_powers",
     "dobrushin_exact", "doeblin_bound", "min_overlap", "doeblin_mass", "delta_L", "fmt", "stationary_full",
+    "reference_probs", "window_powers",
 ]
 
 ZOO = {"coin": (2, 8), "markov2": (4, 5), "dyck": (3, 6)}
@@ -89,12 +96,12 @@ class Tracker:
 
     def add(self, label: str, slack: float, counterexample: Callable[[], dict] | dict | None = None,
             size: float = math.inf, tol: float | None = None) -> bool:
-        """Record one case; returns True if it is a violation (slack < -tol)."""
+        """Record one case; returns True if it is a violation (slack < -tol, or NaN)."""
         self.cases += 1
         slack = float(slack)
         if slack < self.worst or (math.isnan(slack) and not math.isnan(self.worst)):
             self.worst, self.worst_case = slack, label
-        bad = slack < -(self.tol if tol is None else tol)
+        bad = is_violation(slack, self.tol if tol is None else tol)
         if bad and (self.violation is None or size < self.violation_size):
             cex = counterexample() if callable(counterexample) else (counterexample or {})
             self.violation = {"case": label, "slack": slack, **cex}
@@ -140,8 +147,6 @@ class Context:
 
     # -- zoo
     def zoo_card(self, name: str) -> dict:
-        from semio_models.checkpoint import load_card
-
         return self.memo(("card", name), lambda: load_card(name))
 
     def zoo_op(self, name: str, spec: str = "temperature=1", prefixes: bool = True) -> sj.Operator:
@@ -182,8 +187,6 @@ class Context:
 
 
 def json_key(spec: dict) -> str:
-    import json
-
     return json.dumps(spec, sort_keys=True)
 
 
@@ -191,12 +194,8 @@ def model_from_spec(spec: dict):
     """Rebuild a model from a counterexample's model spec."""
     kind = spec["kind"]
     if kind == "zoo":
-        from semio_models.checkpoint import load
-
         return load(spec["name"])
     if kind == "random_transformer":
-        from semio_models.transformer import TransformerConfig, TransformerModel
-
         cfg = TransformerConfig(spec["n_tokens"], spec["context_length"], n_layers=spec["n_layers"],
                                 d_model=spec["d_model"], n_heads=spec["n_heads"])
         return TransformerModel.random(cfg, spec["seed"])
@@ -317,8 +316,6 @@ def min_overlap(M: np.ndarray, block: int = 16) -> float:
     """
     n = M.shape[0]
     if n > 256:
-        from scipy.spatial.distance import cdist
-
         s = M.sum(1)
         ov = (s[:, None] + s[None, :] - cdist(M, M, "cityblock")) / 2
         return max(0.0, float(ov.min()) - 1e-14)
@@ -359,6 +356,44 @@ def stationary_full(op: sj.Operator) -> np.ndarray:
     return pi[0]
 
 
+def reference_probs(op: sj.Operator) -> np.ndarray:
+    """[S, N] next-token laws recomputed from the operator's logits by the numpy oracle
+    (``references.probabilities_reference``, the procedure's definition token by token): independent of the
+    engine's table ``op.probs``, which validations compare against it."""
+    if op.logits is None or op.procedure is None:
+        raise ValueError("the operator keeps no logits or no procedure: nothing to recompute its table from")
+    logits = np.asarray(op.logits, dtype=np.float64)
+    key = (op.procedure.spec, logits.shape, hashlib.sha256(logits.tobytes()).hexdigest())
+    if key not in _REF_CACHE:  # the oracle works in 100-digit decimals: once per (procedure, logits)
+        _REF_CACHE[key] = references.probabilities_reference(op.procedure, logits)
+        _REF_CACHE[key].setflags(write=False)
+    return _REF_CACHE[key]
+
+
+_REF_CACHE: dict = {}
+
+
+def window_powers(q: np.ndarray, n_tokens: int, length: int) -> np.ndarray:
+    """[N^L, N^L] L-step law between full windows by the product formula, from next-token laws ``q``:
+
+        P^L(x, y) = prod_{i=0}^{L-1} q(y_{i+1} | (x_{i+1..L}, y_1..y_i)),
+
+    written with the windows' base-N indices (oldest token most significant): after i steps from x towards
+    y the window is (x N^i + y div N^(L-i)) mod N^L and the next token is (y div N^(L-i-1)) mod N. No matrix
+    product and no engine push: an independent computation of what ``full_powers(op, L)`` returns.
+    """
+    N, L = n_tokens, length
+    nf = N**L
+    x = np.arange(nf, dtype=np.int64)[:, None]
+    y = np.arange(nf, dtype=np.int64)[None, :]
+    P = np.ones((nf, nf))
+    for i in range(L):
+        state = (x * N**i + y // N ** (L - i)) % nf  # [nf, nf]
+        token = (y // N ** (L - i - 1)) % N  # [1, nf]
+        P *= q[state, np.broadcast_to(token, state.shape)]
+    return P
+
+
 def spectral_radius(Q: np.ndarray) -> float:
     if Q.size == 0:
         return 0.0
@@ -366,29 +401,48 @@ def spectral_radius(Q: np.ndarray) -> float:
 
 
 # --------------------------------------------------------------------------- hypothesis
+def least(*values: float) -> float:
+    """The smallest value, NaN if any is NaN (Python's ``min`` keeps or drops a NaN depending on the order)."""
+    vals = [float(v) for v in values]
+    return math.nan if any(math.isnan(v) for v in vals) else min(vals)
+
+
+class SearchError(RuntimeError):
+    """A check raised inside a counterexample search: the search is broken, not "no violation found"."""
+
+
+def is_violation(slack: float, tol: float = 0.0) -> bool:
+    """slack < -tol, or slack is NaN (a NaN margin means the inequality could not be evaluated)."""
+    slack = float(slack)
+    return math.isnan(slack) or slack < -tol
+
+
 def search(strategy, check: Callable[[Any], float], *, tracker: Tracker, label: Callable[[Any], str],
            to_json: Callable[[Any], dict], size: Callable[[Any], float], max_examples: int, seed: int,
            tol: float = 0.0):
-    """Look for an example with slack < -tol with ``hypothesis.find`` (which then shrinks it).
+    """Look for an example with slack < -tol (or NaN) with ``hypothesis.find`` (which then shrinks it).
 
     ``check(example) -> slack``. Every evaluated example (generation and shrinking)
     counts as a case in ``tracker``; a violation found by hypothesis is the
     smallest one hypothesis could shrink to and replaces any larger violation.
     Returns the shrunk example or None.
+
+    An exception raised by ``check`` is an error of the validation: it is raised
+    again as :class:`SearchError` naming the (shrunk) example, so the runner
+    reports the proposition as "error", never as "no violation found".
     """
-    from hypothesis import HealthCheck, Phase, find, settings
+    from hypothesis import HealthCheck, Phase, find, settings  # the test extra; only searches need it
     from hypothesis.errors import NoSuchExample
 
     def condition(x) -> bool:
         try:
             slack = float(check(x))
-        except Exception as e:  # an engine error on a generated example is worth reporting, not a crash
-            tracker.notes.append(f"error on a generated example: {type(e).__name__}: {str(e)[:160]}")
-            return False
+        except Exception as e:
+            raise SearchError(f"check raised on a generated example {label(x)}: {type(e).__name__}: {e}") from e
         tracker.cases += 1
-        if slack < tracker.worst:
+        if slack < tracker.worst or (math.isnan(slack) and not math.isnan(tracker.worst)):
             tracker.worst, tracker.worst_case = slack, "hypothesis: " + label(x)
-        return slack < -tol
+        return is_violation(slack, tol)
 
     cfg = settings(max_examples=max_examples, database=None, deadline=None,
                    suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink])

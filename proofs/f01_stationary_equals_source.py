@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 import semio_jax as sj
+from semio_models.checkpoint import load_card
+from semio_models.sources import source_from_spec
 
 from ._lib import Replay, Tracker, op_from_model_spec
 from .p11_simulation_fidelity import excess_loss, source_tables, stationary_bound
@@ -33,8 +35,6 @@ def compare(op: sj.Operator, source) -> dict:
 
 
 def validate(ctx):
-    from semio_models.sources import source_from_spec
-
     tr = Tracker()
     rows = []
     witnesses = {}
@@ -66,9 +66,6 @@ def validate(ctx):
 
 
 def replay(cex: dict) -> Replay:
-    from semio_models.checkpoint import load_card
-    from semio_models.sources import source_from_spec
-
     def one(w):
         name = w["model"]["name"]
         op = op_from_model_spec(w["model"], w["procedure"])

@@ -9,7 +9,7 @@ import numpy as np
 import semio_jax as sj
 from semio_jax.testing import strategies as S
 
-from ._lib import Replay, Tracker, doeblin_mass, min_overlap, op_from_json, op_to_json, row_powers, search
+from ._lib import Replay, Tracker, doeblin_mass, least, min_overlap, op_from_json, op_to_json, row_powers, search
 
 NAME = "p02_convergence_bound"
 SLACK = ("min over n in [L, n_max] of the bound minus e(n) = max_{i,j} |P^n(i,j) - pi(j)| (i over all states, "
@@ -70,7 +70,7 @@ def slacks(c: dict) -> dict:
 
 
 def check(op: sj.Operator) -> float:
-    return min(slacks(curves(op)).values())
+    return least(*slacks(curves(op)).values())
 
 
 def first_below(values: np.ndarray, n: np.ndarray, level: float):
@@ -107,8 +107,8 @@ def validate(ctx):
         c = curves(op)
         s = slacks(c)
         for k in worst:
-            worst[k] = min(worst[k], s[k])
-        tr.add(label, min(s.values()),
+            worst[k] = least(worst[k], s[k])
+        tr.add(label, least(*s.values()),
                lambda: {"model": model, "procedure": op.procedure.spec, "slacks": s, "eps": c["eps"]}, size=op.num_states)
         n_true = first_below(c["e"], c["n"], 0.01)
         rows.append([label, c["eps"], c["delta"], s["stated"], analytic_first_below(c["eps"], c["L"], 0.01) or "never",
@@ -129,8 +129,8 @@ def validate(ctx):
     def hcheck(op):
         s = slacks(curves(op))
         for k in worst:
-            worst[k] = min(worst[k], s[k])
-        return min(s.values())
+            worst[k] = least(worst[k], s[k])
+        return least(*s.values())
 
     search(strat, hcheck, tracker=tr, label=repr, to_json=lambda op: {"operator": op_to_json(op)},
            size=lambda op: op.num_states, max_examples=ctx.examples(200, 25), seed=ctx.seed, tol=TOL)

@@ -10,10 +10,11 @@ import semio_jax as sj
 from semio_jax.analysis.entropy import conditional_entropies
 from semio_jax.testing import strategies as S
 
-from ._lib import Replay, Tracker, op_from_json, op_to_json, search
+from ._lib import Replay, Tracker, least, op_from_json, op_to_json, reference_probs, search
 
 NAME = "p03_trajectory_decay"
-SLACK = ("(a) min over starts s and n <= n_max of (n log p_max - log max_w P(w | s)) / n (nats per token); "
+SLACK = ("(a) min over starts s and n <= n_max of (n log p_max - log max_w P(w | s)) / n (nats per token), p_max "
+         "from the model's logits (numpy oracle of the procedure), max_w P(w | s) from the engine's table; "
          "(b) min over starts and n of B_n(s) - |H_n(s)/n - h| with B_n(s) = (H_max - H_min)/n * sum_{t<n} d_s(t). "
          "The case's slack is the smaller of the two.")
 TOL_A = 1e-12  # per token, log-space rounding
@@ -32,7 +33,11 @@ def bellman(op: sj.Operator, n: int) -> np.ndarray:
 
 
 def decay_slack(op: sj.Operator, n: int = 24) -> tuple[float, dict]:
-    pmax = float(op.probs.max())
+    """(a) with its two sides computed independently: p_max from the model's next-token laws (the
+    procedure applied to the logits by the numpy oracle), max_w log P(w | s) by max-product over the
+    engine's table. It fails if the table is more confident than the model allows (e.g. built at another
+    temperature), not only if the inequality were false."""
+    pmax = float(reference_probs(op).max())
     V = bellman(op, n)
     t = np.arange(n + 1)
     per_token = (t[1:] * math.log(pmax) - V[1:].max(axis=1)) / t[1:]
@@ -58,7 +63,7 @@ def typicality(op: sj.Operator, starts, n: int) -> tuple[float, list]:
         nn = np.arange(1, n + 1)
         B = spread * np.cumsum(d[:n]) / nn
         err = np.abs(Hn / nn - h)
-        worst = min(worst, float((B - err).min()))
+        worst = least(worst, float((B - err).min()))
         rows.append((op.space.label(int(s)), float(Hn[-1] / n), h, float(n * (Hn[-1] / n - h)), float(n * B[-1])))
     return worst, rows
 
@@ -97,6 +102,12 @@ def validate(ctx):
         slack, f = decay_slack(op, n_a)
         tr.add(label + " (decay)", slack, lambda: {"model": model, "procedure": op.procedure.spec, **f},
                size=op.num_states, tol=TOL_A)
+        # the DP's most likely string against the engine's map_trajectory (its own max-product code)
+        V = bellman(op, n_a)
+        for s in _small_starts(op):
+            mp = sj.map_trajectory(op, int(s), n_a)
+            tr.add(f"{label}: engine map_trajectory = DP from {op.space.label(int(s))}",
+                   1e-9 * n_a - abs(float(mp.log_prob) - V[n_a, s]), size=op.num_states)
         rows_a.append([label, f["p_max"], f["log_p_max"], f["map_rate"], f["slack_at_n_max"], "vacuous (p_max = 1)" if f["vacuous"] else ""])
 
     def case_b(label, op, model, mc_seed):

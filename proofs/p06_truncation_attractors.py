@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 
 import semio_jax as sj
 from semio_jax.testing import strategies as S
@@ -15,8 +17,69 @@ NAME = "p06_truncation_attractors"
 SLACK = ("min over 1 <= t <= t_max of log m(t) - t log rho (nats; rho^t <= m(t) is the rate statement; none when "
          "rho = 0), m(t) = max_s P_s(X_t transient); -1 if a pass/fail check fails: rows of h sum to 1, the basin "
          "sandwich P_s(X_t in A_a) <= h_a(s) <= P_s(X_t in A_a) + P_s(X_t transient) (tolerance = the engine's "
-         "error bound + 1e-12), or m(t) <= m(L)^floor(t/L); log-space tolerance 1e-9 nats")
+         "error bound + 1e-12), m(t) <= m(L)^floor(t/L) (log-space tolerance 1e-9 nats), or the rate m(t)^(1/t) -> rho "
+         "(rate_check: |log of the rate over the horizon's second half - log rho| <= 2/(t2 - t1); m reaching 0 "
+         "exactly iff the transient block's graph has no cycle)")
 TOL_LOG = 1e-9  # nats: rounding of t <= 200 pulls and of the eigenvalue solve (~1e-12) with room to spare
+
+
+RATE_K = 2.0  # the rate estimate may be off by RATE_K / (t2 - t1) in log: a prefactor varying by e^2
+TINY = 1e-250  # m(t) below this is not used for the rate (float64 underflow ahead)
+
+
+def has_cycle(Q: np.ndarray) -> bool:
+    """Whether the graph of Q's positive entries has a cycle (a self-loop or a strong component of size > 1):
+    read from the support alone, so it decides rho > 0 independently of the eigen-solve."""
+    if Q.size == 0:
+        return False
+    n_comp, labels = connected_components(csr_matrix(Q > 0), directed=True, connection="strong")
+    return bool((np.diag(Q) > 0).any() or np.bincount(labels).max() > 1)
+
+
+def rate_check(m: np.ndarray, rho: float, L: int, n_transient: int, cyclic: bool) -> dict:
+    """Statement 3 on the exact sequence m(0..t_max) against rho (computed independently, by an eigen-solve)
+    and the support of the transient block (``cyclic``: does its graph have a cycle, i.e. is rho > 0).
+
+    * rho^t <= m(t) for t >= 1 (slack_rho_lower, nats; inf when rho = 0);
+    * m(t) <= m(L)^floor(t/L) (slack_submultiplicative, nats);
+    * m(t)^(1/t) -> rho, at finite t:
+      - no cycle: Q is nilpotent, so rho must be 0 and m(t) = 0 exactly for t >= the number of transient
+        states (if t_max reaches it); a cycle: rho > 0 and m(t) > 0 for every t;
+      - rho > 0: the rate over the second half of the horizon where m >= 1e-250,
+        r = (m(t2)/m(t1))^(1/(t2 - t1)) with t1 = t2 // 2, satisfies |log r - log rho| <= 2/(t2 - t1).
+        Writing m(t) = C(t) rho^t, the error is log(C(t2)/C(t1))/(t2 - t1): the tolerance lets the
+        prefactor change by a factor e^2 over the window (a Jordan block of size k changes it by
+        2^(k-1); a subdominant eigenvalue by its ratio^t1). Needs t2 >= 20, else not assessed.
+    """
+    t = np.arange(m.size)
+    pos = m > 0
+    slack_lower = math.inf
+    if rho > 0:
+        with np.errstate(divide="ignore"):
+            gap = (np.log(m[pos]) - t[pos] * math.log(rho))[1:]  # t >= 1 (t = 0 is the identity 1 = 1)
+        slack_lower = float(gap.min()) if gap.size else math.inf
+    slack_upper = math.inf
+    if m.size > L and m[L] > 0:
+        k = t // L
+        ok = pos & (k > 0)
+        if ok.any():
+            slack_upper = float((k[ok] * math.log(m[L]) - np.log(m[ok])).min())
+    rate, err, tol, rate_ok = None, None, None, True
+    if not cyclic:
+        rate_ok = rho == 0 and (m.size <= n_transient or bool((m[n_transient:] == 0).all()))
+    elif not (rho > 0 and pos.all()):
+        rate_ok = False  # a cycle keeps mass in T forever, and its spectral radius is positive
+    else:
+        tail = np.flatnonzero(m >= TINY)
+        t2 = int(tail[-1])
+        t1 = t2 // 2
+        if t2 >= 20:
+            rate = float((m[t2] / m[t1]) ** (1.0 / (t2 - t1)))
+            err = abs(math.log(m[t2] / m[t1]) / (t2 - t1) - math.log(rho))
+            tol = RATE_K / (t2 - t1)
+            rate_ok = err <= tol
+    return {"slack_rho_lower": slack_lower, "slack_submultiplicative": slack_upper, "rate_estimate": rate,
+            "rate_error": err, "rate_tolerance": tol, "rate_ok": rate_ok}
 
 
 def analyse(op: sj.Operator, t_max: int) -> tuple[float, dict]:
@@ -50,34 +113,16 @@ def analyse(op: sj.Operator, t_max: int) -> tuple[float, dict]:
     ok_sandwich = sandwich >= -tol_h
     # (2), (3): spectral radius of the transient block (prefix states are nilpotent: only full states matter)
     tf = np.flatnonzero(transient[:sp.num_full])
-    rho = spectral_radius(full_block(op)[np.ix_(tf, tf)]) if tf.size else 0.0
-    t = np.arange(t_max + 1)
-    pos = m > 0
-    slack_lower = math.inf
-    if rho > 0:
-        with np.errstate(divide="ignore"):
-            gap = (np.log(m[pos]) - t[pos] * math.log(rho))[1:]  # t >= 1 (t = 0 is the identity 1 = 1)
-        slack_lower = float(gap.min())
-    L = sp.length
-    slack_upper = math.inf
-    if m[L] > 0:
-        k = t // L
-        ok = pos & (k > 0)
-        if ok.any():
-            slack_upper = float((k[ok] * math.log(m[L]) - np.log(m[ok])).min())
-    # asymptotic rate estimate over the tail
-    rate = None
-    tail = np.flatnonzero(m > 1e-250)
-    if tail.size > 10 and tail[-1] >= 20:
-        t2 = tail[-1]
-        t1 = max(tail[0], t2 // 2)
-        if t2 > t1:
-            rate = float((m[t2] / m[t1]) ** (1.0 / (t2 - t1)))
+    Q = full_block(op)[np.ix_(tf, tf)]
+    rho = spectral_radius(Q) if tf.size else 0.0
+    rc = rate_check(m, rho, L=sp.length, n_transient=int(transient.sum()), cyclic=has_cycle(Q))
+    slack_lower, slack_upper, rate = rc["slack_rho_lower"], rc["slack_submultiplicative"], rc["rate_estimate"]
     tol_log = TOL_LOG
     facts.update({"rho": rho, "m_t_max": float(m[-1]), "rate_estimate": rate, "rows_sum_to_1": ok_rows,
                   "sandwich_margin": sandwich, "sandwich_ok": ok_sandwich, "slack_rho_lower": slack_lower,
-                  "slack_submultiplicative": slack_upper})
-    ok = ok_rows and ok_sandwich and slack_upper >= -tol_log and slack_lower >= -tol_log
+                  "slack_submultiplicative": slack_upper, "rate_error": rc["rate_error"],
+                  "rate_tolerance": rc["rate_tolerance"], "rate_ok": rc["rate_ok"]})
+    ok = ok_rows and ok_sandwich and slack_upper >= -tol_log and slack_lower >= -tol_log and rc["rate_ok"]
     if not ok:
         return -1.0, facts
     return (slack_lower if slack_lower != math.inf else math.inf), facts
@@ -118,7 +163,8 @@ def validate(ctx):
         summary={"most attractors in one zoo/random case": most},
         table={"title": "truncated zoo and random-transformer chains",
                "columns": ["case", "attractors", "sizes", "transient full states", "max |sum_a h_a - 1|",
-                           "rho (transient block)", f"(m(t)/m(t/2))^(2/t), last t with m > 0", f"m({t_max})", "slack (nats)"],
+                           "rho (transient block)", "rate (m(t2)/m(t1))^(1/(t2 - t1)), t1 = t2/2, t2 = last t with "
+                           "m >= 1e-250", f"m({t_max})", "slack (nats)"],
                "rows": rows})
 
 

@@ -9,12 +9,13 @@ import numpy as np
 import semio_jax as sj
 from semio_jax.testing import strategies as S
 
-from ._lib import Replay, Tracker, op_from_json, op_to_json, search
+from ._lib import Replay, Tracker, op_from_json, op_to_json, reference_probs, search
 from .p03_trajectory_decay import bellman
 
 NAME = "p07_next_token_vs_continuation"
 SLACK = ("min over starts s, tokens y with q(y|s) > 0 and horizons n of log P(Y_1 = y | s) - log max_{w: w_1 = y, "
-         "|w| = n} P(w | s) (nats; >= 0 is the claim)")
+         "|w| = n} P(w | s) (nats; >= 0 is the claim), P(Y_1 = y | s) from the model's logits (numpy oracle of the "
+         "procedure), the most likely continuation by max-product over the engine's table")
 HORIZONS = (2, 3, 4, 6, 8)
 TIE = 1e-12  # per-token tolerance for calling two log-probabilities equal
 
@@ -53,13 +54,21 @@ def disagreements(op: sj.Operator, horizons=HORIZONS):
 
 
 def ratio_slack(op: sj.Operator, horizons=HORIZONS):
-    """(min log ratio, max log ratio and where) over s, y with q > 0, n in horizons."""
-    C, logq = continuation_table(op, horizons)
+    """(min log ratio, max log ratio and where) over s, y with q > 0, n in horizons.
+
+    The two sides are computed independently: log P(Y_1 = y | s) from the model's next-token laws (the
+    procedure applied to the logits by the numpy oracle), log M_n(s, y) by max-product over the engine's
+    table. The ratio is >= 1 for every table whose rows are the model's; a table that is not (built at
+    another temperature, say) can make it fail.
+    """
+    C, _ = continuation_table(op, horizons)
+    with np.errstate(divide="ignore"):
+        logq = np.log(reference_probs(op))  # [S, N] the model's P(Y_1 = y | s)
     lo, hi, where = math.inf, -math.inf, None
     for n, c in C.items():
         with np.errstate(invalid="ignore"):
-            r = logq - c  # = -V_{n-1}(succ) where q > 0; nan where q = 0
-        r = np.where(np.isfinite(logq), r, np.nan)
+            r = logq - c  # = -V_{n-1}(succ) when the table is the model's; -inf where only the engine has y
+        r = np.where(np.isfinite(c), r, np.nan)  # where the engine gives the string a probability
         lo = min(lo, float(np.nanmin(r)))
         k = int(np.nanargmax(r))
         if r.flat[k] > hi:

@@ -10,7 +10,7 @@ import semio_jax as sj
 from semio_jax.analysis import limit_distribution
 from semio_jax.testing import strategies as S
 
-from ._lib import Replay, Tracker, delta_L, op_from_json, op_to_json, search
+from ._lib import Replay, Tracker, delta_L, least, op_from_json, op_to_json, search
 
 NAME = "p10_sensitivity"
 SLACK = ("min over prompts, perturbations and t (where the bound is < 1 and D(t) > 1e-13) of log(bound) - log D(t) "
@@ -75,7 +75,7 @@ def analyse(op: sj.Operator, prompt, n: int, delta: float, long_t: int = LONG_T)
             # (TV of two pushed vectors carries an absolute error of ~S * 1e-16)
             pos = (D > FLOOR) & (bound < 1.0)
             if pos.any():
-                worst = min(worst, float((np.log(bound[pos] + ABS) - np.log(D[pos])).min()))
+                worst = least(worst, float((np.log(bound[pos] + ABS) - np.log(D[pos])).min()))
     return worst, margins, r
 
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import math
 
+import jax
 import numpy as np
 
 import semio_jax as sj
+from semio_models.sources import MarkovSource, source_from_spec
+from semio_models.train import exact_loss, train
+from semio_models.transformer import TransformerConfig, TransformerModel
 
 from ._lib import Replay, Tracker, delta_L
 
@@ -79,8 +83,6 @@ def check_model(label, q_full, source, N, L, n_max, tr, rows, model_spec):
 
 
 def validate(ctx):
-    from semio_models.sources import source_from_spec
-
     tr = Tracker(tol=1e-12)
     rows, stat_rows, train_rows = [], [], []
     n_max = {"coin": 10 if ctx.quick else 12, "markov2": 4 if ctx.quick else 6}
@@ -120,12 +122,6 @@ def validate(ctx):
 
 
 def train_cases(ctx, tr, rows, train_rows, stat_rows):
-    import jax
-
-    from semio_models.sources import MarkovSource
-    from semio_models.train import exact_loss, train
-    from semio_models.transformer import TransformerConfig, TransformerModel
-
     source = MarkovSource(3, order=1, seed=1, concentration=0.5)
     cfg = TransformerConfig(3, 3, n_layers=1, d_model=16, n_heads=2)
     keep = {10, 30, 100, 300}

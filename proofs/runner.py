@@ -1,23 +1,29 @@
-"""``semio proofs``: validate every proposition of proofs/ and compare with its recorded status.
+"""``semio proofs``: validate every proposition of semio_proofs and compare with its recorded status.
 
 Each proposition is a pair ``proofs/<name>.md`` (statement, assumptions, proof
 sketch, and a line ``Status: holds`` or ``Status: false as stated (expected)``)
 and ``proofs/<name>.py`` (its validation, see :mod:`semio_proofs._lib`). This
-runner executes the validations, prints a table
+runner executes the validations and prints a table
 
     proposition | recorded | observed | cases | worst slack | time
 
-and writes the same to ``proofs/results.md`` and ``proofs/results.json``
-(atomically). A violated proposition's smallest counterexample is saved as
-``proofs/counterexamples/<name>.json``; ``--replay <name>`` re-checks it.
+It writes the same to ``<out>/results.md`` and ``<out>/results.json`` and the
+smallest counterexample of each violated proposition to
+``<out>/counterexamples/<name>.json`` (atomically), where ``out`` is a report
+folder (``--out``, default ``reports/proofs`` in the working directory). The
+package folder itself (the .md files with the recorded statuses, and the
+shipped counterexamples in ``proofs/counterexamples/``) is only read: a run
+never modifies the source tree, and an ``--out`` inside it is refused.
+``--replay <name>`` re-checks the shipped counterexample (or, with ``--out``,
+the one a run wrote there).
 
 Exit status: 0 when every observed status equals the recorded one, 1 when one
 differs (or a replayed counterexample no longer violates its statement), 2 on
 bad input.
 
-  semio proofs                    all propositions, full budget; writes results + counterexamples
-  semio proofs --quick            reduced budget (what the test suite runs); writes nothing unless --out
-  semio proofs --only p02 --only f01
+  semio proofs                    all propositions, full budget; writes reports/proofs/
+  semio proofs --quick            reduced budget (what the test suite runs)
+  semio proofs --only p02 --only f01 --out /tmp/p
   semio proofs --replay f01_stationary_equals_source
   python -m semio_proofs.runner ...   the same without the semio CLI
 """
@@ -31,11 +37,21 @@ import platform
 import re
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["PROPOSITIONS", "register", "run", "run_all", "recorded_status", "replay", "main", "Row",
-           "proofs_dir", "render_table"]
+import numpy as np
+
+import semio_jax  # noqa: F401  (x64 before anything builds arrays)
+from semio_jax._util.compile_cache import enable_compilation_cache
+from semio_jax._util.io import atomic_write_json, atomic_write_text
+
+from ._lib import Context, fmt
+from .command import DEFAULT_OUT, add_arguments
+
+__all__ = ["PROPOSITIONS", "run", "run_all", "recorded_status", "replay", "main", "Row", "proofs_dir",
+           "render_table", "counterexample_path", "shipped_counterexamples", "report_dir", "OutputInSourceTreeError"]
 
 #: Every proposition, in report order (file stems of proofs/<name>.md and .py).
 PROPOSITIONS = [
@@ -58,7 +74,26 @@ PROPOSITIONS = [
 
 
 def proofs_dir() -> Path:
+    """The package folder (statements, validations, shipped counterexamples): read, never written."""
     return Path(__file__).resolve().parent
+
+
+def shipped_counterexamples() -> Path:
+    """The counterexamples shipped with the package (``proofs/counterexamples/``), read by ``--replay``."""
+    return proofs_dir() / "counterexamples"
+
+
+class OutputInSourceTreeError(ValueError):
+    """A report folder inside the package folder: runs must not modify the source tree."""
+
+
+def report_dir(out: Path | str | None = None) -> Path:
+    """The report folder: ``out``, or ``reports/proofs`` in the working directory; refused inside proofs/."""
+    path = Path(out if out is not None else DEFAULT_OUT).resolve()
+    if path == proofs_dir() or proofs_dir() in path.parents:
+        raise OutputInSourceTreeError(f"report folder {path} is inside the package folder {proofs_dir()}; "
+                                      "choose another --out (the shipped files are read-only at run time)")
+    return path
 
 
 # --------------------------------------------------------------------------- status
@@ -141,8 +176,6 @@ def run_one(name: str, ctx) -> Row:
         res = mod.validate(ctx)
         err = None
     except Exception as e:  # report, don't hide: the row says what broke
-        import traceback
-
         res, err = None, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"
     dt = time.perf_counter() - t0
     if res is None:
@@ -155,9 +188,11 @@ def run_one(name: str, ctx) -> Row:
 
 def run_all(quick: bool = False, only=None, seed: int = 0, write_dir: Path | str | None = None,
             write_results: bool | None = None, log=print) -> list[Row]:
-    """Run the validations; optionally write counterexamples (and results) under ``write_dir``."""
-    from ._lib import Context
+    """Run the validations; optionally write results and counterexamples to the report folder ``write_dir``.
 
+    ``write_dir`` goes through :func:`report_dir` (never inside proofs/); ``write_results``
+    (default True) also writes results.md and results.json there.
+    """
     names = resolve(only) if only else list(PROPOSITIONS)
     ctx = Context(quick=quick, seed=seed, log=log)
     rows = []
@@ -171,18 +206,16 @@ def run_all(quick: bool = False, only=None, seed: int = 0, write_dir: Path | str
             log(row.error)
         rows.append(row)
     if write_dir is not None:
-        write_dir = Path(write_dir)
+        write_dir = report_dir(write_dir)
         for row in rows:
             if row.counterexample is not None:
                 save_counterexample(write_dir, row, seed)
-        if write_results if write_results is not None else not only:
-            write_results_files(write_dir, rows, quick=quick, seed=seed)
+        if write_results is None or write_results:
+            write_results_files(write_dir, rows, quick=quick, seed=seed, only=only)
     return rows
 
 
 def _fmt(x) -> str:
-    from ._lib import fmt
-
     return fmt(x)
 
 
@@ -191,14 +224,12 @@ def counterexample_path(base: Path, name: str) -> Path:
 
 
 def save_counterexample(base: Path, row: Row, seed: int) -> Path:
-    from semio_jax._util.io import atomic_write_text
-
     obj = {
         "proposition": row.name,
         "title": row.title,
         "recorded_status": row.recorded_line,
         "found_with_seed": seed,
-        "replay": f"semio proofs --replay {row.name}   (or: python -m semio_proofs.runner --replay {row.name})",
+        "replay": f"semio proofs --replay {row.name} --out <this report folder>   (the shipped one: without --out)",
         "counterexample": row.counterexample,
     }
     text = json.dumps(obj, indent=1, allow_nan=True, default=_json_default) + "\n"
@@ -209,8 +240,6 @@ def save_counterexample(base: Path, row: Row, seed: int) -> Path:
 
 
 def _json_default(o):
-    import numpy as np
-
     if isinstance(o, np.ndarray):
         return o.tolist()
     if isinstance(o, np.integer):
@@ -248,8 +277,6 @@ def _versions() -> dict:
 
 
 def _details_md(row: Row) -> str:
-    from ._lib import fmt
-
     parts = [f"### {row.name}: {row.title}", "",
              f"- recorded: {row.recorded_line}", f"- observed: **{row.observed}** over {row.cases} cases "
              f"({row.time_s:.1f} s)", f"- slack: {row.slack}",
@@ -277,11 +304,10 @@ def _details_md(row: Row) -> str:
     return "\n".join(parts)
 
 
-def write_results_files(base: Path, rows: list[Row], quick: bool, seed: int) -> None:
-    from semio_jax._util.io import atomic_write_json, atomic_write_text
-
+def write_results_files(base: Path, rows: list[Row], quick: bool, seed: int, only=None) -> None:
     total = sum(r.time_s for r in rows)
-    cmd = "semio proofs" + (" --quick" if quick else "") + (f" --seed {seed}" if seed else "")
+    cmd = ("semio proofs" + (" --quick" if quick else "") + (f" --seed {seed}" if seed else "")
+           + "".join(f" --only {n}" for n in (only or [])))
     data = {
         "command": cmd, "quick": quick, "seed": seed, "validation_time_s": round(total, 1),
         "all_agree": all(r.agrees for r in rows), "versions": _versions(),
@@ -305,9 +331,13 @@ def write_results_files(base: Path, rows: list[Row], quick: bool, seed: int) -> 
 
 # --------------------------------------------------------------------------- replay
 def replay(name: str, base: Path | str | None = None):
-    """Re-check the saved counterexample of ``name``; returns (Replay, the saved JSON)."""
+    """Re-check a saved counterexample of ``name``; returns (Replay, the saved JSON).
+
+    ``base`` None: the shipped one, ``proofs/counterexamples/<name>.json``; else a report
+    folder a run wrote (``<base>/counterexamples/<name>.json``).
+    """
     name = resolve([name])[0]
-    path = counterexample_path(Path(base) if base else proofs_dir(), name)
+    path = shipped_counterexamples() / f"{name}.json" if base is None else counterexample_path(Path(base), name)
     if not path.exists():
         raise FileNotFoundError(f"no saved counterexample {path}")
     saved = json.loads(path.read_text(encoding="utf-8"))
@@ -316,24 +346,6 @@ def replay(name: str, base: Path | str | None = None):
 
 
 # --------------------------------------------------------------------------- CLI
-def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", action="store_true", help="reduced budget (the test suite's run, < 60 s)")
-    p.add_argument("--only", action="append", metavar="NAME", help="run only this proposition (name or prefix; repeatable)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the hypothesis searches and random models (default 0)")
-    p.add_argument("--replay", metavar="NAME", help="re-check the saved counterexample of NAME and show the violation")
-    p.add_argument("--out", default=None, help="folder for results.md/.json and counterexamples/ "
-                   "(default: proofs/ for a full run; a --quick or --only run writes nothing unless given)")
-    p.add_argument("--no-write", action="store_true", help="write nothing")
-    p.add_argument("--list", action="store_true", help="list the propositions with their recorded status")
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("proofs", help="validate the propositions in proofs/ (statements about model dynamics)",
-                              description=__doc__.split("\n\n")[0])
-    _add_arguments(p)
-    p.set_defaults(plugin="semio_proofs.runner")
-
-
 def run(args) -> int:
     if getattr(args, "list", False):
         for name in PROPOSITIONS:
@@ -354,21 +366,21 @@ def run(args) -> int:
             print(f"  {k} = {v}")
         print("VIOLATION REPRODUCED" if res.violated else "the counterexample NO LONGER violates the statement")
         return 0 if res.violated else 1
-    try:
-        from semio_jax._util.compile_cache import enable_compilation_cache
-
-        enable_compilation_cache()
-    except Exception:
-        pass
-    write = not args.no_write and (args.out is not None or (not args.quick and not args.only))
-    out = Path(args.out) if args.out else proofs_dir()
+    out = None
+    if not args.no_write:
+        try:
+            out = report_dir(args.out)
+        except OutputInSourceTreeError as e:
+            print(f"semio proofs: {e}", file=sys.stderr)
+            return 2
+    enable_compilation_cache()
     t0 = time.perf_counter()
-    rows = run_all(quick=args.quick, only=args.only, seed=args.seed, write_dir=out if write else None,
-                   write_results=write and (not args.only or args.out is not None), log=lambda s: print(s, flush=True))
+    rows = run_all(quick=args.quick, only=args.only, seed=args.seed, write_dir=out,
+                   log=lambda s: print(s, flush=True))
     wall = time.perf_counter() - t0
     print()
     print(render_table(rows))
-    print(f"\nwall time {wall:.1f} s" + (f"; results written to {out}" if write else ""))
+    print(f"\nwall time {wall:.1f} s" + (f"; results written to {out}" if out is not None else ""))
     bad = [r.name for r in rows if not r.agrees]
     if bad:
         print("OBSERVED STATUS DIFFERS FROM THE RECORDED ONE: " + ", ".join(bad))
@@ -378,10 +390,8 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    import semio_jax  # noqa: F401  (x64 before anything builds arrays)
-
     p = argparse.ArgumentParser(prog="python -m semio_proofs.runner", description=__doc__.split("\n\n")[0])
-    _add_arguments(p)
+    add_arguments(p)
     return run(p.parse_args(argv))
 
 

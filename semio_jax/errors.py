@@ -34,6 +34,7 @@ __all__ = [
     "PropertyError",
     "MissingDependencyError",
     "UnrepresentableWarning",
+    "DataError",
 ]
 
 
@@ -116,3 +117,7 @@ class MissingDependencyError(SemioError, ImportError):
 class UnrepresentableWarning(UserWarning):
     """A result that depends on transitions below the float64 range and could not be computed in the log
     domain (a class larger than the log-domain GTH limit): it is reported, flagged and not certified."""
+
+
+class DataError(SemioError, ValueError):
+    """A training corpus or token file that cannot be used: unreadable, empty, or not the one a card records."""

@@ -30,22 +30,29 @@ Conventions
 
 Sources: ``CoinSource`` (i.i.d. coin, N = 2), ``MarkovSource`` (order-m chain,
 hidden state = last m tokens), ``DyckSource`` (bounded Dyck-1 words separated
-by '|', hidden state = nesting depth). ``parse_source`` reads CLI strings such as
-``coin:p=0.6``, ``markov:n_tokens=4,order=2,seed=0``, ``dyck:max_depth=3``;
-``source_from_spec`` rebuilds a source from its ``spec()`` dict.
+by '|', hidden state = nesting depth), and ``CorpusSource``, the empirical
+process of a corpus read as a cycle (``text:PATH``, ``tokens:PATH``, ``pydoc``;
+loading in ``corpus``, characters in ``alphabet``). ``parse_source`` reads CLI
+strings such as ``coin:p=0.6``, ``markov:n_tokens=4,order=2,seed=0``,
+``dyck:max_depth=3``, ``text:notes.txt``; ``source_from_spec`` rebuilds a source
+from its ``spec()`` dict (a corpus re-read and checked against its SHA-256).
 """
 
 from __future__ import annotations
 
 import abc
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.linalg
 from scipy.special import xlogy
 
-from semio_jax.errors import StateSpaceTooLargeError, UnknownTokenError
+from semio_jax.errors import DataError, StateSpaceTooLargeError, UnknownTokenError
+
+from .alphabet import Alphabet
+from .corpus import load_pydoc, load_text, load_tokens
 
 __all__ = [
     "Source",
@@ -53,6 +60,10 @@ __all__ = [
     "CoinSource",
     "MarkovSource",
     "DyckSource",
+    "CorpusSource",
+    "text_source",
+    "tokens_source",
+    "pydoc_source",
     "source_from_spec",
     "parse_source",
     "entropy",
@@ -96,6 +107,13 @@ def _check_prob(name: str, value: Any, *, open_interval: bool) -> float:
         interval = "(0, 1)" if open_interval else "[0, 1]"
         raise ValueError(f"{name} must lie in {interval}, got {value}")
     return value
+
+
+def _all_windows(n_tokens: int, k: int) -> np.ndarray:
+    """int32 [N**k, k]: every window in big-endian index order."""
+    idx = np.arange(n_tokens**k, dtype=np.int64)
+    powers = n_tokens ** np.arange(k - 1, -1, -1, dtype=np.int64)  # [k]
+    return ((idx[:, None] // powers[None, :]) % n_tokens).astype(np.int32)
 
 
 def stationary_distribution(P: np.ndarray) -> np.ndarray:
@@ -159,6 +177,20 @@ class Source(abc.ABC):
         """H(X_k | X_1 .. X_{k-1}) in nats, k >= 1: the best achievable loss with k-1 tokens of context."""
         k = _check_int("k", k, 1)
         return self.window_entropy(k) - self.window_entropy(k - 1)
+
+    #: False for a source whose entropy rate a finite description does not fix (a corpus).
+    exact_entropy_rate: bool = True
+
+    def context_table(self, L: int) -> tuple[np.ndarray, np.ndarray]:
+        """(contexts int32 [C, L], joint float64 [C, N]): every context of probability > 0 and P(context, y)."""
+        N = self.n_tokens
+        joint = self.window_probs(L + 1).reshape(N**L, N)  # [N^L, N]
+        live = np.flatnonzero(joint.sum(1) > 0)  # [C]
+        return _all_windows(N, L)[live], joint[live]
+
+    def exact_loss_cells(self, L: int) -> int:
+        """How many (context, next token) cells an exact loss with context length L evaluates."""
+        return self.n_tokens ** (L + 1)
 
     def cli_string(self) -> str:
         """A string that ``parse_source`` maps back to an equal source."""
@@ -425,6 +457,158 @@ class DyckSource(FiniteStateSource):
         return {"kind": "dyck", "max_depth": self.max_depth, "p_open": self.p_open}
 
 
+class CorpusSource(Source):
+    """The empirical process of a token sequence x_0 .. x_{T-1} read as a cycle.
+
+    P(w_1 .. w_k) = #{t in 0..T-1 : x_{t+j mod T} = w_{j+1}, j < k} / T: window laws are
+    frequencies among the T cyclic windows, hence consistent and stationary.
+    ``conditional_entropy(k)``, the corpus's empirical H(X_k | X_<k), is the least
+    cross-entropy on the corpus of any model with k-1 tokens of context (and the
+    entropy rate of the maximum-likelihood order-(k-1) Markov chain); it falls
+    towards 0 as k grows, so a corpus has no exact entropy rate (``entropy_rate``
+    raises DataError). ``sample`` reads ``length`` tokens cyclically from uniform
+    start positions. Window codes are big-endian int64 (N^k < 2^62). ``alphabet``
+    prints tokens as text; ``corpus`` is the provenance for model cards.
+    """
+
+    exact_entropy_rate = False
+
+    def __init__(self, tokens: Any, n_tokens: int, *, spec: dict[str, Any], name: str,
+                 alphabet: Alphabet | None = None, corpus: dict[str, Any] | None = None):
+        N = _check_int("n_tokens", n_tokens, 2)
+        x = np.asarray(tokens)
+        if x.ndim != 1 or x.size < 2 or not np.issubdtype(x.dtype, np.integer):
+            raise DataError(f"a corpus is a 1-D integer array of at least 2 tokens, got {x.dtype} {x.shape}")
+        if x.min() < 0 or x.max() >= N:
+            raise UnknownTokenError(f"corpus token ids span {int(x.min())}..{int(x.max())}, outside 0..{N - 1}")
+        self.tokens = x.astype(np.int32)  # [T]
+        self.n_tokens = N
+        self.alphabet = alphabet
+        self.corpus = dict(corpus or {})
+        self._spec, self._name = dict(spec), name
+        self._counts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def spec(self) -> dict[str, Any]:
+        return json.loads(json.dumps(self._spec))
+
+    def cli_string(self) -> str:
+        kind = self._spec["kind"]
+        return kind if kind == "pydoc" else f"{kind}:{self._spec['path']}"
+
+    @property
+    def entropy_rate(self) -> float:
+        raise DataError("a corpus has no exact entropy rate; conditional_entropy(k) gives its empirical "
+                        "H(X_k | X_<k) at each context length")
+
+    def _power_check(self, k: int) -> None:
+        if self.n_tokens**k >= 2**62:
+            raise StateSpaceTooLargeError(
+                f"windows of {k} tokens over {self.n_tokens} symbols do not fit an int64 code")
+
+    def window_counts(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted distinct window codes int64 [W], their counts int64 [W]) among the T cyclic k-windows."""
+        k = _check_int("k", k, 1)
+        if k not in self._counts:
+            self._power_check(k)
+            T, N = self.tokens.size, self.n_tokens
+            codes = np.zeros(T, dtype=np.int64)  # [T] code of the window starting at t
+            for j in range(k):
+                codes = codes * N + np.roll(self.tokens, -j)
+            self._counts[k] = np.unique(codes, return_counts=True)
+        return self._counts[k]
+
+    def _decode(self, codes: np.ndarray, k: int) -> np.ndarray:
+        powers = self.n_tokens ** np.arange(k - 1, -1, -1, dtype=np.int64)  # [k]
+        return ((codes[:, None] // powers[None, :]) % self.n_tokens).astype(np.int32)  # [W, k]
+
+    def window_probs(self, k: int) -> np.ndarray:
+        k = _check_int("k", k, 0)
+        N = self.n_tokens
+        if k == 0:
+            return np.ones(1)
+        if N**k > MAX_WINDOW_CELLS:
+            raise StateSpaceTooLargeError(f"{N}^{k} windows exceed the limit of {MAX_WINDOW_CELLS} (use window_counts)")
+        codes, counts = self.window_counts(k)
+        out = np.zeros(N**k)
+        out[codes] = counts / self.tokens.size
+        return out
+
+    def window_entropy(self, k: int) -> float:
+        if k == 0:
+            return 0.0
+        return float(entropy(self.window_counts(k)[1] / self.tokens.size))
+
+    def context_table(self, L: int) -> tuple[np.ndarray, np.ndarray]:
+        N = self.n_tokens
+        codes, counts = self.window_counts(L + 1)
+        ctx, inverse = np.unique(codes // N, return_inverse=True)  # [C], [W]
+        joint = np.zeros((ctx.size, N))  # [C, N]
+        joint[inverse, codes % N] = counts / self.tokens.size
+        return self._decode(ctx, L), joint
+
+    def exact_loss_cells(self, L: int) -> int:
+        return self.window_counts(L)[0].size * self.n_tokens if L > 0 else self.n_tokens
+
+    def sample(self, rng: Any, n_seqs: int, length: int) -> np.ndarray:
+        rng = _as_generator(rng)
+        n_seqs = _check_int("n_seqs", n_seqs, 0)
+        length = _check_int("length", length, 0)
+        T = self.tokens.size
+        starts = rng.integers(0, T, size=n_seqs)  # [B]
+        return self.tokens[(starts[:, None] + np.arange(length)[None, :]) % T]  # [B, length]
+
+    def next_token_probs(self, contexts: Any) -> np.ndarray:
+        x = self._check_contexts(contexts)  # [B, k]
+        B, k = x.shape
+        N = self.n_tokens
+        self._power_check(k + 1)
+        ctx = np.zeros(B, dtype=np.int64)
+        for j in range(k):
+            ctx = ctx * N + x[:, j]
+        codes, counts = self.window_counts(k + 1)
+        want = ctx[:, None] * N + np.arange(N)[None, :]  # [B, N]
+        pos = np.minimum(np.searchsorted(codes, want), codes.size - 1)
+        found = np.where(codes[pos] == want, counts[pos], 0).astype(np.float64)  # [B, N]
+        total = found.sum(1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, found / total, np.nan)
+
+
+def text_source(path: str | Path, alphabet: Alphabet | str | None = None, sha256: str | None = None) -> CorpusSource:
+    """A character-level corpus from a UTF-8 file (``alphabet``: an Alphabet, or the CLI's --alphabet string)."""
+    return CorpusSource(**load_text(path, alphabet, sha256))
+
+
+def tokens_source(path: str | Path, n_tokens: int | None = None, sha256: str | None = None) -> CorpusSource:
+    """A corpus of integer token ids (see ``corpus.read_tokens``); N = ``n_tokens`` or the largest id + 1."""
+    return CorpusSource(**load_tokens(path, n_tokens, sha256))
+
+
+def pydoc_source(alphabet: Alphabet | str | None = "letters", sha256: str | None = None) -> CorpusSource:
+    """CPython's documentation text (``corpus.pydoc_text``) read in ``alphabet`` (default: letters and space)."""
+    return CorpusSource(**load_pydoc(alphabet, sha256))
+
+
+def _corpus_from_spec(spec: dict[str, Any]) -> CorpusSource:
+    """Rebuild a corpus source; DataError if the file (or this Python's pydoc text) differs from the spec's hash."""
+    kind = spec["kind"]
+    allowed = {"text": {"path", "sha256", "alphabet"}, "tokens": {"path", "sha256", "n_tokens"},
+               "pydoc": {"sha256", "python", "alphabet"}}[kind]
+    unknown = sorted(set(spec) - allowed - {"kind"})
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown} for source {kind!r}; allowed: {sorted(allowed)}")
+    alpha = Alphabet.from_dict(spec["alphabet"]) if "alphabet" in spec else None
+    if kind == "text":
+        return text_source(spec["path"], alpha, spec.get("sha256"))
+    if kind == "tokens":
+        return tokens_source(spec["path"], spec.get("n_tokens"), spec.get("sha256"))
+    return pydoc_source(alpha or "letters", spec.get("sha256"))
+
+
 # -----------------------------------------------------------------------------
 # Specs and CLI strings
 
@@ -437,6 +621,7 @@ _ALIASES: dict[str, dict[str, str]] = {
     },
     "dyck": {"max_depth": "max_depth", "depth": "max_depth", "p_open": "p_open", "p": "p_open"},
 }
+_CORPUS_KINDS = ("text", "tokens", "pydoc")  # text:PATH, tokens:PATH, pydoc (CorpusSource)
 
 
 def source_from_spec(spec: dict[str, Any]) -> Source:
@@ -444,8 +629,10 @@ def source_from_spec(spec: dict[str, Any]) -> Source:
     if not isinstance(spec, dict) or "kind" not in spec:
         raise ValueError(f"a source spec is a dict with a 'kind' key, got {spec!r}")
     kind = spec["kind"]
+    if kind in _CORPUS_KINDS:
+        return _corpus_from_spec(spec)
     if kind not in _KINDS:
-        raise ValueError(f"unknown source kind {kind!r}; known kinds: {sorted(_KINDS)}")
+        raise ValueError(f"unknown source kind {kind!r}; known kinds: {sorted(_KINDS) + list(_CORPUS_KINDS)}")
     params = {k: v for k, v in spec.items() if k != "kind"}
     allowed = set(_ALIASES[kind].values()) | ({"kernel"} if kind == "markov" else set())
     unknown = sorted(set(params) - allowed)
@@ -463,14 +650,31 @@ def _parse_value(text: str) -> Any:
     raise ValueError(f"cannot read {text!r} as a number")
 
 
-def parse_source(text: str) -> Source:
-    """Parse ``kind`` or ``kind:key=value,key=value`` (e.g. ``markov:n_tokens=4,order=2,seed=0``)."""
+def parse_source(text: str, alphabet: str | Alphabet | None = None) -> Source:
+    """Parse ``kind`` or ``kind:key=value,key=value`` (e.g. ``markov:n_tokens=4,order=2,seed=0``).
+
+    Corpora: ``text:PATH`` (characters of a UTF-8 file in ``alphabet``: ``file``,
+    the default, ``letters``, or the symbols), ``tokens:PATH`` (integer token
+    ids, see ``corpus.read_tokens``) and ``pydoc`` (CPython's documentation
+    text, default alphabet ``letters``). ``alphabet`` is an error for other kinds.
+    """
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"a source string is expected, e.g. 'coin:p=0.6', got {text!r}")
     kind, _, rest = text.strip().partition(":")
     kind = kind.strip().lower()
+    if alphabet is not None and kind not in ("text", "pydoc"):
+        raise ValueError(f"an alphabet applies to text:PATH and pydoc sources, not to {kind!r}")
+    if kind in ("text", "tokens"):
+        if not rest:
+            raise ValueError(f"the {kind} source needs a file: {kind}:PATH")
+        return text_source(rest, alphabet) if kind == "text" else tokens_source(rest)
+    if kind == "pydoc":
+        if rest:
+            raise ValueError(f"the pydoc source takes no parameters, got {rest!r}")
+        return pydoc_source(alphabet or "letters")
     if kind not in _KINDS:
-        raise ValueError(f"unknown source kind {kind!r} in {text!r}; known kinds: {sorted(_KINDS)}")
+        raise ValueError(f"unknown source kind {kind!r} in {text!r}; "
+                         f"known kinds: {sorted(_KINDS) + list(_CORPUS_KINDS)}")
     spec: dict[str, Any] = {"kind": kind}
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, eq, value = item.partition("=")

@@ -22,14 +22,23 @@ For a model q with context length L and a source with window law p,
     H_i     = H(X_{i+2} | X_1..X_{i+1})   (the least possible loss_i)
     loss_i - H_i = E_context KL(p(. | context) || q(. | context)) >= 0.
 
-``exact_loss`` computes loss_i by enumerating all N^L contexts of length L
-(one forward pass gives every position) against ``source.window_probs(L+1)``.
+``exact_loss`` computes loss_i by enumerating every context of length L of
+positive probability (one forward pass gives every position) against the joint
+law P(context, next token) of ``source.context_table(L)``.
 "Last position" is i = L-1 (a full context of L tokens); "mean" averages over
 i = 0..L-1, which is what the training loss estimates.
 
-CLI:  python -m semio_models.train --source coin --context-length 8 --layers 2 \
+For a corpus (``sources.CorpusSource``: ``text:PATH``, ``tokens:PATH``, ``pydoc``)
+the window law is the corpus's cyclic window frequencies, so loss_i is the exact
+cross-entropy on the corpus and H_i its empirical conditional entropy; only the
+contexts that occur are evaluated (``source.context_table``). ``exact_loss_problem``
+says, before training, whether the exact loss fits (``MAX_EXACT_WINDOWS`` cells);
+when it does not, training runs and saves all the same, and the card says why.
+
+CLI:  semio train --source coin --context-length 8 --layers 2 \
           --d-model 32 --heads 2 --steps 3000 --batch-size 64 --lr 3e-3 --seed 0 \
-          --name coin --out models/zoo/coin
+          --name coin --out semio_models/zoo/coin
+      (also ``python -m semio_models.train ...``; text: ``--source text:PATH --alphabet letters``)
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import jax
@@ -47,15 +57,18 @@ import numpy as np
 import optax
 from scipy.special import log_softmax
 
-from semio_jax.errors import StateSpaceTooLargeError
+from semio_jax._util.io import ensure_dir
+from semio_jax.errors import SemioError, StateSpaceTooLargeError
 
+from .checkpoint import save
 from .sources import Source, parse_source
 from .transformer import Transformer, TransformerConfig, TransformerModel
 
-__all__ = ["TrainResult", "ExactLoss", "train", "exact_loss", "make_optimizer", "build_card", "main"]
+__all__ = ["TrainResult", "ExactLoss", "train", "exact_loss", "exact_loss_problem", "make_optimizer", "build_card",
+           "add_arguments", "run", "main"]
 
 FINAL_LOSS_WINDOW = 100  # final_loss = mean training loss over this many last steps
-MAX_EXACT_WINDOWS = 2**21  # exact_loss refuses sources/models with more N^(L+1) windows
+MAX_EXACT_WINDOWS = 2**21  # exact_loss refuses more (context, next token) cells (N^(L+1) for a process)
 
 
 @dataclass
@@ -71,7 +84,7 @@ class TrainResult:
 class ExactLoss:
     per_position: np.ndarray  # float64 [L], exact expected loss at position i (context of i+1 tokens)
     optimal_per_position: np.ndarray  # float64 [L], H(X_{i+2} | X_1..X_{i+1}) of the source
-    entropy_rate: float  # source entropy rate, nats
+    entropy_rate: float | None  # source entropy rate, nats (None for a corpus, which has none)
 
     @property
     def last_position(self) -> float:
@@ -228,11 +241,25 @@ def train(
     )
 
 
-def _all_windows(n_tokens: int, k: int) -> np.ndarray:
-    """int32 [N**k, k]: every window in big-endian index order."""
-    idx = np.arange(n_tokens**k, dtype=np.int64)
-    powers = n_tokens ** np.arange(k - 1, -1, -1, dtype=np.int64)  # [k]
-    return ((idx[:, None] // powers[None, :]) % n_tokens).astype(np.int32)
+def exact_loss_problem(n_tokens: int, context_length: int, source: Source,
+                       max_windows: int = MAX_EXACT_WINDOWS) -> str | None:
+    """Why ``exact_loss`` cannot run for this alphabet, context length and source (None when it can).
+
+    Cheap (no model needed), so a training run checks it before training.
+    """
+    N, L = n_tokens, context_length
+    if N != source.n_tokens:
+        return f"the model's alphabet size {N} differs from the source's {source.n_tokens}"
+    try:
+        cells = source.exact_loss_cells(L)
+    except StateSpaceTooLargeError as e:
+        return str(e)
+    if cells > max_windows:
+        what = "windows" if source.exact_entropy_rate else "(context, next token) cells of the corpus"
+        return (f"the exact loss needs {cells} {what} at context length {L}, more than the limit "
+                f"max_windows={max_windows}; train with a shorter --context-length or a smaller alphabet "
+                f"to get it")
+    return None
 
 
 def exact_loss(
@@ -241,24 +268,23 @@ def exact_loss(
     """Exact expected cross-entropy of ``model`` at every position under the stationary ``source``.
 
     ``model`` needs ``n_tokens``, ``context_length`` and ``logits_all(contexts
-    [B, L]) -> [B, L, N]``. Contexts of probability 0 are skipped.
+    [B, L]) -> [B, L, N]``. Only contexts of probability > 0 are evaluated
+    (``source.context_table``); StateSpaceTooLargeError (before any model call)
+    when ``exact_loss_problem`` finds the space too large.
     """
     N, L = model.n_tokens, model.context_length
     if N != source.n_tokens:
         raise ValueError(f"model alphabet size {N} differs from source alphabet size {source.n_tokens}")
-    if N ** (L + 1) > max_windows:
-        raise StateSpaceTooLargeError(
-            f"exact loss needs {N}^{L + 1} = {N ** (L + 1)} windows, more than max_windows={max_windows}"
-        )
-    joint = source.window_probs(L + 1).reshape(N**L, N)  # [C, N]: P(context, next token)
+    problem = exact_loss_problem(N, L, source, max_windows)
+    if problem is not None:
+        raise StateSpaceTooLargeError(problem)
+    contexts, joint = source.context_table(L)  # [C, L], [C, N]: P(context, next token), P(context) > 0
     p_ctx = joint.sum(1)  # [C]
-    live = np.flatnonzero(p_ctx > 0)  # contexts that can occur
-    contexts = _all_windows(N, L)  # [C, L]
     totals = np.zeros(L, dtype=np.float64)
-    chunk = min(batch_size, len(live))
-    for start in range(0, len(live), chunk):
-        rows = live[start : start + chunk]
-        n = len(rows)
+    chunk = min(batch_size, len(contexts))
+    for start in range(0, len(contexts), chunk):
+        rows = slice(start, start + chunk)
+        n = len(contexts[rows])
         x = np.zeros((chunk, L), dtype=np.int32)  # padded to a fixed shape: one compilation
         x[:n] = contexts[rows]
         logits = np.asarray(model.logits_all(x), dtype=np.float64)[:n]  # [n, L, N]
@@ -274,40 +300,71 @@ def exact_loss(
             logq_t = np.take_along_axis(logq[:, : L - 1, :], target[..., None], axis=-1)[..., 0]  # [n, L-1]
             totals[: L - 1] -= p_ctx[rows] @ logq_t
     optimal = np.array([source.conditional_entropy(i + 2) for i in range(L)])
-    return ExactLoss(per_position=totals, optimal_per_position=optimal, entropy_rate=source.entropy_rate)
+    rate = source.entropy_rate if source.exact_entropy_rate else None
+    return ExactLoss(per_position=totals, optimal_per_position=optimal, entropy_rate=rate)
+
+
+EXACT_KEYS = ("exact_last_position_loss", "exact_mean_loss", "exact_loss_per_position", "source_entropy_rate",
+              "source_conditional_entropy_last", "source_conditional_entropy_per_position",
+              "excess_last_position_loss", "excess_mean_loss")
 
 
 def build_card(
-    name: str, source: Source, result: TrainResult, exact: ExactLoss, command: str
+    name: str, source: Source, result: TrainResult, exact: ExactLoss | None, command: str,
+    exact_skipped: str | None = None,
 ) -> dict[str, Any]:
-    """The model-card fields of a training run (checkpoint.save adds config, hash, versions)."""
-    return {
+    """The model-card fields of a training run (checkpoint.save adds config, hash, versions).
+
+    Without ``exact`` the exact-loss fields are null and ``exact_loss_skipped``
+    says why. A corpus source adds ``corpus`` (provenance, license, mapping) and
+    a text corpus ``alphabet`` (``alphabet.Alphabet.to_dict``, so prompts and
+    outputs print as text); a corpus has no entropy rate (null).
+    """
+    card: dict[str, Any] = {
         "name": name,
         "source": source.spec(),
         "source_name": source.name,
         **result.hyperparams,
         "final_train_loss": result.final_loss,
         "final_train_loss_window": min(FINAL_LOSS_WINDOW, len(result.losses)),
-        "exact_last_position_loss": exact.last_position,
-        "exact_mean_loss": exact.mean,
-        "exact_loss_per_position": exact.per_position.tolist(),
-        "source_entropy_rate": exact.entropy_rate,
-        "source_conditional_entropy_last": exact.conditional_entropy_last,
-        "source_conditional_entropy_per_position": exact.optimal_per_position.tolist(),
-        "excess_last_position_loss": exact.excess_last,
-        "excess_mean_loss": exact.excess_mean,
-        "units": "nats per token",
-        "retrain_command": command,
-        "train_wall_time_s": round(result.wall_time_s, 1),
+        **dict.fromkeys(EXACT_KEYS),
     }
+    if exact is not None:
+        card.update({
+            "exact_last_position_loss": exact.last_position,
+            "exact_mean_loss": exact.mean,
+            "exact_loss_per_position": exact.per_position.tolist(),
+            "source_entropy_rate": exact.entropy_rate,
+            "source_conditional_entropy_last": exact.conditional_entropy_last,
+            "source_conditional_entropy_per_position": exact.optimal_per_position.tolist(),
+            "excess_last_position_loss": exact.excess_last,
+            "excess_mean_loss": exact.excess_mean,
+        })
+    else:
+        card["exact_loss_skipped"] = exact_skipped or "not computed"
+    corpus = getattr(source, "corpus", None)
+    if corpus is not None:
+        card["corpus"] = corpus
+    alphabet = getattr(source, "alphabet", None)
+    if alphabet is not None:
+        card["alphabet"] = alphabet.to_dict()
+    card.update({"units": "nats per token", "retrain_command": command,
+                 "train_wall_time_s": round(result.wall_time_s, 1)})
+    return card
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m semio_models.train",
-        description="Train a tiny causal transformer on a source with exact statistics.",
-    )
-    p.add_argument("--source", required=True, help="e.g. coin, coin:p=0.6, markov:n_tokens=4,order=2,seed=0, dyck:max_depth=3")
+SOURCE_HELP = ("coin, coin:p=0.6, markov:n_tokens=4,order=2,seed=0, dyck:max_depth=3, text:PATH (characters of a "
+               "UTF-8 file), tokens:PATH (integer token ids: a .npy array or integers in text), pydoc (CPython's "
+               "documentation text)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The training options (shared by ``semio train`` and ``python -m semio_models.train``)."""
+    p.add_argument("--source", required=True, help=SOURCE_HELP)
+    p.add_argument("--alphabet", default=None,
+                   help="text:PATH and pydoc only: 'file' (the file's distinct characters; text's default), "
+                        "'letters' (space and a-z, case folded, every other character a space, runs of spaces "
+                        "collapsed; pydoc's default) or the symbols themselves (see semio_models.alphabet)")
     p.add_argument("--context-length", type=int, required=True, help="L, the model's context length")
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--d-model", type=int, default=32)
@@ -322,17 +379,38 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="model name recorded in the card (default: the folder name)")
     p.add_argument("--out", default=None, help="checkpoint folder to write (nothing is saved without it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _parser(prog: str = "python -m semio_models.train") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, description="Train a tiny causal transformer on a source with exact statistics.")
+    add_arguments(p)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    from pathlib import Path
+def _retrain_command(args: argparse.Namespace, source: Source, config: TransformerConfig, name: str,
+                     warmup: int) -> str:
+    return shlex.join([
+        "semio", "train", "--source", source.cli_string(),
+        *(["--alphabet", args.alphabet] if args.alphabet is not None else []),
+        "--context-length", str(config.context_length), "--layers", str(config.n_layers),
+        "--d-model", str(config.d_model), "--heads", str(config.n_heads), "--d-ff", str(config.d_ff),
+        "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--lr", repr(args.lr),
+        "--weight-decay", repr(args.weight_decay), "--warmup", str(warmup),
+        "--seed", str(args.seed), "--name", name,
+        *(["--out", args.out] if args.out else []),
+    ])
 
-    from .checkpoint import save
 
-    args = _parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Train as the parsed options say, print the losses, save the checkpoint; the exit status.
+
+    Bad options end with exit status 2 before any training. The exact loss is
+    computed when ``exact_loss_problem`` allows it; otherwise the run says why,
+    and the checkpoint is saved all the same (its card's exact fields null).
+    """
     try:
-        source = parse_source(args.source)
+        source = parse_source(args.source, args.alphabet)
         config = TransformerConfig(
             n_tokens=source.n_tokens,
             context_length=args.context_length,
@@ -341,36 +419,53 @@ def main(argv: list[str] | None = None) -> int:
             n_heads=args.heads,
             d_ff=args.d_ff,
         )
-    except ValueError as e:
+        for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
+            if value < 1:
+                raise ValueError(f"{flag} must be at least 1, got {value}")
+        if args.out:
+            ensure_dir(args.out)
+    except (ValueError, SemioError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    problem = exact_loss_problem(config.n_tokens, config.context_length, source)
+    if problem is not None:
+        print(f"note: the exact loss will not be computed: {problem}", file=sys.stderr)
     result = train(
         config, source, steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
         weight_decay=args.weight_decay, seed=args.seed, warmup_steps=args.warmup,
         progress=not args.no_progress,
     )
-    exact = exact_loss(result.model, source)
+    exact, failure = None, None
+    if problem is None:
+        try:
+            exact = exact_loss(result.model, source)
+        except MemoryError as e:  # StateSpaceTooLargeError included: the run is kept all the same
+            problem = f"the exact loss did not fit: {e}"
+        except Exception as e:  # noqa: BLE001 - save the trained model first, then report the failure
+            problem, failure = f"the exact loss failed: {e!r}", e
     name = args.name or (Path(args.out).name if args.out else source.name)
-    command = shlex.join([
-        "python", "-m", "semio_models.train", "--source", source.cli_string(),
-        "--context-length", str(config.context_length), "--layers", str(config.n_layers),
-        "--d-model", str(config.d_model), "--heads", str(config.n_heads), "--d-ff", str(config.d_ff),
-        "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--lr", repr(args.lr),
-        "--weight-decay", repr(args.weight_decay), "--warmup", str(result.hyperparams["warmup_steps"]),
-        "--seed", str(args.seed), "--name", name,
-        *(["--out", args.out] if args.out else []),
-    ])
+    command = _retrain_command(args, source, config, name, result.hyperparams["warmup_steps"])
     print(f"model        {result.model!r}")
     print(f"source       {source.name}   (train time {result.wall_time_s:.1f} s)")
     print(f"train loss   {result.final_loss:.5f}  (mean of last {min(FINAL_LOSS_WINDOW, args.steps)} steps)")
-    print(f"exact loss   last position {exact.last_position:.5f}   mean over positions {exact.mean:.5f}")
-    print(f"optimum      H(X_L+1 | X_1..L) = {exact.conditional_entropy_last:.5f}   "
-          f"mean {exact.optimal_per_position.mean():.5f}   entropy rate {exact.entropy_rate:.5f}")
-    print(f"excess (KL)  last position {exact.excess_last:.5f}   mean {exact.excess_mean:.5f}  nats/token")
+    if exact is not None:
+        rate = "none (a corpus)" if exact.entropy_rate is None else f"{exact.entropy_rate:.5f}"
+        print(f"exact loss   last position {exact.last_position:.5f}   mean over positions {exact.mean:.5f}")
+        print(f"optimum      H(X_L+1 | X_1..L) = {exact.conditional_entropy_last:.5f}   "
+              f"mean {exact.optimal_per_position.mean():.5f}   entropy rate {rate}")
+        print(f"excess (KL)  last position {exact.excess_last:.5f}   mean {exact.excess_mean:.5f}  nats/token")
+    else:
+        print(f"exact loss   not computed: {problem}")
     if args.out:
-        save(args.out, result.model, build_card(name, source, result, exact, command))
+        save(args.out, result.model, build_card(name, source, result, exact, command, problem))
         print(f"saved        {args.out}")
+    if failure is not None:
+        raise failure
     return 0
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m semio_models.train") -> int:
+    return run(_parser(prog).parse_args(argv))
 
 
 if __name__ == "__main__":

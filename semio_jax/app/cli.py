@@ -1,7 +1,7 @@
 """The ``semio`` command.
 
   semio zoo                                   list the shipped models
-  semio train  --source SPEC --out DIR ...    train a tiny transformer on a source
+  semio train  --source SPEC --out DIR ...    train a tiny transformer on a source, text or token file
   semio analyze MODEL [-p SPEC ...] [--out DIR] [--no-sample]
   semio sample  MODEL -p SPEC --prompt 0,1 --steps 20 --chains 4 --seed 0
   semio check   MODEL -p SPEC [--chains C --steps T --level A] [--out DIR]
@@ -74,8 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("zoo", help="list the shipped models")
 
-    p = sub.add_parser("train", help="train a tiny transformer on a data source (see semio_models.train)")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments of python -m semio_models.train")
+    from semio_models.train import add_arguments as add_train_arguments
+
+    p = sub.add_parser("train", help="train a tiny transformer on a data source (see semio_models.train)",
+                       description="Train a tiny causal transformer on a source (a process with exact statistics, "
+                                   "a text file, a token file or CPython's documentation text) and write a "
+                                   "checkpoint whose card records the exact loss.")
+    add_train_arguments(p)
 
     for name, helptext in (("analyze", "exact analysis (+ sampling checks) written to a report"),
                            ("check", "exact-vs-sampled agreement tests only; exit 1 on failure")):
@@ -116,9 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Subcommands defined in other modules. Each module provides
 #   register(subparsers) -> None   (adds its parser(s); set_defaults(plugin=<module name>))
+# and the module named by plugin (imported only when its subcommand runs) provides
 #   run(args) -> int               (exit status)
 # A module that is missing (e.g. an optional extra) is skipped silently.
-PLUGINS = ("semio_jax.app.interop", "semio_proofs.runner")
+PLUGINS = ("semio_jax.app.interop", "semio_proofs.command")
 
 
 def _plugins():
@@ -272,9 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     enable_compilation_cache()
     try:
         if args.command == "train":
-            from semio_models.train import main as train_main
+            from semio_models.train import run as train_run
 
-            return int(train_main(args.args) or 0)
+            return int(train_run(args) or 0)
         if args.command == "zoo":
             return _run_zoo()
         if args.command == "analyze":
