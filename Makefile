@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the main job on the shipped zoo; report in reports/demo/
-	$(BIN)/semio demo --out reports/demo
+	$(BIN)/semio demo --out reports/demo --force
 
 test: $(STAMP)  ## the test suite without the slow tests (CI)
 	$(BIN)/python -m pytest $(PYTEST_FLAGS)

@@ -30,7 +30,7 @@ family-wise level ``--level`` (0.05 here); an alarm at level a is
 come from the same runs. False-alarm rates carry Clopper-Pearson 95% intervals.
 
 The stationary check includes the transition rows (next-token counts out of
-each visited state against the exact rows; see semio_jax/agreement.py), which
+each visited state against the exact rows; see semio_jax/agreement/stationary.py), which
 see mistakes that change rows but barely move pi. Where the largest budget of
 the study does not reach power 0.95, the table also prints the budget that
 the transition rows need by the noncentral chi-square approximation
@@ -38,8 +38,17 @@ the transition rows need by the noncentral chi-square approximation
 under the true chain give the noncentrality), at the family's Bonferroni
 level.
 
+Slowly mixing chains (``--slow``, ``--held-out``): sticky n-gram models with
+rare phases and zoo models at low temperature (DEV_SLOW, HELD_OUT below), at
+semio check's level 0.01; per chain and budget the false-alarm rate with its
+Clopper-Pearson interval, the rate of INCONCLUSIVE reports and the power
+against the operator built at a 10% and a 25% higher temperature
+(benchmarks/results/calibration_slow.md, calibration_heldout.md).
+
 Usage:
   python benchmarks/calibration.py                  # 100 seeds (about an hour on 2 busy cores)
+  python benchmarks/calibration.py --slow --seeds 300 --budgets 16x500,64x2000
+  python benchmarks/calibration.py --slow --held-out --seeds 300 --budgets 64x2000
   python benchmarks/calibration.py --seeds 5 --raw /tmp/calib.json    # a quick look, elsewhere
 Progress is saved after every seed in benchmarks/results/calibration_raw.json
 (or ``--raw PATH``; the table then goes next to it as PATH.md unless
@@ -67,14 +76,12 @@ import jax.numpy as jnp  # noqa: E402
 import semio_jax as sj  # noqa: E402
 from semio_jax._util.io import atomic_write_json  # noqa: E402
 from semio_jax.agreement import (  # noqa: E402
-    MIN_EXPECTED,
-    MIN_VISITS,
-    _transition_rows,
     check_basins,
     check_stationary,
     draw_absorption_samples,
     draw_stationary_samples,
 )
+from semio_jax.agreement.stationary import MIN_EXPECTED, MIN_VISITS, transition_rows  # noqa: E402
 from semio_jax.core.procedure import Procedure, parse  # noqa: E402
 from semio_models.checkpoint import load  # noqa: E402
 from semio_models.transformer import TransformerModel  # noqa: E402
@@ -97,8 +104,9 @@ MISTAKES = ["temperature +10%", "top-k off by one", "window L-1", "positions +1"
 STAT_BUDGETS = [16, 32, 64, 128, 256]  # chains (x --steps each)
 BASIN_BUDGETS = [250, 500, 1000, 2000, 4000]  # chains per start
 # Version of each check's row set: --resume redoes the seeds of a case recorded with another version
-# (stationary 2: the transition rows were added; results without a version are version 1).
-CHECK_VERSION = {"stationary": 2, "basins": 1}
+# (stationary 2: the transition rows were added; stationary 3: exact-variance frequency rows with the budget
+# rule, INCONCLUSIVE reports; results without a version are version 1).
+CHECK_VERSION = {"stationary": 3, "basins": 1}
 
 
 # ----------------------------------------------------------------------------- mistakes
@@ -223,7 +231,7 @@ class Case:
             best = 1.0 - math.exp(-forbidden_mass * n) if forbidden_mass > 0 else 0.0
             exp_obs = n * pi[:, None] * np.where(q > 0, p_true, 0.0)  # forbidden cells apart
             vis = np.flatnonzero(exp_obs.sum(axis=1) > 0)
-            rows, _ = _transition_rows(0, self.space, vis, exp_obs[vis], q[vis], MIN_EXPECTED, MIN_VISITS)
+            rows, _ = transition_rows(0, self.space, vis, exp_obs[vis], q[vis], MIN_EXPECTED, MIN_VISITS)
             for r in rows:
                 if "(chi2)" in r.quantity:
                     df = int(r.exact)
@@ -289,6 +297,200 @@ def clopper_pearson(k: int, n: int, conf: float = 0.95) -> tuple[float, float]:
     return lo, hi
 
 
+# ----------------------------------------------------------------------------- slowly mixing chains
+# Sticky n-gram models with rare phases (and zoo models at low temperature): relaxation times of 1e2 to 1e4
+# steps, against which the stationary check's budget is small. Each case is (name, builder, procedure); the
+# builder returns (model, StateSpace). DEV_SLOW were used while developing the check's budget rule; HELD_OUT
+# were run only once, for the acceptance table, with the rule frozen.
+SLOW_LEVEL = 0.01  # the CLI's family-wise level: the acceptance is about `semio check` at its defaults
+SLOW_BUDGETS = [(16, 500), (64, 2000), (256, 2000)]  # (chains, steps); (64, 2000) is semio check's default
+SLOW_MISTAKES = {"temperature +10%": 1.1, "temperature +25%": 1.25}
+
+
+def sticky_ngram(n_common: int, phases, order: int = 2, seed: int = 0, name: str = "sticky"):
+    """A sticky n-gram model with rare phases: (NGramModel, StateSpace(N, order)).
+
+    Tokens 0..n_common-1 form the common phase; each (mass, tau) in ``phases`` adds one rare token r that,
+    once emitted, repeats with probability 1 - (1 - mass) / tau and is entered from a common token with
+    probability mass / tau, so that with one phase pi(r) ~ mass and the relaxation time ~ tau. The common
+    tokens follow random rows (Dirichlet(1), numpy default_rng(seed)) that depend on the last ``order``
+    tokens; after a rare phase the chain returns to a random common row.
+    """
+    rng = np.random.default_rng(seed)
+    n = n_common + len(phases)
+    enter = np.array([m / tau for m, tau in phases])
+    probs = np.zeros((n,) * order + (n,))
+    for ctx in np.ndindex(*(n,) * order):
+        last = ctx[-1]
+        row = np.zeros(n)
+        common = rng.dirichlet(np.ones(n_common))
+        if last < n_common:
+            row[:n_common] = common * (1.0 - enter.sum())
+            row[n_common:] = enter
+        else:
+            m, tau = phases[last - n_common]
+            stay = 1.0 - (1.0 - m) / tau
+            row[:n_common] = common * (1.0 - stay)
+            row[last] = stay
+        probs[ctx] = row
+    with np.errstate(divide="ignore"):  # log 0 = -inf: an impossible token
+        model = sj.NGramModel(np.log(probs), context_length=order, name=name)
+    return model, sj.StateSpace(n, order)
+
+
+def _zoo_at(name: str):
+    model = load(name)
+    return model, sj.StateSpace(model.n_tokens, model.context_length)
+
+
+def _two_state():  # the chain of issue 13: P(1|0) = 5e-5, P(0|1) = 2e-3 (relaxation time ~ 490)
+    model = sj.NGramModel(np.log(np.array([[1 - 5e-5, 5e-5], [2e-3, 1 - 2e-3]])), context_length=1, name="two-state")
+    return model, sj.StateSpace(2, 1)
+
+
+DEV_SLOW = [
+    ("two-state (issue 13)", _two_state, "temperature=1"),
+    ("sticky 3+1, tau 1e2, 10%", lambda: sticky_ngram(3, [(0.10, 1e2)], seed=1), "temperature=1"),
+    ("sticky 3+1, tau 1e3, 5%", lambda: sticky_ngram(3, [(0.05, 1e3)], seed=2), "temperature=1"),
+    ("sticky 2+1, tau 1e4, 2%", lambda: sticky_ngram(2, [(0.02, 1e4)], seed=3), "temperature=1"),
+    ("markov2 at T=0.2", lambda: _zoo_at("markov2"), "temperature=0.2"),
+    ("dyck at T=0.3", lambda: _zoo_at("dyck"), "temperature=0.3"),
+]
+HELD_OUT = [
+    ("held-out sticky 4+2, tau ~4e2, 3%+2%", lambda: sticky_ngram(4, [(0.03, 400.0), (0.02, 600.0)], seed=11),
+     "temperature=1"),
+    ("held-out sticky 3+1 order 3, tau ~7e2, 4%", lambda: sticky_ngram(3, [(0.04, 700.0)], order=3, seed=12),
+     "temperature=1"),
+    ("held-out sticky 5+1, tau ~3e2, 5%, T=0.9", lambda: sticky_ngram(5, [(0.05, 300.0)], seed=13),
+     "temperature=0.9"),
+]
+
+
+class SlowCase:
+    """One slowly mixing chain: the right operator, temperature mistakes on the exact side, its exact
+    relaxation time and the stationary mass of its rarest tested states."""
+
+    def __init__(self, name: str, builder, spec: str):
+        self.name, self.spec = name, spec
+        self.model, self.space = builder()
+        self.proc = parse(spec)
+        base = sj.build_operator(self.model, self.space, "temperature=1", keep_logits=True)
+        self.right = base.with_procedure(self.proc)
+        self.wrong = {m: base.with_procedure(dataclasses.replace(self.proc, temperature=self.proc.temperature * f))
+                      for m, f in SLOW_MISTAKES.items()}
+        gap = sj.spectral_gap(self.right)
+        self.relaxation_time = float(max(gap.relaxation_time))
+        pi = sj.stationary(self.right)[0][: self.space.num_full]
+        tok = pi.reshape(-1, self.space.n_tokens).sum(axis=0)
+        self.rarest_token_mass = float(tok[tok > 0].min())
+
+    def run(self, seed: int, budgets=None) -> dict:
+        """{"C x T": {"right": outcome, mistake: outcome}} for one seed; an outcome is
+        [Bonferroni-adjusted p, inconclusive reasons recorded (0/1)] (see :func:`verdict_at`)."""
+        budgets = list(budgets or SLOW_BUDGETS)
+        out = {}
+        for steps in sorted({s for _, s in budgets}):
+            chains = max(c for c, s in budgets if s == steps)
+            full = draw_stationary_samples(self.right, self.model, n_chains=chains, n_steps=steps, seed=seed)
+            for c in sorted(c for c, s in budgets if s == steps):
+                sub = {a: o.head(c) for a, o in full.items()}
+                row = {"right": outcome(check_stationary(self.right, None, sample=sub, level=SLOW_LEVEL))}
+                for m, op in self.wrong.items():
+                    row[m] = outcome(check_stationary(op, None, sample=sub, level=SLOW_LEVEL))
+                out[f"{c} x {steps}"] = row
+        return out
+
+
+def outcome(rep) -> list:
+    """What one report contributes to the study: [Bonferroni-adjusted min p, 1 if it has inconclusive reasons
+    or no test else 0]. The verdict at any level follows from it (:func:`verdict_at`)."""
+    return [_adjusted(rep) if rep.n_tests else 1.0, int(rep.n_tests == 0 or bool(rep.inconclusive_reasons))]
+
+
+def verdict_at(out, level: float) -> str:
+    """The report's verdict at family-wise ``level``, as AgreementReport decides it: FAIL when m min p <= level,
+    else INCONCLUSIVE when reasons were recorded (or no test), else PASS."""
+    adj, reasons = out
+    return "FAIL" if adj <= level else ("INCONCLUSIVE" if reasons else "PASS")
+
+
+def summarize(outcomes: list, level: float) -> dict:
+    """Rates over seeds of the verdicts of a list of outcomes: counts and the Clopper-Pearson interval of FAIL."""
+    v = [verdict_at(o, level) for o in outcomes]
+    n = len(v)
+    k = v.count("FAIL")
+    lo, hi = clopper_pearson(k, n) if n else (math.nan, math.nan)
+    return {"n": n, "fail": k, "inconclusive": v.count("INCONCLUSIVE"), "pass": v.count("PASS"),
+            "fail_rate": k / n if n else math.nan, "cp": (lo, hi)}
+
+
+def render_slow(raw: dict, path: Path) -> None:
+    level = raw["level"]
+    headers = ["chain", "procedure", "relaxation time", "rarest token mass", "budget", "seeds",
+               "false alarms", "rate [CP 95%]", "inconclusive"] + [f"power: {m}" for m in SLOW_MISTAKES]
+    rows = []
+    for key, res in raw["results"].items():
+        seeds = sorted(res["seeds"], key=int)
+        if not seeds:
+            continue
+        budgets = sorted(set.intersection(*[set(res["seeds"][s]) for s in seeds]),
+                         key=lambda b: tuple(int(x) for x in b.split(" x ")))
+        for b in budgets:
+            right = summarize([res["seeds"][s][b]["right"] for s in seeds], level)
+            lo, hi = right["cp"]
+            row = [key, res["procedure"], f"{res['relaxation_time']:.3g}", f"{res['rarest_token_mass']:.3g}",
+                   b + (" (default)" if b == "64 x 2000" else ""), right["n"], right["fail"],
+                   f"{right['fail_rate']:.3f} [{lo:.3f}, {hi:.3f}]", f"{right['inconclusive'] / right['n']:.3f}"]
+            for m in SLOW_MISTAKES:
+                w = summarize([res["seeds"][s][b][m] for s in seeds], level)
+                row.append(f"{w['fail'] / w['n']:.2f}")
+            rows.append(row)
+    notes = [f"Family-wise level {level:g} (semio check's default). false alarms: seeds whose check of the RIGHT "
+             "operator said FAIL; the interval is Clopper-Pearson 95%. inconclusive: seeds whose check of the right "
+             "operator said INCONCLUSIVE (no test supported by the budget). power: seeds whose check of the "
+             "operator built at the wrong temperature (exact side; sampling at the true one) said FAIL.",
+             "", "Relaxation time: 1 / spectral gap of the right operator (semio_jax.spectral_gap); rarest token "
+             "mass: the smallest stationary probability of a token.",
+             "", "Chains marked held-out were run once, after the check's budget rule was fixed; the others were "
+             "used while developing it.",
+             "", f"Total wall time: {raw['wall_s'] / 60:.1f} min (2 shared CPU cores)."]
+    write_table("calibration_slow", headers, rows,
+                title="Calibration on slowly mixing chains: false alarms, inconclusive rate and power", notes="\n".join(notes),
+                path=path)
+
+
+def run_slow(args) -> int:
+    """The slow-chain study (``--slow``; ``--held-out`` for the held-out chains)."""
+    cases = HELD_OUT if args.held_out else DEV_SLOW
+    cases = [c for c in cases if args.only is None or args.only in c[0]]
+    raw_path = args.raw
+    raw = json.loads(raw_path.read_text()) if args.resume and raw_path.exists() else {}
+    raw.setdefault("level", SLOW_LEVEL)
+    raw.setdefault("results", {})
+    raw.setdefault("wall_s", 0.0)
+    wall_before, t_start = raw["wall_s"], time.perf_counter()
+    budgets = ([tuple(int(x) for x in b.split("x")) for b in args.budgets.split(",")] if args.budgets
+               else SLOW_BUDGETS)
+    for name, builder, spec in cases:
+        case = SlowCase(name, builder, spec)
+        print(f"{name} ({spec}): relaxation time {case.relaxation_time:.3g}, rarest token mass "
+              f"{case.rarest_token_mass:.3g}", flush=True)
+        res = raw["results"].setdefault(name, {"seeds": {}})
+        res.update(procedure=spec, relaxation_time=case.relaxation_time, rarest_token_mass=case.rarest_token_mass)
+        for seed in range(args.seeds):
+            if str(seed) in res["seeds"]:
+                continue
+            res["seeds"][str(seed)] = case.run(seed, budgets)
+            if seed % 20 == 19 or seed == args.seeds - 1:
+                raw["wall_s"] = wall_before + time.perf_counter() - t_start
+                atomic_write_json(raw_path, raw)
+                print(f"  seed {seed}", flush=True)
+    raw["wall_s"] = wall_before + time.perf_counter() - t_start
+    atomic_write_json(raw_path, raw)
+    render_slow(raw, args.table or raw_path.with_suffix(".md"))
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -303,12 +505,21 @@ def main(argv=None) -> int:
     ap.add_argument("--resume", action="store_true", help="continue from the raw file (cases recorded with an "
                     "older version of their check are redone)")
     ap.add_argument("--only", default=None, help="run only cases whose 'check/model/procedure' contains this text")
-    ap.add_argument("--raw", type=Path, default=RESULTS / "calibration_raw.json",
-                    help="raw results file (default benchmarks/results/calibration_raw.json)")
+    ap.add_argument("--raw", type=Path, default=None,
+                    help="raw results file (default benchmarks/results/calibration_raw.json; with --slow "
+                         "calibration_slow_raw.json, with --held-out calibration_heldout_raw.json)")
+    ap.add_argument("--slow", action="store_true", help="the study on slowly mixing chains (DEV_SLOW) instead of "
+                    "the zoo; --budgets then lists CxT pairs, e.g. 16x500,64x2000")
+    ap.add_argument("--held-out", action="store_true", help="with --slow: the held-out chains (HELD_OUT)")
     ap.add_argument("--table", type=Path, default=None,
                     help="Markdown table (default benchmarks/results/calibration.md with the default --raw, "
                          "else the --raw path with suffix .md)")
     args = ap.parse_args(argv)
+    if args.slow or args.held_out:
+        args.raw = args.raw or RESULTS / ("calibration_heldout_raw.json" if args.held_out else "calibration_slow_raw.json")
+        args.table = args.table or args.raw.with_name(args.raw.name.replace("_raw.json", ".md"))
+        return run_slow(args)
+    args.raw = args.raw or RESULTS / "calibration_raw.json"
     raw_path = args.raw
     default_raw = raw_path.resolve() == (RESULTS / "calibration_raw.json").resolve()
     args.table = args.table or (RESULTS / "calibration.md" if default_raw else raw_path.with_suffix(".md"))

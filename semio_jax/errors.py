@@ -33,6 +33,7 @@ __all__ = [
     "ResumeError",
     "PropertyError",
     "MissingDependencyError",
+    "PrefixContextError",
     "UnrepresentableWarning",
     "DataError",
 ]
@@ -112,6 +113,10 @@ class PropertyError(SemioError, ValueError):
 
 class MissingDependencyError(SemioError, ImportError):
     """An optional dependency (e.g. stormpy) that a command needs is not installed."""
+
+
+class PrefixContextError(SemioError, ValueError):
+    """A model that fails on contexts shorter than L (the prefix states): it needs a space with prefixes=False."""
 
 
 class UnrepresentableWarning(UserWarning):

@@ -33,9 +33,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import flax
+import jax
 import numpy as np
+import optax
 from flax import serialization, traverse_util
 
+from semio_jax._util import io as atomic_io
 from semio_jax.errors import (
     ArchitectureMismatchError,
     CheckpointError,
@@ -83,10 +87,6 @@ def sha256_hex(data: bytes) -> str:
 
 
 def _versions() -> dict[str, str]:
-    import flax
-    import jax
-    import optax
-
     return {
         "jax": jax.__version__,
         "flax": flax.__version__,
@@ -94,13 +94,6 @@ def _versions() -> dict[str, str]:
         "numpy": np.__version__,
         "python": sys.version.split()[0],
     }
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Atomic write (temporary file in the same folder, fsync, rename): semio_jax's one implementation."""
-    from semio_jax._util.io import atomic_write_bytes
-
-    atomic_write_bytes(path, data)
 
 
 def save(folder: str | os.PathLike, model: TransformerModel, card_extra: dict[str, Any] | None = None) -> Path:
@@ -133,8 +126,8 @@ def save(folder: str | os.PathLike, model: TransformerModel, card_extra: dict[st
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(folder / WEIGHTS_FILE, weights)
-        _write_atomic(folder / CARD_FILE, card_bytes)
+        atomic_io.atomic_write_bytes(folder / WEIGHTS_FILE, weights)
+        atomic_io.atomic_write_bytes(folder / CARD_FILE, card_bytes)
     except OSError as e:
         raise ReportWriteError(f"cannot write checkpoint folder {str(folder)!r}: {e}") from e
     return folder

@@ -56,6 +56,7 @@ import jax
 import numpy as np
 import optax
 from scipy.special import log_softmax
+from tqdm.auto import tqdm
 
 from semio_jax._util.io import ensure_dir
 from semio_jax.errors import SemioError, StateSpaceTooLargeError
@@ -202,8 +203,6 @@ def train(
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=steps, desc=f"train {source.name}", unit="step", dynamic_ncols=True)
     for step in range(steps):
         x = source.sample(data_rng, batch_size, L + 1)  # [B, L+1]

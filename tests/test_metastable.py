@@ -240,7 +240,7 @@ def test_check_metastable_passes_for_the_right_operator_and_fails_for_a_wrong_on
     assert good.settings["censored"] == [0] * len(good.rows)
     wrong = check_metastable(op.with_procedure("temperature=1.3"), sticky_model, n_chains=500, seed=0,
                              procedure="temperature=1")
-    assert not wrong.passed, wrong.table()
+    assert wrong.failed, wrong.table()
 
 
 def test_check_metastable_with_partial_cores():
@@ -254,3 +254,11 @@ def test_check_metastable_with_partial_cores():
     assert sum(c.size for c in r.cores) < 6  # the border state is in no core
     good = check_metastable(op, model, result=r, n_chains=400, seed=1)
     assert len(good.rows) == 4 and good.passed, good.table()
+
+
+def test_check_metastable_reports_what_its_budget_cannot_test(sticky_model):
+    op = sj.build_operator(sticky_model, sj.StateSpace(4, 2))
+    few = check_metastable(op, sticky_model, n_chains=20, seed=0)
+    assert few.inconclusive and few.n_tests == 0 and any("at least 100" in r for r in few.reasons())
+    short = check_metastable(op, sticky_model, n_chains=200, seed=0, horizon=3)  # most chains still inside at t=3
+    assert short.inconclusive and any("needs horizon >=" in r for r in short.reasons()), short.table()

@@ -7,6 +7,7 @@ import math
 import sys
 from pathlib import Path
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -85,6 +86,9 @@ def test_config_defaults_and_round_trip():
         (dict(n_tokens=2.0, context_length=4), "int"),
         (dict(n_tokens=2, context_length=4, d_ff=-1), "d_ff"),
         (dict(n_tokens=2, context_length=4, layer_norm_eps=0.0), "layer_norm_eps"),
+        (dict(n_tokens=2, context_length=4, activation="swish"), "activation"),
+        (dict(n_tokens=2, context_length=4, bias="yes"), "bias"),
+        (dict(n_tokens=2, context_length=4, tie_embeddings=1), "tie_embeddings"),
     ],
 )
 def test_config_rejects_bad_values(kwargs, match):
@@ -116,6 +120,38 @@ def test_shapes_dtype_and_call_is_last_position(tiny_model):
     assert tiny_model.n_tokens == 3 and tiny_model.context_length == 5
     assert "params=" in repr(tiny_model) and "d_model=8" in repr(tiny_model)
     assert tiny_model.param_count == sum(a.size for a in jax.tree_util.tree_leaves(tiny_model.params))
+
+
+# with the defaults (gelu_tanh, biases, untied, logit bias) every switch is seen both ways
+GPT2_SWITCHES = [dict(activation="gelu", bias=False, tie_embeddings=True, unembed_bias=False),
+                 dict(activation="relu", tie_embeddings=True)]
+
+
+@pytest.mark.parametrize("switches", GPT2_SWITCHES)
+def test_gpt2_switches_shape_the_tree_and_agree_across_the_three_forward_passes(switches):
+    cfg = TransformerConfig(n_tokens=3, context_length=4, n_layers=2, d_model=8, n_heads=2, **switches)
+    rng = np.random.default_rng(4)  # every parameter (zero-initialised biases too) moved: O(1) logits
+    params = jax.tree_util.tree_map(lambda a: np.asarray(a) + rng.normal(0, 0.3, a.shape).astype(np.float32),
+                                    TransformerModel.random(cfg, seed=4).params)
+    model = TransformerModel(cfg, params)
+    keys = {"/".join(k) for k in flax.traverse_util.flatten_dict(model.params)}
+    assert ("block_0/attn/qkv/bias" in keys) == cfg.bias and ("ln_f/bias" in keys) == cfg.bias
+    assert ("unembed/kernel" in keys) == (not cfg.tie_embeddings)
+    assert ({"unembed/bias", "unembed_bias"} & keys != set()) == cfg.unembed_bias
+    x = np.stack(np.unravel_index(np.arange(81), (3,) * 4), axis=1).astype(np.int32)  # every full context
+    full = np.asarray(model.logits_all(x))  # [81, 4, 3], the Flax network
+    assert np.abs(full).max() > 0.5
+    tree = {}
+    model.prefix_tree_logits(4, lambda k, start, lg: tree.update({(k, start + i): r for i, r in enumerate(lg)}),
+                             chunk=8)
+    for k in range(1, 5):
+        walked = np.stack([tree[(k, i)] for i in range(3**k)])  # [3^k, 3], big-endian order
+        np.testing.assert_allclose(walked, full[:: 3 ** (4 - k), k - 1], rtol=1e-5, atol=1e-5)
+    step, _ = model.cached_step(model.prefill(x[:, :3]), x[:, 3], 3)  # [81, 3], the sampler's cache
+    np.testing.assert_allclose(np.asarray(step), full[:, 3], rtol=1e-5, atol=1e-5)
+    default = TransformerConfig(n_tokens=3, context_length=4, n_layers=2, d_model=8, n_heads=2)
+    other = TransformerModel(default, TransformerModel.random(default, seed=4).params)
+    assert repr(model) != repr(other) and all(f"{k}=" in repr(model) for k in switches)
 
 
 def test_causality(tiny_model):

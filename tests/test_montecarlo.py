@@ -209,6 +209,21 @@ def test_sample_absorption_horizon(split_ngram):
     samp = sample_absorption(split_ngram, "temperature=1", space, start, cs.attractor_of, n_chains=10, horizon=2,
                              seed=0)
     assert (samp.outcome == -1).all() and samp.counts()[-1] == 10
+    # ... and one more step reaches a full state: [0, y1, y2, y3] with every y in {0, 1} (the only tokens that
+    # follow 0 or 1), which lies in the attractor of the {0, 1} windows: every chain is absorbed there at
+    # exactly t = 3 (an off-by-one in the time or a wrong window would show here), and the kept paths agree
+    group01 = int(cs.attractor_of[space.index([0, 0, 0, 0])])
+    assert group01 >= 0 and group01 != int(cs.attractor_of[space.index([2, 2, 2, 2])])
+    three = sample_absorption(split_ngram, "temperature=1", space, start, cs.attractor_of, n_chains=10, horizon=3,
+                              seed=0)
+    assert (three.outcome == group01).all() and (three.time == 3).all()
+    kept = sample_absorption(split_ngram, "temperature=1", space, start, cs.attractor_of, n_chains=10, horizon=3,
+                             seed=0, keep_path=True)
+    assert (kept.path[:, :2] == -1).all()  # still prefix states after 1 and 2 steps
+    last = np.stack([space.tokens(int(s)) for s in kept.path[:, 2]])  # [C, 4]
+    assert (last[:, 0] == 0).all() and (last <= 1).all()
+    np.testing.assert_array_equal(kept.outcome, three.outcome)
+    np.testing.assert_array_equal(kept.time, three.time)
 
 
 # ------------------------------------------------------------------ estimators

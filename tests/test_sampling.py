@@ -280,6 +280,7 @@ def test_top_k_larger_than_alphabet():
 @pytest.mark.parametrize("spec", [
     "", "   ", "temperature", "temperature=abc", "top_k=2.5", "top_k=x", "foo=1", "greedy=1",
     "temperature=0", "top_p=0", "top_p=2", "min_p=-1", "top_k=0", "t=0.5,t=0.7", "=3", None, 3,
+    "greedy,temperature=0.5", "top_p=0.5,greedy",  # greedy would ignore the rest: refused
 ])
 def test_bad_specs(spec):
     with pytest.raises(sj.InvalidProcedureError):

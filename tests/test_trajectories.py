@@ -131,7 +131,7 @@ def test_check_trajectories_passes_for_the_right_operator(op3, ngram3):
 def test_check_trajectories_fails_for_a_perturbed_operator(op3, ngram3):
     wrong = op3.with_procedure("temperature=1.3")
     rep = check_trajectories(wrong, ngram3, [1], 5, procedure="temperature=1", n_chains=2000, seed=0)
-    assert not rep.passed, rep.table()
+    assert rep.failed, rep.table()
 
 
 @pytest.mark.slow
@@ -160,3 +160,9 @@ def test_sequence_log_probs_rescore_sampled_paths_with_the_model(op3, ngram3, pr
     for c in range(16):
         want = trajectory_probability(op3, prompt, ys[c]).log_prob
         assert lp[c].sum() == pytest.approx(want, abs=1e-12)
+
+
+def test_check_trajectories_t_row_needs_enough_chains(op3, ngram3):
+    few = check_trajectories(op3, ngram3, [1], 5, n_chains=50, seed=0)
+    assert few.inconclusive and all("E[log P" not in r.quantity for r in few.rows)
+    assert few.rows[0].note == "map" and any("at least 100 chains" in r for r in few.reasons())

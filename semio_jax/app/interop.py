@@ -29,8 +29,9 @@ tokens leading to the same state are merged by adding their probabilities.
 
 State labels (the same in every format):
   * ``init``: the initial states: the states of the prompts given with
-    ``--state`` (comma-separated token ids, oldest first), by default the
-    one-token prompts (every full state when the space has no prefix states);
+    ``--state`` (comma-separated token ids, or digits for N <= 10, oldest first,
+    as ``semio sample`` prints them), by default the one-token prompts (every
+    full state when the space has no prefix states);
   * ``attractor_<i>``: the states of attractor i, in the order of :func:`semio_jax.attractors`;
   * ``last_token_<y>``: the states whose newest token is y.
 
@@ -51,9 +52,10 @@ from pathlib import Path
 import numpy as np
 
 from .._util.io import atomic_savez, atomic_write_text, ensure_dir
-from ..errors import MissingDependencyError, PromptError, PropertyError, ReportWriteError
+from ..errors import MissingDependencyError, PropertyError, ReportWriteError
 from .export import default_initial, label_sets, to_drn
 from .pipeline import tag_of
+from .prompts import parse_tokens
 from .report import text_table
 from ..analysis import attractors, class_structure
 from ..build import build_operator
@@ -157,17 +159,12 @@ def export_chain(op, path, fmt: str = "drn", *, initial=None, meta: dict | None 
 
 
 def parse_states(space, prompts) -> np.ndarray | None:
-    """State indices of prompts like "0,1,2" (oldest token first); None when no prompt is given."""
+    """State indices of prompts like "0,1,2" or "012" (oldest token first; the syntax of
+    semio_jax.app.prompts, as ``semio sample`` prints them); None when no prompt is given."""
     if not prompts:
         return None
-    out = []
-    for text in prompts:
-        try:
-            toks = [int(t) for t in str(text).replace(" ", "").split(",") if t != ""]
-        except ValueError:
-            raise PromptError(f"cannot read the prompt {text!r}: write comma-separated token ids, e.g. 0,1,2") from None
-        out.append(space.index(toks))
-    return np.asarray(out, dtype=np.int64)
+    return np.asarray([space.index(parse_tokens(str(text).replace(" ", ""), space.n_tokens)) for text in prompts],
+                      dtype=np.int64)
 
 
 # ----------------------------------------------------------------------------- Storm

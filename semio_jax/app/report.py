@@ -11,25 +11,34 @@ Layout of a report folder (``--out DIR``):
   *.png          figures.
 
 Every file is written atomically, so an interrupted run leaves the previous
-version of each file intact; ``report.md`` is written last.
+version of each file intact; ``report.md`` is written last. The CLI writes the
+folder again after each procedure (:meth:`Report.write`), so Ctrl-C keeps every
+procedure already finished. The keys of results.json and arrays.npz are
+documented in docs/report-format.md.
+
+A report folder is never silently overwritten: a :class:`Report` refuses a
+non-empty folder (ReportWriteError) unless ``force=True``, which first removes
+the files a report writes there (results.json, arrays.npz, report.md, *.png,
+stray ``.*.tmp`` files of an interrupted write) so that no figure of an earlier
+run survives; other files in the folder are left alone.
 """
 
 from __future__ import annotations
 
 import io
-
-import jax
 import platform
 import sys
 import time
 from importlib import metadata
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from .._util.io import atomic_savez, atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_dir
+from ..errors import ReportWriteError
 
-__all__ = ["Report", "provenance", "markdown_table", "text_table"]
+__all__ = ["Report", "provenance", "markdown_table", "text_table", "check_markdown"]
 
 
 def _version(pkg: str) -> str | None:
@@ -66,6 +75,19 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(out)
 
 
+def check_markdown(check, max_rows: int = 40) -> str:
+    """The Markdown rendering of one agreement check (an ``AgreementReport``): verdict line, then its rows
+    (worst first when there are more than ``max_rows``). The one renderer of check tables in reports."""
+    rows = sorted(check.rows, key=lambda r: r.p_value) if len(check.rows) > max_rows else check.rows
+    cells = [[r.quantity, r.exact, r.estimate, r.se, r.z, r.p_value] for r in rows[:max_rows]]
+    more = len(check.rows) - len(cells)
+    head = (f"**Check: {check.title}** — {check.verdict} ({check.n_tests} tests, "
+            f"min p = {check.min_p:.3g}, Bonferroni threshold {check.threshold:.2e} for family-wise level {check.level}). "
+            f"Method: {check.method}. Settings: `{check.settings}`")
+    table = markdown_table(["quantity", "exact", "sampled", "s.e.", "z", "p"], cells)
+    return head + "\n\n" + table + (f"\n\n{more} more rows, all with larger p (results.json has every row)." if more else "")
+
+
 def text_table(headers: list[str], rows: list[list], title: str | None = None) -> str:
     """A fixed-width table for the terminal."""
     def fmt(v):
@@ -89,16 +111,33 @@ def _numeric(s: str) -> bool:
         return False
 
 
+def _is_report_file(name: str) -> bool:
+    """A file that a Report writes (or an interrupted atomic write of one leaves behind)."""
+    return (name in ("results.json", "arrays.npz", "report.md") or name.endswith(".png")
+            or (name.startswith(".") and name.endswith(".tmp")))
+
+
 class Report:
     """Collects sections, numbers, arrays and figures; :meth:`write` saves them all.
 
     Args:
-      out_dir: the report folder (created; must be writable).
+      out_dir: the report folder (created; must be writable; refused if not empty, unless ``force``).
       title: heading of report.md.
+      force: replace the report in a non-empty folder (its report files are removed first).
     """
 
-    def __init__(self, out_dir: str | Path, title: str):
-        self.out_dir = ensure_dir(out_dir)
+    def __init__(self, out_dir: str | Path, title: str, force: bool = False):
+        out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise ReportWriteError(f"the report folder {out} is a file; choose another --out")
+        if out.is_dir() and any(out.iterdir()):
+            if not force:
+                raise ReportWriteError(f"the report folder {out} is not empty; choose a new --out, or pass --force "
+                                       f"to replace the report in it")
+            for path in out.iterdir():
+                if path.is_file() and _is_report_file(path.name):
+                    path.unlink()
+        self.out_dir = ensure_dir(out)
         self.title = title
         self.sections: list[tuple[str, str]] = []
         self.results: dict = {}

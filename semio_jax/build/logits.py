@@ -27,7 +27,7 @@ import numpy as np
 from .._util.progress import progress_bar
 from ..core.model import check_model_fits, jitted_model
 from ..core.space import StateSpace
-from ..errors import LogitsError, LogitsShapeError, NonFiniteLogitsError
+from ..errors import LogitsError, LogitsShapeError, NonFiniteLogitsError, PrefixContextError, SemioError
 
 __all__ = ["DEFAULT_BATCH", "evaluate_logits", "plain_chunks", "collect", "check_logits", "tree_block",
            "evaluate_prefix_tree", "resolve_method"]
@@ -106,12 +106,29 @@ def plain_chunks(model, space: StateSpace, batch_size: int = DEFAULT_BATCH,
                 ctx = space.contexts(k, start, start + b)  # [B, k]
                 if real < b:
                     ctx = np.concatenate([ctx, np.zeros((b - real, k), np.int32)], axis=0)  # pad
-                raw = np.asarray(jax.device_get(fn(jnp.asarray(ctx))))  # [B, N]
+                raw = np.asarray(jax.device_get(_call(fn, ctx, space, k)))  # [B, N]
                 if raw.ndim != 2 or raw.shape[0] != ctx.shape[0]:  # before slicing off the padding
                     check_logits(raw, ctx, n, k)
                 logits = raw[:real]
                 check_logits(logits, ctx[:real], n, k)
             yield k, start, offset + start, logits, fresh
+
+
+def _call(fn, ctx: np.ndarray, space: StateSpace, k: int):
+    """fn(contexts int32[B, k]); a failure on a prefix context (k < L) becomes a PrefixContextError that says
+    how to leave the prefix states out (a model that only accepts full-length contexts)."""
+    try:
+        return fn(jnp.asarray(ctx))
+    except SemioError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's own code failed; name the way out if it is the prefixes
+        if k >= space.length:
+            raise
+        raise PrefixContextError(
+            f"the model failed on contexts of length {k} < L={space.length} ({type(e).__name__}: {e}). "
+            f"A model that only accepts full-length contexts needs a space without prefix states: "
+            f"StateSpace({space.n_tokens}, {space.length}, prefixes=False) (CLI: semio analyze ... --no-prefixes)"
+        ) from e
 
 
 def collect(chunks, space: StateSpace, progress: bool = False) -> np.ndarray:

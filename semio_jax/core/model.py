@@ -13,7 +13,12 @@ door. Optional attributes a model may carry, read by the engine when present:
   n_tokens:        alphabet size N (otherwise taken from the StateSpace);
   context_length:  the largest k the model accepts;
   jittable:        False if the callable cannot be traced by ``jax.jit``
-                   (a numpy or external model); default True;
+                   (a numpy or external model), True if it can; absent or
+                   None: **detected** by tracing the call once abstractly
+                   (``jax.eval_shape``, no computation); a JAX tracing error
+                   (e.g. TracerArrayConversionError from ``np.asarray``) marks
+                   the model as plain Python/numpy, and it is then called
+                   outside jit, batch by batch, on numpy int32 arrays;
   prefix_tree_logits(length, emit, chunk, *, skip=None, done=None, mesh=None):
                    the shared-prefix walk (the zoo's TransformerModel): calls
                    ``emit(k, start, logits[n, N])`` for the contexts of length k
@@ -39,7 +44,10 @@ import numpy as np
 from ..errors import LogitsShapeError, NonFiniteLogitsError, SpaceMismatchError
 
 __all__ = ["NextTokenModel", "FunctionModel", "NGramModel", "as_model", "describe_model", "evaluate",
-           "jitted_model", "check_model_fits"]
+           "jitted_model", "check_model_fits", "probe_jittable", "TRACING_ERRORS"]
+
+#: what tracing a plain Python/numpy function under jax.jit raises (np.asarray of a tracer, bool/int of one, ...)
+TRACING_ERRORS = (jax.errors.JAXTypeError, jax.errors.JAXIndexError, jax.errors.UnexpectedTracerError)
 
 
 @runtime_checkable
@@ -56,17 +64,24 @@ class FunctionModel:
       fn: ``contexts int32[B, k] -> logits[B, N]``.
       n_tokens: alphabet size N.
       context_length: the largest context the function accepts (None: any).
-      jittable: whether ``fn`` can be traced by ``jax.jit`` (False for numpy code).
+      jittable: whether ``fn`` can be traced by ``jax.jit`` (False for numpy code);
+        None (default): detected on first use (:func:`probe_jittable`).
       name: shown in reports.
     """
 
     def __init__(self, fn: Callable, n_tokens: int, context_length: int | None = None,
-                 jittable: bool = True, name: str | None = None):
+                 jittable: bool | None = None, name: str | None = None):
         self.fn = fn
         self.n_tokens = int(n_tokens)
         self.context_length = context_length
-        self.jittable = jittable
+        self._jittable = None if jittable is None else bool(jittable)
         self.name = name or getattr(fn, "__name__", type(fn).__name__)
+
+    @property
+    def jittable(self) -> bool:
+        if self._jittable is None:
+            self._jittable = probe_jittable(self.fn, self.context_length)
+        return self._jittable
 
     def __call__(self, contexts):
         return self.fn(contexts)
@@ -160,13 +175,35 @@ def evaluate(model, contexts: np.ndarray, jitted: Callable | None = None) -> np.
 _JITTED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
+def probe_jittable(fn: Callable, context_length: int | None = None) -> bool:
+    """Whether ``fn`` traces under jax: one abstract call (``jax.eval_shape``, nothing computed) on
+    int32[1, context_length or 1]. False iff tracing raises a JAX tracing error (numpy code); any other
+    error leaves the answer True, and the real call reports that error in full."""
+    try:
+        jax.eval_shape(fn, jax.ShapeDtypeStruct((1, int(context_length or 1)), jnp.int32))
+    except TRACING_ERRORS:
+        return False
+    except Exception:  # noqa: BLE001 - not a tracing problem; the evaluation will raise it with context
+        return True
+    return True
+
+
+def _eager(model) -> Callable:
+    """A plain Python/numpy model called outside jit on numpy int32 contexts."""
+    return lambda c: model(np.asarray(c, dtype=np.int32))
+
+
 def jitted_model(model):
     """``jax.jit`` of the model's call, made once per model object (compiled once per shape).
 
-    Models marked ``jittable = False`` are returned unchanged.
+    Models marked ``jittable = False``, and models without the mark whose call does not
+    trace (:func:`probe_jittable`), are called outside jit on numpy contexts instead.
     """
-    if not getattr(model, "jittable", True):
-        return model
+    flag = getattr(model, "jittable", None)
+    if flag is None:
+        flag = probe_jittable(model, getattr(model, "context_length", None))
+    if not flag:
+        return _eager(model)
     try:
         fn = _JITTED.get(model)
     except TypeError:  # not weak-referenceable / hashable: jit afresh

@@ -294,7 +294,9 @@ _ALIASES = {
 def parse(spec: str | Procedure) -> Procedure:
     """Parse a short spec: ``"temperature=0.8,top_k=3"``, ``"greedy"``, ``"top_p=0.9"``.
 
-    Keys: temperature (t), top_k (k), top_p (p), min_p; the word ``greedy``.
+    Keys: temperature (t), top_k (k), top_p (p), min_p; the word ``greedy``, which
+    stands alone (combined with another key it raises InvalidProcedureError:
+    greedy decoding would ignore that key).
     """
     if isinstance(spec, Procedure):
         return spec
@@ -326,6 +328,11 @@ def parse(spec: str | Procedure) -> Procedure:
                 parts.append({"temperature": temperature, "top_p": top_p, "min_p": min_p}[name](float(value)))
         except ValueError:
             raise InvalidProcedureError(f"bad value {value!r} for {name} in procedure spec {spec!r}") from None
+    if any(p.greedy for p in parts) and not all(p.greedy for p in parts):  # greedy ignores every other stage: refuse, never drop
+        raise InvalidProcedureError(
+            f"procedure spec {spec!r} combines greedy with other stages, which greedy decoding ignores "
+            f"(argmax of the logits); write 'greedy' alone, or drop 'greedy' to sample with those settings"
+        )
     return compose(*parts)
 
 

@@ -6,6 +6,7 @@ Operator's structure, so they check the fast kernels rather than share their bug
 
 from __future__ import annotations
 
+import decimal
 import itertools
 import math
 from math import gcd
@@ -423,8 +424,6 @@ def probabilities_reference(procedure: Procedure, logits: np.ndarray) -> np.ndar
     logits, t and p; only the final probabilities are rounded to float64. No log-space tricks,
     no shift by the maximum: an independent route to the same numbers.
     """
-    import decimal
-
     z = np.asarray(logits, dtype=np.float64)
     out = np.zeros_like(z)
     for idx in np.ndindex(z.shape[:-1]):
