@@ -53,3 +53,20 @@ def test_decode_class():
     cyc = np.array([space.index([0, 1, 2]), space.index([1, 2, 0]), space.index([2, 0, 1])])
     assert decode_class(space, cyc, True) == "012 -> (012)*"
     assert decode_class(space, cyc, False) == "{012, 120, 201}"
+
+
+def test_toolkit_runs_the_section():
+    from semio_jax.app.toolkit import SECTIONS, run_toolkit
+
+    assert "zero_temperature" in SECTIONS
+    model = sj.NGramModel(np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.1, 0.4]])))
+    model.context_length = 2
+    op = sj.build_operator(model, sj.StateSpace(3, 2), "temperature=0.5")
+    lines = []
+    out = run_toolkit(op, model, model_name="bigram", sample=True, echo=lines.append, sections=("zero_temperature",))
+    zt = out["zero_temperature"]
+    assert zt["applicable"] and out["checks"] == []
+    # bigram argmax: 0 -> 0 and 2 -> 0, 1 -> 2: one greedy cycle, the repeated token 0, stable, never left
+    assert [r["decoded"] for r in zt["classes_shown"]] == ["00 -> (0)*"]
+    assert zt["classes_shown"][0]["stable"] and zt["escape_resistance"] == [math.inf]
+    assert "zero-temperature limit: 1 recurrent classes" in "\n".join(lines)
