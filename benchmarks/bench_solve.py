@@ -4,7 +4,8 @@ Question: on the same chains, how long does each solver take, how accurate is
 the answer it returns (measured here, by us, in float64), and how much memory
 does it need?
 
-Chains (N = 2 tokens, full windows only: StateSpace(2, L, prefixes=False), S = 2^L states):
+Chains (full windows only: StateSpace(N, L, prefixes=False); a size "L" on the command line means
+2^L states, so the N = 4 chains use L/2 tokens of context):
 
   fast    order-L n-gram (NGramModel) with i.i.d. N(0, 1) logits for every window
           (seed 0), temperature=1: one attractor, mixes within a few L steps.
@@ -16,7 +17,15 @@ Chains (N = 2 tokens, full windows only: StateSpace(2, L, prefixes=False), S = 2
           attractors (0^L, 1^L and the 2-cycle (01)^(L/2) <-> (10)^(L/2)); the expected
           absorption time reaches 2.6e3 steps.
 
-Peers, problem "pi" (stationary distribution; fast and slow chains):
+  fast4   as fast with N = 4 (order-L/2 n-gram, N(0, 1) logits, seed 0, temperature 1).
+  slow4   order-2 n-gram with N = 4 and N(0, 1) logits (seed 3), temperature 0.25 (exact reference from
+          its 16-state chain, as for slow).
+  tf2, tf4            a random 2-layer d_model=32 transformer (TransformerModel.random, seed 0; the zoo
+                      architecture) with N = 2 or 4 at temperature 1;
+  tf2-cold, tf4-cold  the same at temperature 0.2. No exact reference: Storm's error is bounded by
+                      ||pi_storm - pi_auto||_1 + semio-auto's certified bound.
+
+Peers, problem "pi" (stationary distribution; every chain but absorb):
   semio-<m>      sj.stationary_result(op, method=m), for every method its docstring lists
                  (found at run time; "auto", the default, dispatches to the others: see its row's
                  note for the method it chose; "krylov" is GMRES
@@ -111,7 +120,11 @@ SLOW_SEED = 27
 FAST_SEED = 0
 FORCED = [((0, 0, 0, 0), 0), ((1, 1, 1, 1), 1), ((0, 1, 0, 1), 0), ((1, 0, 1, 0), 1)]
 GTH_MAX_STATES = 2**10  # semio's own GTH_MAX: auto uses gth up to 1024 states
-STORM_PI = ["storm-lu", "storm-sound", "storm-iter", "storm-evt"]
+#: tight Storm settings: name -> (steady-state algorithm, native method), precision 1e-12 absolute
+TIGHT = {"evt-gs": ("EXPECTED_VISITING_TIMES", "GAUSS_SEIDEL"), "evt-sor": ("EXPECTED_VISITING_TIMES", "SOR"),
+         "evt-jacobi": ("EXPECTED_VISITING_TIMES", "JACOBI"), "eq-gs": ("EQUATION_SYSTEM", "GAUSS_SEIDEL"),
+         "classic-power": ("CLASSIC", "POWER")}
+STORM_PI = ["storm-lu", "storm-sound", "storm-iter", "storm-evt"] + [f"storm-{k}" for k in TIGHT]
 STORM_H = ["storm-lu", "storm-sound", "storm-iter"]
 SCIPY_PI = ["scipy-spsolve", "scipy-eigs"]
 SCIPY_H = ["scipy-spsolve"]
@@ -120,6 +133,25 @@ WALL_FACTOR = 6  # a solve is also stopped after WALL_FACTOR x limit wall second
 
 
 # ============================================================ chains (parent side)
+#: chain -> (N, temperature, n-gram order of the exact reference or None). A size L on the command line
+#: means 2^L states: N=4 chains use L/2 tokens of context.
+CHAINS = {
+    "fast": (2, 1.0, None), "slow": (2, 0.25, 4), "absorb": (2, 0.25, 4),
+    "fast4": (4, 1.0, None), "slow4": (4, 0.25, 2),
+    "tf2": (2, 1.0, None), "tf2-cold": (2, 0.2, None), "tf4": (4, 1.0, None), "tf4-cold": (4, 0.2, None),
+}
+SLOW4_SEED = 3
+
+
+def chain_context(chain: str, size_exp: int) -> int:
+    """Context length L giving 2^size_exp states for this chain's alphabet."""
+    n = CHAINS[chain][0]
+    length = round(size_exp / np.log2(n))
+    if n**length != 2**size_exp:
+        raise SystemExit(f"2^{size_exp} states are not a power of N={n} for chain {chain!r}")
+    return length
+
+
 def ngram4_table(absorbing: bool) -> np.ndarray:
     table = np.random.default_rng(SLOW_SEED).normal(size=(N_TOKENS,) * 5)
     if absorbing:
@@ -128,15 +160,26 @@ def ngram4_table(absorbing: bool) -> np.ndarray:
     return table
 
 
-def build_chain(chain: str, length: int):
+def build_chain(chain: str, size_exp: int):
+    """The operator of ``chain`` with 2^size_exp full windows (StateSpace(N, L, prefixes=False))."""
     import semio_jax as sj
 
-    space = sj.StateSpace(N_TOKENS, length, prefixes=False)
-    if chain == "fast":
-        table = np.random.default_rng(FAST_SEED).normal(size=(N_TOKENS,) * (length + 1))
-        return sj.build_operator(sj.NGramModel(table, name=f"random-order-{length}"), space, "temperature=1")
-    model = sj.NGramModel(ngram4_table(chain == "absorb"), name=f"ngram4-{chain}")
-    return sj.build_operator(model, space, "temperature=0.25")
+    n, temp, order = CHAINS[chain]
+    length = chain_context(chain, size_exp)
+    space = sj.StateSpace(n, length, prefixes=False)
+    if chain in ("fast", "fast4"):
+        table = np.random.default_rng(FAST_SEED).normal(size=(n,) * (length + 1))
+        model = sj.NGramModel(table, name=f"random-order-{length}")
+    elif chain == "slow4":
+        model = sj.NGramModel(np.random.default_rng(SLOW4_SEED).normal(size=(n,) * (order + 1)), name="ngram2-N4")
+    elif chain.startswith("tf"):
+        from semio_models.transformer import TransformerConfig, TransformerModel
+
+        cfg = TransformerConfig(n_tokens=n, context_length=length, n_layers=2, d_model=32, n_heads=2)
+        model = TransformerModel.random(cfg, seed=0)
+    else:
+        model = sj.NGramModel(ngram4_table(chain == "absorb"), name=f"ngram4-{chain}")
+    return sj.build_operator(model, space, f"temperature={temp:g}")
 
 
 def _solve_exact(a: list[list[Fraction]], b: list[list[Fraction]]) -> list[list[Fraction]]:
@@ -155,42 +198,44 @@ def _solve_exact(a: list[list[Fraction]], b: list[list[Fraction]]) -> list[list[
     return [row[n:] for row in aug]
 
 
-def _lumped(op) -> tuple[np.ndarray, np.ndarray]:
-    """(q4[16, 2], succ4[16, 2]): the 4-gram chain of an order-4 model, from the operator's own table.
+def _lumped(op, order: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """(q[N^k, N], succ[N^k, N]): the k-gram chain of an order-k model, from the operator's own table.
 
-    State c < 16 of T^L is (0, ..., 0, c's 4 bits), so its row is the rule after context c.
+    State c < N^k of T^L is (0, ..., 0, c's k digits), so its row is the rule after context c.
     """
-    n4 = N_TOKENS**4
-    q4 = np.array(op.probs[:n4])
-    succ4 = (np.arange(n4)[:, None] % N_TOKENS**3) * N_TOKENS + np.arange(N_TOKENS)[None, :]
-    return q4, succ4
+    n = op.n_tokens
+    nk = n**order
+    q = np.array(op.probs[:nk])
+    succ = (np.arange(nk)[:, None] % n ** (order - 1)) * n + np.arange(n)[None, :]
+    return q, succ
 
 
-def _lift_to_windows(first: np.ndarray, q4: np.ndarray, length: int) -> np.ndarray:
-    """pi over T^L from the law of the first 4 tokens and the 4-gram rule: pi_{k+1}[x N + y] = pi_k[x] q4[x mod 16, y]."""
+def _lift_to_windows(first: np.ndarray, q: np.ndarray, length: int, n: int = N_TOKENS, order: int = 4) -> np.ndarray:
+    """pi over T^L from the law of the first k tokens and the k-gram rule: pi_{i+1}[x N + y] = pi_i[x] q[x mod N^k, y]."""
     pi = np.asarray(first, dtype=np.float64)
-    for _ in range(4, length):
-        ctx = np.arange(pi.size) % N_TOKENS**4
-        pi = (pi[:, None] * q4[ctx]).reshape(-1)
+    for _ in range(order, length):
+        ctx = np.arange(pi.size) % n**order
+        pi = (pi[:, None] * q[ctx]).reshape(-1)
     return pi
 
 
-def exact_stationary_ngram4(op) -> np.ndarray:
+def exact_stationary_ngram(op, order: int = 4) -> np.ndarray:
+    """pi* of an order-k n-gram chain on T^L: GTH in exact rationals on the N^k-state chain, lifted to windows."""
     from semio_jax.testing.references import gth_rational
 
-    q4, succ4 = _lumped(op)
-    n4 = q4.shape[0]
-    p = [[Fraction(0)] * n4 for _ in range(n4)]
-    for c in range(n4):
-        for y in range(N_TOKENS):
-            p[c][int(succ4[c, y])] += Fraction(float(q4[c, y]))
-    pi4 = np.array([float(x) for x in gth_rational(p)])
-    return _lift_to_windows(pi4, q4, op.space.length)
+    q, succ = _lumped(op, order)
+    nk, n = q.shape
+    p = [[Fraction(0)] * nk for _ in range(nk)]
+    for c in range(nk):
+        for y in range(n):
+            p[c][int(succ[c, y])] += Fraction(float(q[c, y]))
+    pik = np.array([float(x) for x in gth_rational(p)])
+    return _lift_to_windows(pik, q, op.space.length, n, order)
 
 
 def exact_absorption_ngram4(op, attractors: list[np.ndarray]) -> np.ndarray:
     """h*[S, m]: absorption probabilities of the absorb chain; h(s) depends on the last 4 tokens of s only."""
-    q4, succ4 = _lumped(op)
+    q4, succ4 = _lumped(op, 4)
     n4 = q4.shape[0]
     # the 4-gram class of each T^L attractor: the last-4-token contexts of its member windows
     cls = {}
@@ -256,6 +301,18 @@ def storm_environment(setting: str):
     elif setting == "evt":
         env = stormpy.Environment()
         env.modelchecker().steady_state_distribution_algorithm = E.SteadyStateDistributionAlgorithm.EXPECTED_VISITING_TIMES
+    elif setting in TIGHT:
+        # Storm's native solvers with an absolute precision of 1e-12 (stormpy exposes the precision
+        # of the native solvers only): the settings that can land within 1e-10 of the answer
+        algo, method = TIGHT[setting]
+        env = stormpy.Environment()
+        env.solver().set_linear_equation_solver_type(E.EquationSolverType.NATIVE)
+        nat = env.solver().native()
+        nat.method = getattr(E.NativeLinearEquationSolverMethod, method)
+        nat.precision = stormpy.Rational(1e-12)
+        nat.relative_termination_criterion = False
+        nat.maximal_number_of_iterations = 10**9
+        env.modelchecker().steady_state_distribution_algorithm = getattr(E.SteadyStateDistributionAlgorithm, algo)
     else:
         raise ValueError(setting)
     return env
@@ -302,6 +359,7 @@ def worker(peer: str, problem: str, data: str, out: str) -> int:
     probs, length = arrays["probs"], int(arrays["length"])
     attractor_of = arrays["attractor_of"] if "attractor_of" in arrays else None
     info = ""
+    extra = {}
     t0 = time.perf_counter()
     if peer.startswith("semio-"):
         op = sj.Operator(sj.StateSpace(probs.shape[1], length, prefixes=False), probs)
@@ -324,8 +382,9 @@ def worker(peer: str, problem: str, data: str, out: str) -> int:
                 res = stationary_sharded(op, method=peer.rsplit("-", 1)[1])
             else:
                 res = sj.stationary_result(op, method=peer.split("-", 1)[1])
-            result = res.distributions[0]
+            result = res.distribution(0)
             bound = res.error_bounds[0]
+            extra = {"matvecs": res.matvecs[0], "bound": bound}
             info = f"method={res.methods[0]}; certified L1 error bound " + (f"{bound:.1e}" if bound is not None else "none")
         else:
             res = sj.basins_result(op)
@@ -374,7 +433,7 @@ def worker(peer: str, problem: str, data: str, out: str) -> int:
     np.save(out + ".npy", np.asarray(result, dtype=np.float64))
     Path(out + ".json").write_text(json.dumps({
         "status": "ok", "setup_s": setup, "solve_s": solve, "solve_cpu_s": solve_cpu, "rss_setup_mib": rss_setup,
-        "rss_peak_mib": _rss_mib(), "info": info}))
+        "rss_peak_mib": _rss_mib(), "info": info, **extra}))
     return 0
 
 
@@ -492,7 +551,8 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=float, help="CPU seconds per solve (default 60; 20 with --quick)")
     ap.add_argument("--mem-gib", type=float, default=8.0, help="memory cap per run in GiB (default 8)")
     ap.add_argument("--peers", help="comma-separated subset of peers")
-    ap.add_argument("--chains", default="fast,slow,absorb", help="comma-separated subset of fast, slow, absorb")
+    ap.add_argument("--chains", default="fast,slow,absorb",
+                    help="comma-separated subset of " + ", ".join(CHAINS) + " (see CHAINS)")
     ap.add_argument("--no-predict", dest="predict", action="store_false",
                     help="run every size even when linear extrapolation of the previous size exceeds the limit")
     ap.add_argument("--name", default="solve", help="output name in benchmarks/results (default solve)")
@@ -515,7 +575,9 @@ def main(argv=None) -> int:
         wanted = set(args.peers.split(","))
         peers_pi = [p for p in peers_pi if p in wanted]
         peers_h = [p for p in peers_h if p in wanted]
-    chains = [c for c in ("fast", "slow", "absorb") if c in args.chains.split(",")]
+    chains = [c for c in args.chains.split(",") if c in CHAINS]
+    bandwidth = copy_bandwidth()
+    print(f"copy bandwidth of this machine: {bandwidth / 1e9:.1f} GB/s (read + write)", flush=True)
     print(f"semio methods: {methods}; sizes L = {sizes}; limit {limit:g} CPU s; memory cap {args.mem_gib:g} GiB", flush=True)
 
     records, rows, env_desc = [], [], {}
@@ -527,20 +589,25 @@ def main(argv=None) -> int:
             stopped: dict[str, str] = {}
             last_cpu: dict[str, tuple[int, float]] = {}
             for length in sizes:
+                tb = time.process_time()
                 op = build_chain(chain, length)
+                print(f"{chain} 2^{length}: built in {time.process_time() - tb:.1f} CPU s", flush=True)
                 s = op.num_states
-                arrays = {"probs": op.probs, "length": np.array(length)}
+                semio_ref = None  # (pi, certified bound) of semio-auto: Storm's error is bounded through it
+                arrays = {"probs": op.probs, "length": np.array(op.space.length)}
                 atts = sj.attractors(op)
                 if problem == "h":
                     arrays["attractor_of"] = sj.class_structure(op).attractor_of.astype(np.int64)
                     ref = exact_absorption_ngram4(op, atts)
                 else:
                     assert len(atts) == 1 and atts[0].size == s, "the stationary chains must be ergodic"
-                    ref = exact_stationary_ngram4(op) if chain == "slow" else None
+                    order = CHAINS[chain][2]
+                    ref = exact_stationary_ngram(op, order) if order else None
                 data = work / f"{chain}-L{length}.npz"
                 np.savez(data, **arrays)
                 for peer in peers:
-                    rec = {"problem": problem, "chain": chain, "L": length, "states": s, "peer": peer}
+                    rec = {"problem": problem, "chain": chain, "L": length, "states": s, "peer": peer,
+                           "n_tokens": op.n_tokens, "table_mib": op.probs.nbytes / 2**20}
                     if peer == "semio-gth" and s > GTH_MAX_STATES:
                         rec.update(status="not run", note=f"dense O(S^3): run up to {GTH_MAX_STATES} states")
                     elif peer in stopped:
@@ -558,6 +625,15 @@ def main(argv=None) -> int:
                             last_cpu[peer] = (s, r["solve_cpu_s"])
                             rec["residual"], rec["error"] = accuracy(problem, op, r["result"], ref)
                             rec["note"] = r.get("info", "")
+                            if r.get("matvecs"):
+                                rec["matvecs"] = int(r["matvecs"])
+                                # least traffic of one product: the table once, one vector in, one out
+                                rec["bw_bound_s"] = r["matvecs"] * 8 * (op.n_tokens + 2) * s / bandwidth
+                            if peer == "semio-auto" and problem == "pi" and r.get("bound") is not None:
+                                semio_ref = (r["result"], r["bound"])
+                            if ref is None and semio_ref is not None and problem == "pi":
+                                # ||x - pi*|| <= ||x - pi_auto|| + (certified bound of pi_auto)
+                                rec["error_le"] = float(np.abs(r["result"] - semio_ref[0]).sum()) + semio_ref[1]
                             if peer.startswith("storm-"):
                                 env_desc[peer] = r.get("info", "")
                                 rec["note"] = ""
@@ -570,9 +646,8 @@ def main(argv=None) -> int:
                     rows.append(_row(rec))
                     print(rows[-1], flush=True)
 
-    headers = ["problem", "chain", "states", "peer", "status", "setup s", "solve s", "solve CPU s", "residual",
-               "error vs exact",
-               "peak MiB", "+MiB", "note"]
+    headers = ["problem", "chain", "N", "states", "peer", "status", "setup s", "solve s", "solve CPU s", "matvecs",
+               "bw bound s", "of CPU s", "residual", "error vs exact", "peak MiB", "+MiB", "+MiB / table", "note"]
     RESULTS.mkdir(exist_ok=True)
     extra = RESULTS / "solve_lu16_raw.json"  # the supplementary run of the direct solvers (see Usage)
     extra = json.loads(extra.read_text()) if args.name == "solve" and extra.exists() else None
@@ -581,10 +656,10 @@ def main(argv=None) -> int:
     raw = {"limit_s": limit, "mem_gib": args.mem_gib, "sizes": sizes, "semio_methods": methods,
            "storm_settings": env_desc, "records": records}
     (RESULTS / f"{args.name}_raw.json").write_text(json.dumps(raw, indent=1, default=float))
-    notes = _notes(limit, args.mem_gib, methods, env_desc, fig, extra is not None)
+    notes = _notes(limit, args.mem_gib, methods, env_desc, fig, extra is not None, bandwidth)
     write_table(args.name, headers, rows, notes=notes,
                 title="Stationary distribution (pi) and absorption probabilities (h): semio_jax vs Storm vs SciPy "
-                      f"(N=2, S=2^L full windows; limit {limit:g} CPU s per solve)")
+                      f"(S=2^L full windows; limit {limit:g} CPU s per solve)")
     return 0
 
 
@@ -592,16 +667,33 @@ def _fmt(x, spec):
     return "-" if x is None else format(x, spec)
 
 
+def copy_bandwidth(nbytes: int = 2**28, repeats: int = 5) -> float:
+    """Bytes per second np.copyto moves on this machine (read + write counted), best of ``repeats``."""
+    a = np.ones(nbytes // 8)
+    b = np.empty_like(a)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.copyto(b, a)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * nbytes / best
+
+
 def _row(rec: dict) -> list:
     plus = (rec["rss_peak_mib"] - rec["rss_setup_mib"]) if rec.get("rss_setup_mib") is not None else None
-    return [rec["problem"], rec["chain"], f"2^{rec['L']}", rec["peer"], rec["status"],
+    frac = (rec["bw_bound_s"] / rec["solve_cpu_s"]) if rec.get("bw_bound_s") and rec.get("solve_cpu_s") else None
+    err = (_fmt(rec.get("error"), ".1e") if rec.get("error") is not None
+           else f"<= {rec['error_le']:.1e}" if rec.get("error_le") is not None else "-")
+    return [rec["problem"], rec["chain"], rec.get("n_tokens", 2), f"2^{rec['L']}", rec["peer"], rec["status"],
             _fmt(rec.get("setup_s"), ".2f"), _fmt(rec.get("solve_s"), ".3g"), _fmt(rec.get("solve_cpu_s"), ".3g"),
-            _fmt(rec.get("residual"), ".1e"), _fmt(rec.get("error"), ".1e"),
+            _fmt(rec.get("matvecs"), "d"), _fmt(rec.get("bw_bound_s"), ".2g"), _fmt(frac, ".0%"),
+            _fmt(rec.get("residual"), ".1e"), err,
             _fmt(rec.get("rss_peak_mib"), ".0f") if rec["status"] in ("ok", "DNF", "OOM") else "-",
-            _fmt(plus, ".0f"), rec.get("note", "")]
+            _fmt(plus, ".0f"), _fmt(plus / rec["table_mib"] if plus is not None and rec.get("table_mib") else None, ".2f"),
+            rec.get("note", "")]
 
 
-def _notes(limit, mem_gib, methods, env_desc, fig, extra: bool = False) -> str:
+def _notes(limit, mem_gib, methods, env_desc, fig, extra: bool = False, bandwidth: float | None = None) -> str:
     lines = [f"Figure: `{fig.relative_to(HERE.parent)}` (log-log solve CPU time vs states, one panel per chain; "
              "crosses: did not finish"
              + ("; open markers: the direct solvers at 2^16 from benchmarks/results/solve_lu16.md, run with a "
@@ -628,6 +720,13 @@ def _notes(limit, mem_gib, methods, env_desc, fig, extra: bool = False) -> str:
               f"{WALL_FACTOR * limit:g} s wall); OOM = RSS above "
               f"{mem_gib:g} GiB; after either (or a failure) the peer's larger sizes are skipped. 'peak MiB' = the "
               "process's peak RSS (imports and the loaded table included); '+MiB' = what the solve added.",
+              f"matvecs: structured products the semio solve used (power steps, GMRES and hitting-time "
+              f"products); 'bw bound s' = matvecs x 8 (N + 2) S bytes (the table once, one vector in and one "
+              f"out) / the copy bandwidth measured by this run ({(bandwidth or 0) / 1e9:.1f} GB/s, np.copyto of "
+              f"256 MiB, read + write): the time the products alone need at the memory-bandwidth limit; "
+              f"'of CPU s' = that bound / the solve's CPU time. '+MiB / table' = the solve's added RSS over the "
+              f"float64 probability table (8 N S bytes). 'error vs exact' shows '<= x' where no exact reference "
+              f"exists: ||pi - pi_auto||_1 + semio-auto's certified bound, a rigorous bound on the error.",
               "Timings: 'solve s' is wall clock, 'solve CPU s' the process's CPU time (all threads) during the "
               "solve. The machine's 2 cores are shared with other jobs, so wall times carry their load; compare "
               "peers by CPU time (the figure plots it) and only within this table."]

@@ -51,9 +51,10 @@ def brute_force(model, n_tokens: int, length: int, prefixes: bool, procedure):
 def dense_reference(op) -> np.ndarray:
     """The |S| x |S| transition matrix by a loop over (state, token)."""
     p = np.zeros((op.num_states, op.num_states))
+    succ = op.successors  # computed on each access: once here
     for s in range(op.num_states):
         for y in range(op.n_tokens):
-            p[s, op.successors[s, y]] += op.probs[s, y]
+            p[s, succ[s, y]] += op.probs[s, y]
     return p
 
 
@@ -91,7 +92,7 @@ def exact_rows(op, states) -> dict:
         for y in range(op.n_tokens):
             p = op.probs[s, y]
             if p > 0:
-                t = int(op.successors[s, y])
+                t = op.space.successor(s, y)
                 row[t] = row.get(t, Fraction(0)) + Fraction(float(p))
         total = sum(row.values())
         rows[s] = {t: v / total for t, v in row.items()}
@@ -183,8 +184,8 @@ def period_by_traces(op, members) -> int:
     adj = np.zeros((n, n), dtype=np.int64)
     for s in members:
         for y in range(op.n_tokens):
-            if op.probs[s, y] > 0 and int(op.successors[s, y]) in pos:
-                adj[pos[s], pos[int(op.successors[s, y])]] = 1
+            if op.probs[s, y] > 0 and op.space.successor(s, y) in pos:
+                adj[pos[s], pos[op.space.successor(s, y)]] = 1
     g = 0
     power = np.eye(n, dtype=np.int64)
     for k in range(1, n + 1):

@@ -49,7 +49,7 @@ def test_drn_round_trips_the_table(op):
         expected = {}
         for y in range(op.n_tokens):
             if op.probs[s, y] > 0:
-                expected[int(op.successors[s, y])] = expected.get(int(op.successors[s, y]), 0.0) + op.probs[s, y]
+                expected[op.space.successor(s, y)] = expected.get(op.space.successor(s, y), 0.0) + op.probs[s, y]
         assert rows[s] == expected  # bit-exact: floats written with repr
     atts = sj.attractors(op)
     for s in range(op.num_states):

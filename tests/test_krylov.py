@@ -288,3 +288,145 @@ def test_basis_budget_follows_available_memory(monkeypatch):
     assert krylov.basis_budget() == 2 * 2**30
     monkeypatch.setattr(operator_mod, "available_memory", lambda: 500 * 2**30)
     assert krylov.basis_budget() == krylov.MAX_BASIS_BUDGET
+
+
+@pytest.mark.parametrize("n,length,prefixes", [(2, 4, True), (3, 3, False), (1, 3, True), (4, 2, True)])
+def test_chain_kernels_match_the_dense_off_diagonal(n, length, prefixes):
+    """push_off / pull_off / exits against the dense matrix with its diagonal removed, read from the
+    successor definition; a constant window that stays with probability 1 - 1e-20 keeps its exit rate."""
+    from semio_jax.testing.references import dense_block
+
+    space = sj.StateSpace(n, length, prefixes=prefixes)
+    rng = np.random.default_rng(n * 10 + length)
+    p = rng.dirichlet(np.ones(n), size=space.num_states)
+    if n > 1:
+        p[0] = [1.0] + [1e-20 / (n - 1)] * (n - 1)  # state 0 = (0, ..., 0): a self-loop of 1 - 1e-20
+    op = sj.Operator(space, p)
+    dense, _ = dense_block(op.probs, space.successor_table(), range(space.num_states))
+    off = dense - np.diag(np.diag(dense))
+    for full_only in (False, True):
+        kern = krylov.ChainKernels(op, full_only=full_only)
+        k = kern.size
+        v = rng.normal(size=k)
+        block = off[:k, :k]
+        np.testing.assert_allclose(kern.pull_off(v), block @ v, rtol=1e-13, atol=1e-300)
+        np.testing.assert_allclose(kern.push_off(v), v @ block, rtol=1e-13, atol=1e-300)
+        np.testing.assert_allclose(kern.exits, off[:k].sum(axis=1), rtol=1e-15, atol=0)
+    if n > 1:
+        assert kern.exits[0] == pytest.approx(1e-20, rel=1e-12)
+
+
+# ------------------------------------- certified hitting times from a stationary law
+def _exact_hitting_times(op, members, j):
+    """E_i[steps to hit j] for i in members, in exact rationals (Gauss-Jordan on (I - Q_j) t = 1)."""
+    from fractions import Fraction
+
+    from semio_jax.testing.references import dense_block
+
+    p, mem = dense_block(op.probs, op.space.successor_table(), members)
+    others = [i for i, s in enumerate(mem) if s != j]
+    n = len(others)
+    a = [[Fraction(int(r == c)) - Fraction(float(p[others[r], others[c]])) for c in range(n)] + [Fraction(1)]
+         for r in range(n)]
+    for c in range(n):
+        piv = next(r for r in range(c, n) if a[r][c] != 0)
+        a[c], a[piv] = a[piv], a[c]
+        inv = 1 / a[c][c]
+        a[c] = [v * inv for v in a[c]]
+        for r in range(n):
+            if r != c and a[r][c] != 0:
+                f = a[r][c]
+                a[r] = [vr - f * vc for vr, vc in zip(a[r], a[c])]
+    return max(float(row[n]) for row in a)
+
+
+def _exact_pi(op, members):
+    from fractions import Fraction
+
+    from semio_jax.testing.references import dense_block, gth_rational
+
+    p, mem = dense_block(op.probs, op.space.successor_table(), members)
+    pi = gth_rational([[Fraction(float(x)) for x in row] for row in p])
+    out = np.zeros(op.num_states)
+    out[mem] = [float(x) for x in pi]
+    return out
+
+
+def _periodic_operator():
+    """N=2, L=2, no prefixes: 01 -> 10 -> 01 deterministically (a closed class of period 2), the rest feeds it."""
+    p = np.array([[0.3, 0.7], [1.0, 0.0], [0.0, 1.0], [0.6, 0.4]])
+    return sj.Operator(sj.StateSpace(2, 2, prefixes=False), p)
+
+
+CERT_CHAINS = {
+    "ngram-slowish": lambda: window_operator(ngram_logits(4, order=3, seed=1), 2, 4, 0.5),
+    "random-N3": lambda: window_operator(np.random.default_rng(2).normal(size=(9, 3)), 3, 2, 1.0),
+    "periodic": _periodic_operator,
+}
+
+
+@pytest.mark.parametrize("name", sorted(CERT_CHAINS))
+def test_hitting_time_certificate_brackets_the_exact_tau(name):
+    """The deflated Richardson certificate, seeded by the exact pi, is an upper bound on the exact
+    (rational) max_i E_i[T_j] and within 10% of it (so a bound of 0, or a quarter of itself, fails)."""
+    op = CERT_CHAINS[name]()
+    members = sj.attractors(op)[0]
+    pi = _exact_pi(op, members)
+    kern = krylov.ChainKernels(op, full_only=True)
+    for j in (int(members[np.argmax(pi[members])]), int(members[np.argmin(pi[members])])):
+        inside = np.zeros(kern.size, dtype=bool)
+        inside[members] = True
+        sink = np.zeros(kern.size, dtype=bool)
+        sink[j] = True
+        tau, steps = krylov.hitting_time_certificate(kern, inside, sink, pi[: kern.size])
+        exact = _exact_hitting_times(op, members, j)
+        assert tau is not None and steps > 0
+        assert exact <= tau <= 1.1 * exact, (name, j, exact, tau)
+
+
+@pytest.mark.parametrize("name", sorted(CERT_CHAINS))
+def test_power_result_is_certified_against_the_exact_law(name):
+    """method="power" now certifies with the Richardson tau_j: bound >= exact L1 error, tau_j >= exact."""
+    op = CERT_CHAINS[name]()
+    res = sj.stationary_result(op, method="power")
+    members = sj.attractors(op)[0]
+    exact = _exact_pi(op, members)
+    err = np.abs(res.distribution(0) - exact).sum()
+    assert res.error_bounds[0] is not None
+    assert err <= res.error_bounds[0]
+    assert res.hitting_times[0] >= _exact_hitting_times(op, members, res.reference_states[0])
+
+
+def test_hitting_time_certificate_gives_up_on_a_slow_chain():
+    """A metastable chain where Richardson would need far more steps: it says so (None) instead of guessing."""
+    op = window_operator(ngram_logits(10), 2, 10, 0.1)
+    members = sj.attractors(op)[0]
+    kern = krylov.ChainKernels(op, full_only=True)
+    pi = sj.stationary_result(op, method="lu").distribution(0)
+    inside = np.zeros(kern.size, dtype=bool)
+    inside[members] = True
+    sink = np.zeros(kern.size, dtype=bool)
+    sink[int(np.argmax(pi))] = True
+    tau, steps = krylov.hitting_time_certificate(kern, inside, sink, pi, max_steps=200)
+    assert tau is None and steps <= 201
+
+
+@pytest.mark.parametrize("method", ["power", "krylov", "auto"])
+def test_small_classes_of_a_big_space_are_solved_as_sparse_blocks(monkeypatch, method):
+    """Two 32-state attractors among 1024 windows: power, krylov and auto's power-first path run on the
+    class's own sparse chain (BlockKernels), and each law is certified against the exact (rational) one."""
+    for name, value in (("GTH_MAX", 4), ("LU_MAX", 8), ("KRYLOV_AUTO_MAX", 8)):
+        monkeypatch.setattr(stationary_mod, name, value)
+    kinds = []
+    real = stationary_mod._kernels
+    monkeypatch.setattr(stationary_mod, "_kernels", lambda op, m: kinds.append(type(real(op, m)[0])) or real(op, m))
+    op = _group_chain()
+    res = sj.stationary_result(op, method=method)
+    atts = sj.attractors(op)
+    assert len(atts) == 2 and kinds and all(k is krylov.BlockKernels for k in kinds)
+    for i, members in enumerate(atts):
+        exact = _exact_pi(op, members)
+        assert res.error_bounds[i] is not None
+        assert np.abs(res.distribution(i) - exact).sum() <= res.error_bounds[i]
+        assert res.hitting_times[i] >= _exact_hitting_times(op, members, res.reference_states[i])
+        assert res.hitting_times[i] <= 1.1 * _exact_hitting_times(op, members, res.reference_states[i])

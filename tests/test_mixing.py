@@ -19,7 +19,7 @@ def dense_matrix(op) -> np.ndarray:
     p = np.zeros((s, s))
     for i in range(s):
         for y in range(op.n_tokens):
-            p[i, int(op.successors[i, y])] += op.probs[i, y]
+            p[i, op.space.successor(i, y)] += op.probs[i, y]
     return p
 
 

@@ -163,3 +163,18 @@ def test_bad_indices_and_sizes():
     with pytest.raises(sj.StateSpaceTooLargeError, match="2\\*\\*40"):
         sj.StateSpace(2, 41)
     assert sj.StateSpace(2, 40, prefixes=False).num_states == MAX_STATES
+
+
+@pytest.mark.property
+@given(spaces(max_tokens=4, max_length=4, max_states=400), st.integers(0, 2**32 - 1))
+def test_successors_are_arithmetic_and_never_stored(space, seed):
+    """successors_of agrees with the token-appending definition on random (state, token) batches; nothing is cached."""
+    rng = np.random.default_rng(seed)
+    states = rng.integers(0, space.num_states, size=50)
+    toks = rng.integers(0, space.n_tokens, size=50)
+    got = space.successors_of(states, toks)
+    for s, y, t in zip(states, toks, got):
+        tokens = list(space.tokens(int(s))) + [int(y)]
+        assert int(t) == space.index(tokens[-space.length:])
+    assert space.successor_table() is not space.successor_table()  # computed on demand
+    assert not any("succ" in k for k in vars(space))

@@ -10,9 +10,9 @@ halfway through. Budgets are fractions of ``available_memory()``:
 
 Counting convention (:func:`estimate_memory`): per state and token, the
 float64 probability table (8 bytes), the float64 log-probabilities that carry
-the exact support (8 bytes), the int64 successor table (8 bytes), the model's
-float32 logits when kept (4 bytes); plus 8 float64 work vectors of length |S|
-for the analyses.
+the exact support (8 bytes), the model's float32 logits when kept (4 bytes); plus
+8 float64 work vectors of length |S| for the analyses. Successors are arithmetic
+and never stored.
 """
 
 from __future__ import annotations
@@ -59,7 +59,6 @@ def estimate_memory(space, keep_logits: bool = True) -> dict:
     items = {
         "probs (float64)": 8 * s * n,
         "log-probs (float64)": 8 * s * n,
-        "successors (int64)": 8 * s * n,
         "logits (float32)": 4 * s * n if keep_logits else 0,
         "work vectors": 8 * 8 * s,
     }

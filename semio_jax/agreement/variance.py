@@ -103,7 +103,8 @@ def surprisal_variance(op, members: np.ndarray, pi_a: np.ndarray, n: int, rtol: 
     local = np.full(op.num_states, -1, dtype=np.int64)
     local[members] = np.arange(members.size)
     probs = np.asarray(op.probs[members], dtype=np.float64)  # [|A|, N]
-    succ = local[op.successors[members]]  # [|A|, N]: successor inside the class (-1 only where probs == 0)
+    succ = op.space.successors_of(members[:, None], np.arange(op.n_tokens))  # [|A|, N], arithmetic
+    succ = local[succ]  # successor inside the class (-1 only where probs == 0)
     pos = probs > 0
     ell = np.where(pos, -np.log(np.where(pos, probs, 1.0)), 0.0)  # [|A|, N] surprisal
     h_row = (probs * ell).sum(axis=1)  # [|A|] row entropies H(s)

@@ -203,7 +203,7 @@ def _reach_counts(op) -> tuple[np.ndarray, np.ndarray, list]:
     m = len(cs.attractors)
     s = op.num_states
     if op.is_deterministic:
-        g = functional_graph(op.successors[np.arange(s), np.argmax(op.probs, axis=1)])
+        g = functional_graph(op.space.successors_of(np.arange(s), np.argmax(op.probs, axis=1)))
         return g.cycle_of.astype(np.int64), np.ones(s, dtype=np.int64), None
     if m == 1:
         return np.zeros(s, dtype=np.int64), np.ones(s, dtype=np.int64), None

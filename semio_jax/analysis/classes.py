@@ -80,7 +80,7 @@ def class_structure(op) -> ClassStructure:
 
 def _from_functional_graph(op) -> ClassStructure:
     # The map defined by the table itself (each row has a single token of mass 1).
-    g = functional_graph(op.successors[np.arange(op.num_states), np.argmax(op.support, axis=1)])
+    g = functional_graph(op.space.successors_of(np.arange(op.num_states), np.argmax(op.support, axis=1)))
     labels = np.where(g.on_cycle, g.cycle_of, -1)
     # Off-cycle states are singleton classes (a map visits each at most once).
     off = np.flatnonzero(~g.on_cycle)

@@ -143,7 +143,7 @@ def _token_matrices(op) -> list[sp.csr_matrix]:
     """P_y[s, succ(s, y)] = q(y | s), one sparse matrix per token."""
     s = op.num_states
     rows = np.arange(s)
-    return [sp.csr_matrix((op.probs[:, y], (rows, op.successors[:, y])), shape=(s, s))
+    return [sp.csr_matrix((op.probs[:, y], (rows, op.space.successors_of(rows, y))), shape=(s, s))
             for y in range(op.n_tokens)]
 
 
@@ -206,7 +206,7 @@ def string_distribution(op, start, n: int) -> np.ndarray:
         states = np.array([s0], dtype=np.int64)
         for _ in range(n):
             p = (p[:, None] * op.probs[states]).ravel()  # child index = parent * N + y
-            states = op.successors[states].ravel()
+            states = op.space.successors_of(states[:, None], np.arange(op.n_tokens)).ravel()
         out += p
     return out
 

@@ -73,7 +73,7 @@ def greedy_map(op) -> np.ndarray:
     """
     table = op.logits if getattr(op, "logits", None) is not None else op.probs
     tokens = np.argmax(table, axis=1)  # [S]
-    return op.successors[np.arange(op.num_states), tokens]
+    return op.space.successors_of(np.arange(op.num_states), tokens)
 
 
 def functional_graph(f: np.ndarray) -> GreedyDynamics:

@@ -22,12 +22,16 @@ Algorithms (``method=``):
   :mod:`semio_jax.analysis.krylov`. Tens of matvecs on slowly mixing chains
   where power iteration needs 10^4 or more. It stops at the residual target
   ``tol`` or raises ConvergenceError. tau_j (for the bound below) comes from a
-  second GMRES solve of (I - Q_j) t = 1 with j the state of largest mass,
-  certified as an M-matrix inequality (as for LU), else from
-  :func:`hitting_time_bound`.
-* ``"power"``: lazy power iteration pi <- pi (I + P) / 2 with the structured
-  push; only for comparison. It stops at the residual target or raises
-  ConvergenceError.
+  second GMRES solve of (I - Q_j) t = 1 with j the state of largest mass, to an
+  inf-norm residual of 1e-2 (all the certificate needs), certified as an M-matrix
+  inequality (as for LU), else from :func:`hitting_time_bound`.
+* ``"power"``: power iteration with every 8th step lazy (pi <- pi (I + P) / 2, which
+  also makes periodic classes converge) and the structured push into fixed buffers.
+  It stops at the residual target or raises ConvergenceError. tau_j is certified
+  from the computed pi itself (:func:`semio_jax.linalg.krylov.hitting_time_certificate`:
+  a Richardson iteration on (I - Q_j) t = 1 whose slow, constant direction is fixed by
+  pi, so it converges at the chain's mixing rate, about 1/6 of the power steps),
+  falling back to GMRES and then to :func:`hitting_time_bound`.
 
 What is certified, and with respect to what. The chain is the one the model's
 float32 logits define under the procedure (exact support, exact probabilities);
@@ -58,9 +62,12 @@ the float64 table differs from it entrywise by at most ``op.table_rounding``
     the residual r enlarged by its own rounding (each entry of pi P sums at most
     N + 1 products). On slowly mixing chains tau_j is large and this bound says
     so: a residual of 1e-16 with tau_j = 1e6 certifies only ~4e-10.
-    ``power`` bounds tau_j instead of solving for it: with g_n(i) = P_i(hit j
-    within n steps), computed exactly by n structured pulls, tau_j <= n / min_i
-    g_n(i), n doubled from L up to 64 L until the minimum is positive.
+    tau_j comes from the solve (LU, GTH, GMRES, or for ``power`` the certificate from
+    pi, :func:`semio_jax.linalg.krylov.hitting_time_certificate`), certified as an
+    M-matrix inequality; the last resort, :func:`hitting_time_bound`, bounds it
+    without solving: with g_n(i) = P_i(hit j within n steps), computed exactly by n
+    structured pulls, tau_j <= n / min_i g_n(i), n doubled from L up to 64 L until
+    the minimum is positive (10^6 to 10^9 times too large on big classes).
   A bound that is not below 1 is reported as None (not certified), and
   ``certifies`` says in words which bound holds.
 * ``log_values``: log pi, finite wherever pi > 0 even below the float64 range.
@@ -78,14 +85,13 @@ that ``auto`` turns into the next method.
 
 ``auto`` uses GTH (float64, or the log domain where needed) up to 1024 states per class, LU up to 8192 (its fill-in
 grows quickly on de Bruijn graphs, which are expanders) and Krylov above;
-above 2^18 states it first gives power iteration 2000 steps (a fast-mixing
-chain converges in a few hundred, and there each GMRES step costs several
-matvecs: 28 s against 10 s for power at 2^20 at temperature 1) and turns to
-Krylov if that is not enough, or as soon as the residual's decay over the last
-50 steps projects that 2000 will not be. When power succeeds there, tau_j for
-the bound still comes from the GMRES solve of (I - Q_j) t = 1 (the n-step
-bound of ``power`` is 10^6 to 10^9 times too large on classes of 2^14 to 2^18
-states, e.g. 7e13 against the actual 3.7e4 at 2^18, which leaves no certificate).
+there it first gives power iteration 2000 steps (a fast-mixing
+chain converges in about a hundred, and there each GMRES step costs several
+matvecs and a growing orthogonal basis) and turns to Krylov if that is not
+enough, or as soon as the residual's decay over the last 24 steps projects that
+2000 will not be. When power succeeds there, tau_j comes from pi as for
+``power`` (on the fast 2^20 benchmark chain: 66 pulls and a bound within 0.4% of
+the GMRES value, where the GMRES certificate cost three times the power solve).
 """
 
 from __future__ import annotations
@@ -110,10 +116,14 @@ __all__ = ["StationaryResult", "stationary", "stationary_result", "stationary_sh
 
 GTH_MAX = 1024
 LU_MAX = 8192
-#: above this class size ``auto`` tries POWER_FIRST_ITERS steps of power iteration before GMRES
-KRYLOV_AUTO_MAX = 2**18
+#: above this class size ``auto`` tries POWER_FIRST_ITERS steps of power iteration before GMRES (every
+#: class past LU: with the certificate from pi, power costs ~n + n/6 products on a chain that mixes in n)
+KRYLOV_AUTO_MAX = LU_MAX
 POWER_FIRST_ITERS = 2000
-_PROBE = 50  # steps over which the trial power run measures its rate of convergence
+_PROBE = 24  # steps over which the trial power run measures its rate of convergence
+CHECK = 8  # power iteration: CHECK - 1 plain steps, then a lazy one with the residual test
+BLOCK_FRACTION = 4  # a class of at most 1/4 of the full states is solved as a sparse chain of its own
+TAU_RTOL = 1e-2  # inf-norm residual of the GMRES hitting-time solve (the certificate needs only c ~ 1)
 
 
 @dataclass
@@ -341,71 +351,109 @@ def _solve_gth(block: sp.csr_matrix, j: int) -> tuple[np.ndarray, float]:
     return pi, tau
 
 
-def _solve_power(op, members: np.ndarray, tol: float, max_iter: int,
-                 give_up_early: bool = False) -> tuple[np.ndarray, int]:
-    """(pi, steps): lazy power iteration from the uniform law on ``members``.
-
-    With ``give_up_early`` (the trial run of ``auto``) it stops as soon as the
-    residual's observed geometric decay over the last ``_PROBE`` steps projects
-    that ``max_iter`` steps will not reach ``tol``.
-    """
-    # A closed class lives on full states, whose image under P is a reshape-and-contract over the
-    # (N,)*L index: iterate on the N^L full states only, with one einsum per step.
-    nf = op.space.num_full
-    if members.size and int(members.max()) >= nf:
+def _kernels(op, members: np.ndarray):
+    """(kernels, local members): BlockKernels for a class below 1/BLOCK_FRACTION of the full states, else
+    the structured ChainKernels on the full states (local indices are then the states themselves)."""
+    if members.size and int(members.max()) >= op.space.num_full:
         raise ValueError("a closed class contains a prefix state; prefix states are always transient")
-    push = op.push_full
-    v = np.zeros(nf)
+    if members.size * BLOCK_FRACTION <= op.space.num_full:
+        kern = krylov.BlockKernels(op, members)
+        return kern, np.arange(members.size)
+    return krylov.ChainKernels(op, full_only=True), members
+
+
+def _solve_power(kern, members: np.ndarray, tol: float, max_iter: int,
+                 give_up_early: bool = False, keep: dict | None = None) -> tuple[np.ndarray, int]:
+    """(pi over kern.size, steps): power iteration from the uniform law on ``members``, every CHECK-th step lazy.
+
+    The schedule: CHECK - 1 plain steps pi <- pi P, then one lazy step pi <- pi (I + P) / 2
+    at which the residual ||pi P - pi||_1 is measured. Per block the iteration matrix is
+    P^(CHECK-1) (I + P) / 2: every eigenvalue lambda != 1 with |lambda| = 1 (a periodic
+    class) is damped by |1 + lambda| / 2 < 1, and on an aperiodic chain a block costs
+    CHECK pushes for nearly CHECK plain steps (the lazy iteration everywhere needs twice
+    as many: 230 against 116 steps on the fast 2^20 benchmark chain). Plain steps swap
+    two buffers around one product (``kern.push``: on full states one contraction over the
+    (N,)*L index; no temporaries).
+
+    With ``give_up_early`` (the trial run of ``auto``) it stops as soon as the residual's
+    observed geometric decay over the last ``_PROBE`` steps projects that ``max_iter``
+    steps will not reach ``tol``; ``keep`` (a dict) then receives the steps taken ("steps").
+    """
+    size = kern.size
+    v = np.zeros(size)
     v[members] = 1.0 / members.size
+    w = np.empty(size)
+    d = np.empty(size)
     history = []
-    for it in range(max_iter):
-        w = push(v)
-        res = np.abs(w - v).sum()
+    res = float("inf")
+    for it in range(1, max_iter + 1):
+        kern.push(v, w)
+        if it % CHECK and it < max_iter:
+            v, w = w, v
+            continue
+        np.subtract(w, v, out=d)
+        res = float(np.abs(d, out=d).sum())
         if res <= tol:
-            out = np.zeros(op.num_states)
-            out[:nf] = w / w.sum()
-            return out, it + 1
+            return w / w.sum(), it
         if give_up_early:
             history.append(res)
-            if it >= 2 * _PROBE and it % _PROBE == 0:
-                rate = (history[-1] / history[-1 - _PROBE]) ** (1.0 / _PROBE)
+            back = _PROBE // CHECK
+            if len(history) > back + 2:
+                rate = (history[-1] / history[-1 - back]) ** (1.0 / _PROBE)
                 if rate >= 1.0 or it + np.log(tol / res) / np.log(rate) > max_iter:
                     break
-        v = 0.5 * (v + w)
+        v += w
+        v *= 0.5
+    if keep is not None:
+        keep.update(steps=it)
     raise ConvergenceError(
         f"power iteration did not reach residual {tol:g} in {max_iter} steps (last residual {res:.2e}); "
         f"the chain mixes slowly: use method='lu' or 'gth'"
     )
 
 
-def _solve_krylov(op, members: np.ndarray, tol: float, max_matvecs: int):
-    """(pi, j, tau_j, matvecs) by GMRES (see semio_jax.analysis.krylov); j = the state of largest mass."""
-    kern = krylov.ChainKernels(op, full_only=True)
-    pi_full, j0, info, factor = krylov.stationary_krylov(op, members, tol=tol, max_matvecs=max_matvecs, kern=kern)
-    j = int(members[np.argmax(pi_full[members])])
-    tau, tmv = _tau_krylov(op, members, j, kern, factor if j == j0 else None)
-    return pi_full, j, tau, info.matvecs + 1 + tmv
+def _solve_krylov(kern, members: np.ndarray, tol: float, max_matvecs: int):
+    """(pi over kern.size, j, tau_j or None, matvecs) by GMRES (see semio_jax.linalg.krylov); j = the state of
+    largest mass (local index).
+
+    The hitting-time solve reuses the stationary solve's greedy factor even when its sink j
+    differs from the solve's reference state: the two differ in the few greedy edges at those
+    two states, so it stays a good preconditioner (GMRES judges the true residual), and a new
+    factor would cost more than the extra iterations.
+    """
+    pi, _, info, factor = krylov.stationary_krylov(None, members, tol=tol, max_matvecs=max_matvecs, kern=kern)
+    j = int(members[np.argmax(pi[members])])  # tau_j is smallest near the top of pi (1 / pi_j by Kac)
+    tau, tmv = _tau_certified(kern, members, j, pi, factor, richardson=False)
+    return pi, j, tau, info.matvecs + 1 + tmv
 
 
-def _tau_krylov(op, members: np.ndarray, j: int, kern=None, factor=None) -> tuple[float | None, int]:
-    """(tau_j, matvecs): certified max_i E_i[steps to hit j] by GMRES on (I - Q_j) t = 1 (the greedy preconditioner).
+def _tau_certified(kern, members: np.ndarray, j: int, pi: np.ndarray, factor=None,
+                   richardson: bool = True) -> tuple[float | None, int]:
+    """(tau_j or None, matvecs): certified max_i E_i[steps to hit j] over the class, from its computed law.
 
-    The solve needs only rtol 1e-8: the M-matrix inequality then certifies t_hat / c; if it
-    does not, :func:`hitting_time_bound` (exact n-step hitting probabilities, weaker) is used.
+    First (``richardson``: after a power solve, i.e. on a chain that mixes) the deflated
+    Richardson iteration of :func:`krylov.hitting_time_certificate`, seeded by pi; if that
+    does not reach its few-per-cent target, GMRES on (I - Q_j) t = 1 with the greedy
+    preconditioner to an inf-norm residual of TAU_RTOL (the certificate costs 1 / (1 - TAU_RTOL)
+    in tightness and needs no more). Either way the M-matrix inequality certifies t_hat / c;
+    None if it does not (the caller then tries :func:`hitting_time_bound`).
     """
     if members.size == 1:
         return 0.0, 0
-    kern = kern or krylov.ChainKernels(op, full_only=True)
     inside = np.zeros(kern.size, dtype=bool)
     inside[members] = True
     sink = np.zeros(kern.size, dtype=bool)
     sink[j] = True
-    t_hat, _, tinfo = krylov.column_solve(kern, inside, np.where(inside & ~sink, 1.0, 0.0), rtol=1e-8, sink=sink,
-                                   factor=factor)
-    tau = krylov.certified_max_time_structured(kern, inside, sink, t_hat)
-    if tau is None:  # the solve was not accurate enough to certify: n-step hitting probabilities instead
-        tau = hitting_time_bound(op, members, j)
-    return tau, tinfo.matvecs + 1
+    mv = 0
+    tau = None
+    if richardson:
+        tau, mv = krylov.hitting_time_certificate(kern, inside, sink, pi[: kern.size])
+    if tau is None:
+        t_hat, _, tinfo = krylov.column_solve(kern, inside, np.where(inside & ~sink, 1.0, 0.0), rtol=TAU_RTOL,
+                                              sink=sink, factor=factor)
+        tau = krylov.certified_max_time_structured(kern, inside, sink, t_hat)
+        mv += tinfo.matvecs + 1
+    return tau, mv
 
 
 def hitting_time_bound(op, members: np.ndarray, j: int, max_factor: int = 64) -> float | None:
@@ -429,6 +477,41 @@ def hitting_time_bound(op, members: np.ndarray, j: int, max_factor: int = 64) ->
     return None
 
 
+def _solve_iterative(op, members: np.ndarray, m: str, method: str, tol: float, max_iter: int):
+    """(pi_full, j, tau_j, method used, matvecs) by power iteration or GMRES on the class's kernels.
+
+    ``m``: "power" or "krylov"; under ``method="auto"`` a class above KRYLOV_AUTO_MAX gets a
+    trial power run first (see the module docstring).
+    """
+    mv = None
+    kern, local = _kernels(op, members)
+    pi_loc, trial = None, {}
+    if m == "power" or (method == "auto" and members.size > KRYLOV_AUTO_MAX):
+        # Big classes under auto: power first (with its certificate from pi it costs about
+        # n + n/6 products on a chain that mixes in n; GMRES's steps cost several products
+        # and a growing basis), GMRES when the trial projects a miss.
+        try:
+            pi_loc, mv = _solve_power(kern, local, tol, max_iter if m == "power" else
+                                      min(max_iter, POWER_FIRST_ITERS), give_up_early=m != "power", keep=trial)
+        except ConvergenceError:
+            if m == "power":
+                raise
+        else:
+            m = "power"
+            jl = int(local[np.argmax(pi_loc[local])])
+            tau, tmv = _tau_certified(kern, local, jl, pi_loc)
+            mv += tmv
+    if pi_loc is None:
+        pi_loc, jl, tau, mv = _solve_krylov(kern, local, tol, min(max_iter, 5000))
+        mv += trial.get("steps", 0)  # the trial's pushes count too
+    j = int(members[jl]) if isinstance(kern, krylov.BlockKernels) else jl
+    pi_full = np.zeros(op.num_states)
+    pi_full[members] = pi_loc[local]
+    if tau is None:  # no certificate from the solves: exact n-step hitting probabilities (weaker)
+        tau = hitting_time_bound(op, members, j)
+    return pi_full, j, tau, m, mv
+
+
 @cached_analysis("stationary")
 def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: int = 100_000,
                       mesh=None) -> StationaryResult:
@@ -436,8 +519,8 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
 
     Args:
       op: the Operator.
-      method: "auto" (GTH <= 1024 states per class, LU <= 8192, Krylov above; above 2^18 a short
-        power run first), "gth", "lu", "krylov" or "power". With ``mesh``: "power" (also for
+      method: "auto" (GTH <= 1024 states per class, LU <= 8192, above that a short power run,
+        then Krylov if the chain mixes too slowly for it), "gth", "lu", "krylov" or "power". With ``mesh``: "power" (also for
         "auto") or "gmres", see :func:`stationary_sharded`.
       tol: residual target of the iterative methods (krylov, power).
       max_iter: iteration budget of the power method (krylov: at most max_iter matvecs, capped at 5000).
@@ -457,26 +540,8 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
         if m == "auto":
             m = "gth" if members.size <= GTH_MAX else "lu" if members.size <= LU_MAX else "krylov"
         mv = None
-        if m == "power":
-            pi_full, mv = _solve_power(op, members, tol, max_iter)
-            j = int(members[np.argmax(pi_full[members])])
-            tau = hitting_time_bound(op, members, j)
-        elif m == "krylov" and method == "auto" and members.size > KRYLOV_AUTO_MAX:
-            # Very big classes: GMRES's preconditioner costs several matvecs per step there, so a
-            # fast-mixing chain is cheaper by power iteration; it gets a short budget first.
-            try:
-                pi_full, steps = _solve_power(op, members, tol, min(max_iter, POWER_FIRST_ITERS),
-                                              give_up_early=True)
-                m = "power"
-                j = int(members[np.argmax(pi_full[members])])
-                # the n-step hitting bound is cheap but weak on big classes (1e10 to 1e14 where tau_j is
-                # 1e3 to 1e4); the GMRES solve of (I - Q_j) t = 1 certifies the actual tau_j
-                tau, tmv = _tau_krylov(op, members, j)
-                mv = steps + tmv
-            except ConvergenceError:
-                pi_full, j, tau, mv = _solve_krylov(op, members, tol, min(max_iter, 5000))
-        elif m == "krylov":
-            pi_full, j, tau, mv = _solve_krylov(op, members, tol, min(max_iter, 5000))
+        if m in ("power", "krylov"):
+            pi_full, j, tau, m, mv = _solve_iterative(op, members, m, method, tol, max_iter)
         else:
             try:
                 pi_full, j, tau, m, extra = _solve_direct(op, members, m)
@@ -486,12 +551,11 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
                 # the next methods: GMRES, then power iteration (a class whose float64 table is
                 # reducible because some of its moves underflow ends here, flagged below)
                 try:
-                    pi_full, j, tau, mv = _solve_krylov(op, members, tol, min(max_iter, 5000))
+                    pi_full, j, tau, _, mv = _solve_iterative(op, members, "krylov", "krylov", tol, max_iter)
                     m = "krylov (lu failed)"
                 except ConvergenceError:
-                    pi_full, mv = _solve_power(op, members, tol, max_iter)
-                    j = int(members[np.argmax(pi_full[members])])
-                    tau, m = hitting_time_bound(op, members, j), "power (lu failed)"
+                    pi_full, j, tau, _, mv = _solve_iterative(op, members, "power", "power", tol, max_iter)
+                    m = "power (lu failed)"
                 extra = {}
         if m.startswith(("power", "krylov")):
             extra = {"unrepresentable": op.tiny_moves(members)}
@@ -518,7 +582,7 @@ def _log_block(op, members: np.ndarray) -> np.ndarray:
     n = members.size
     pos = np.full(op.num_states, -1, dtype=np.int64)
     pos[members] = np.arange(n)
-    succ = op.successors[members]  # [n, N]
+    succ = op.space.successors_of(np.asarray(members)[:, None], np.arange(op.n_tokens))  # [n, N]
     lp = op.log_probs[members]  # [n, N]
     tgt = pos[succ]
     out = np.full((n, n), -np.inf)

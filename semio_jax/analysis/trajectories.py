@@ -119,7 +119,7 @@ def trajectory_probability(op, start, tokens) -> Trajectory:
     logs = np.log(d[support])
     for y in toks:
         logs = logs + lq[states, y]  # left fold, t = 1..n
-        states = op.successors[states, y]
+        states = op.space.successors_of(states, y)
     m = logs.max() if logs.size else -np.inf
     if s0 is not None:
         total = float(logs[0])
@@ -147,7 +147,7 @@ def map_trajectory(op, start, n: int) -> Trajectory:
             f"use beam_search for long horizons"
         )
     lq = _logq(op)
-    succ = op.successors
+    succ = op.space.successor_table()  # [S, N], needed whole by the Bellman sweep
     choice = np.empty((n, s), dtype=_bellman_dtype(op.n_tokens))
     v = np.zeros(s)
     for t in range(n - 1, -1, -1):
@@ -173,7 +173,7 @@ def greedy_trajectory(op, start, n: int) -> Trajectory:
         y = int(np.argmax(op.probs[state]))
         tokens[t] = y
         logp += lq[state, y]
-        state = op.successors[state, y]
+        state = int(op.space.successors_of(state, y))
     return Trajectory(tokens=tokens, log_prob=float(logp), start=s0, decoder="greedy")
 
 
@@ -200,7 +200,7 @@ def beam_search(op, start, n: int, width: int, return_all: bool = False):
         ctoks = np.concatenate([toks[beam_idx], y[:, None]], axis=1)  # [M, t+1]
         keys = [ctoks[:, j] for j in range(ctoks.shape[1] - 1, -1, -1)] + [-cs]
         order = np.lexsort(keys)[:width]  # by score desc, then lexicographic
-        states = op.successors[states[beam_idx[order]], y[order]]
+        states = op.space.successors_of(states[beam_idx[order]], y[order])
         scores = cs[order]
         toks = ctoks[order]
     beams = [Trajectory(tokens=toks[i].copy(), log_prob=float(scores[i]), start=s0, decoder=f"beam({width})")

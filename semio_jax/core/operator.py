@@ -155,7 +155,11 @@ class Operator:
 
     @property
     def successors(self) -> np.ndarray:
-        """int64[num_states, N]: the state reached from s by token y."""
+        """int64[num_states, N]: the state reached from s by token y.
+
+        Computed on each access and not kept (it is as large as the probability table):
+        successors are arithmetic (``space.successors_of``), and push/pull never need it.
+        """
         return self.space.successor_table()
 
     @cached_property
@@ -199,7 +203,7 @@ class Operator:
         """The operator as a CSR matrix, built once and shared: treat it as read-only (to_scipy gives a copy)."""
         s, n = self.num_states, self.n_tokens
         mat = sp.csr_matrix(
-            (self.probs.ravel().copy(), self.successors.ravel().copy(), np.arange(0, s * n + 1, n, dtype=np.int64)),
+            (self.probs.ravel().copy(), self.successors.ravel(), np.arange(0, s * n + 1, n, dtype=np.int64)),
             shape=(s, s),
         )
         mat.eliminate_zeros()
@@ -216,7 +220,7 @@ class Operator:
         """
         s, n = self.num_states, self.n_tokens
         mat = sp.csr_matrix(
-            (self.support.ravel().astype(np.float64), self.successors.ravel().copy(),
+            (self.support.ravel().astype(np.float64), self.successors.ravel(),
              np.arange(0, s * n + 1, n, dtype=np.int64)), shape=(s, s))
         mat.eliminate_zeros()
         return mat
@@ -227,21 +231,22 @@ class Operator:
 
         Accepts float64[num_states] or a batch float64[num_states, m].
         """
-        dist = np.asarray(dist, dtype=np.float64)
-        batch = dist.ndim == 2
-        d = dist if batch else dist[:, None]  # [S, m]
+        d = np.asarray(dist, dtype=np.float64)
         sp_ = self.space
         n, nf = sp_.n_tokens, sp_.num_full
+        tail = d.shape[1:]  # () or (m,)
+        sub = "" if d.ndim == 1 else "k"
         out = np.zeros_like(d)
-        # Full states: succ(x, y) = (x mod N^(L-1)) * N + y, so the image is a reshape-and-sum.
-        flow = d[:nf, None, :] * self.probs[:nf, :, None]  # [N^L, N, m]
-        out[:nf] = flow.reshape(n, nf // n, n, -1).sum(axis=0).reshape(nf, -1)
+        # Full states: succ(a*M + m, y) = m*N + y, so the image is one contraction over a (no temporaries).
+        table = self.probs[:nf].reshape(n, nf // n, n)  # [a, m, y]
+        out[:nf] = np.einsum(f"am{sub},amy->my{sub}", d[:nf].reshape(n, nf // n, *tail), table).reshape(nf, *tail)
         # Prefix states of length k feed the group k+1 with the same pattern, no summing.
         for k in range(1, sp_.length) if sp_.prefixes else ():
             src = sp_.group(k)
-            dst = sp_.group(k + 1)
-            out[dst.start:dst.stop] += (d[src.start:src.stop, None, :] * self.probs[src.start:src.stop, :, None]).reshape(-1, d.shape[1])
-        return out if batch else out[:, 0]
+            dst = sp_.group(k + 1) if k + 1 < sp_.length else range(0, nf)
+            flow = np.einsum(f"s{sub},sy->sy{sub}", d[src.start:src.stop], self.probs[src.start:src.stop])
+            out[dst.start:dst.stop] += flow.reshape(-1, *tail)
+        return out
 
     def push_full(self, dist: np.ndarray) -> np.ndarray:
         """One step forward for a row vector on the N^L full states only: float64[N^L] -> float64[N^L].
@@ -256,12 +261,24 @@ class Operator:
     def pull(self, f: np.ndarray) -> np.ndarray:
         """One step backward for a column vector: (P f)[s] = sum_y probs[s, y] f[succ[s, y]].
 
-        Accepts float64[num_states] or a batch float64[num_states, m].
+        Accepts float64[num_states] or a batch float64[num_states, m]. Structured like
+        :meth:`push`: full state a*M + m reads f at m*N + y (M = N^(L-1)); a prefix state with
+        local index l in group k reads group k+1 at l*N + y. No successor table.
         """
-        f = np.asarray(f, dtype=np.float64)
-        if f.ndim == 1:
-            return np.einsum("sy,sy->s", self.probs, f[self.successors])
-        return np.einsum("sy,sym->sm", self.probs, f[self.successors])
+        x = np.asarray(f, dtype=np.float64)
+        sp_ = self.space
+        n, nf = sp_.n_tokens, sp_.num_full
+        tail = x.shape[1:]  # () or (m,)
+        sub = "" if x.ndim == 1 else "k"
+        out = np.empty_like(x)
+        table = self.probs[:nf].reshape(n, nf // n, n)  # [a, m, y]
+        out[:nf] = np.einsum(f"amy,my{sub}->am{sub}", table, x[:nf].reshape(nf // n, n, *tail)).reshape(nf, *tail)
+        for k in range(1, sp_.length) if sp_.prefixes else ():
+            src = sp_.group(k)
+            dst = sp_.group(k + 1) if k + 1 < sp_.length else range(0, nf)
+            out[src.start:src.stop] = np.einsum(
+                f"sy,sy{sub}->s{sub}", self.probs[src.start:src.stop], x[dst.start:dst.stop].reshape(-1, n, *tail))
+        return out
 
     # ------------------------------------------------------------- variants
     def with_procedure(self, procedure: Procedure | str) -> "Operator":

@@ -190,26 +190,36 @@ class StateSpace:
         self._check_index(int(index))
         if not 0 <= token < self.n_tokens:
             raise UnknownTokenError(f"token {token} is outside the alphabet {{0..{self.n_tokens - 1}}}")
-        return int(self.successor_table()[int(index), int(token)])
+        return int(self.successors_of(int(index), int(token)))
+
+    def successors_of(self, states, tokens) -> np.ndarray:
+        """int64 array (states and tokens broadcast): the successor of each state under each token.
+
+        Arithmetic, nothing stored: a full state i moves to (i mod N^(L-1)) N + y; a prefix
+        state with local index l in group k moves to offset(k+1) + l N + y. Indices are not
+        range-checked (vectorised callers pass valid ones; :meth:`successor` checks).
+        """
+        s = np.asarray(states, dtype=np.int64)
+        y = np.asarray(tokens, dtype=np.int64)
+        n, nf = self.n_tokens, self.num_full
+        out = (s % n ** (self.length - 1)) * n + y  # the full-state rule
+        if not self.prefixes or self.length == 1:
+            return out
+        starts = np.array([self.group_offsets[k] for k in range(1, self.length)], dtype=np.int64)  # [L-1]
+        nexts = np.array([self.group_offsets[k + 1] for k in range(1, self.length)], dtype=np.int64)  # [L-1]
+        g = np.clip(np.searchsorted(starts, s, side="right") - 1, 0, None)  # group of each prefix state
+        return np.where(s >= nf, nexts[g] + (s - starts[g]) * n + y, out)
 
     def successor_table(self) -> np.ndarray:
-        """int64[num_states, N]: ``table[s, y]`` is the successor of state s under token y."""
-        return self._successors
+        """int64[num_states, N]: ``table[s, y]`` is the successor of state s under token y.
 
-    @cached_property
-    def _successors(self) -> np.ndarray:
-        n, big = self.n_tokens, self.n_tokens ** (self.length - 1)
-        out = np.empty((self.num_states, n), dtype=np.int64)
-        y = np.arange(n, dtype=np.int64)  # [N]
-        full = np.arange(self.num_full, dtype=np.int64)  # [N^L]
-        out[: self.num_full] = (full % big)[:, None] * n + y[None, :]  # [N^L, N]
-        if self.prefixes:
-            for k in range(1, self.length):
-                start = self.group_offsets[k]
-                local = np.arange(n**k, dtype=np.int64)  # [N^k]
-                out[start : start + n**k] = self.group_offsets[k + 1] + local[:, None] * n + y[None, :]
-        out.setflags(write=False)
-        return out
+        Computed on each call (as large as a probability table, so never cached); kernels
+        use the arithmetic of :meth:`successors_of` or the structured products instead.
+        """
+        table = self.successors_of(np.arange(self.num_states, dtype=np.int64)[:, None],
+                                   np.arange(self.n_tokens, dtype=np.int64)[None, :])  # [S, N]
+        table.setflags(write=False)
+        return table
 
     def __repr__(self) -> str:
         return (

@@ -70,8 +70,8 @@ from ..errors import ConvergenceError
 from .._util import memory
 from .functional_graph import cycle_states
 
-__all__ = ["GreedyFactor", "KrylovInfo", "gmres", "ChainKernels", "stationary_krylov", "column_solve",
-           "certified_max_time_structured"]
+__all__ = ["GreedyFactor", "KrylovInfo", "gmres", "ChainKernels", "BlockKernels", "stationary_krylov", "column_solve",
+           "certified_max_time_structured", "hitting_time_certificate"]
 
 _EPS = float(np.finfo(np.float64).eps)
 #: path weights of the greedy factor's doubling levels below this are dropped (see GreedyFactor)
@@ -259,59 +259,90 @@ class ChainKernels:
     """Structured push/pull of an Operator with self-loops split off (see the module docstring).
 
     ``full_only``: work on the N^L full states only (closed classes live there).
+
+    Nothing as large as the table is copied: the products read ``op.probs`` in place. A
+    self-loop s = succ(s, y) exists only at the N constant windows (y, ..., y) (prefix
+    states always grow), so the loop-free products are the full products with those N
+    entries recomputed from their off-loop terms, never by subtracting the loop (which
+    would cancel where p_ss = 1 - 1e-20). ``exits``: float64[size], the off-loop row sums
+    (1 - p_ss without cancellation).
     """
 
     def __init__(self, op, full_only: bool = False):
         space = op.space
         self.space = space
-        self.n_tok = space.n_tokens
+        self.n_tok = n = space.n_tokens
         self.full_only = full_only or not space.prefixes
         self.size = space.num_full if self.full_only else space.num_states
-        probs = np.array(op.probs[: self.size], dtype=np.float64)
-        succ = op.successors[: self.size]
-        loop = succ == np.arange(self.size)[:, None]
-        self.loop_prob = np.where(loop, probs, 0.0).sum(axis=1)
-        probs[loop] = 0.0
-        self.probs_off = probs  # [size, N], self-loops removed
-        self.exits = probs.sum(axis=1)  # 1 - p_ss without cancellation
-        self.succ = succ
-        self.greedy_tok = np.argmax(op.probs[: self.size], axis=1)
-        n, nf = self.n_tok, space.num_full
-        self._full3 = probs[:nf].reshape(n, nf // n, n)  # [a, m, y]: state a*M + m, successor m*N + y
+        self.probs = op.probs[: self.size]  # a read-only view
+        nf = space.num_full
+        ones = sum(n**i for i in range(space.length))
+        self.loop_states = np.arange(n, dtype=np.int64) * ones  # [N]: the window (y, ..., y) has index y * ones
+        self.loop_tok = np.arange(n, dtype=np.int64)
+        if nf == 1:  # N = 1: one state, its own successor
+            self.loop_states, self.loop_tok = self.loop_states[:1], self.loop_tok[:1]
+        rows = self.probs[self.loop_states]  # [N, N]
+        off = rows.copy()
+        off[np.arange(off.shape[0]), self.loop_tok] = 0.0
+        self.exits = self.probs.sum(axis=1)
+        self.exits[self.loop_states] = off.sum(axis=1)  # 1 - p_ss without cancellation
+        self._full3 = op.probs[:nf].reshape(n, nf // n, n)  # [a, m, y]: state a*M + m, successor m*N + y
+        self._m = nf // n
+
+    def loop_prob(self) -> np.ndarray:
+        """float64[size]: p_ss (non-zero only at the constant windows)."""
+        out = np.zeros(self.size)
+        out[self.loop_states] = self.probs[self.loop_states, self.loop_tok]
+        return out
 
     def _groups(self):
         sp_ = self.space
         for k in range(1, sp_.length):
             yield sp_.group(k), sp_.group(k + 1) if k + 1 < sp_.length else range(0, sp_.num_full)
 
-    def push_off(self, y: np.ndarray) -> np.ndarray:
+    def push_off(self, y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(y P_off)[t]: row vector one step forward, self-loops excluded."""
-        n, nf = self.n_tok, self.space.num_full
-        out = np.zeros(self.size)
-        out[:nf] = np.einsum("am,amy->my", y[:nf].reshape(n, nf // n), self._full3).ravel()
+        n, nf, m = self.n_tok, self.space.num_full, self._m
+        if out is None:
+            out = np.empty(self.size)
+        np.einsum("am,amy->my", y[:nf].reshape(n, m), self._full3, out=out[:nf].reshape(m, n))
+        for t, tok in zip(self.loop_states, self.loop_tok):  # in-flow of t from its N - 1 other predecessors
+            preds = np.arange(n, dtype=np.int64) * m + t // n
+            preds = preds[preds != t]
+            out[t] = float(y[preds] @ self.probs[preds, tok])
         if not self.full_only:
+            out[nf:] = 0.0
             for src, dst in self._groups():
-                out[dst.start:dst.stop] += (y[src.start:src.stop, None] * self.probs_off[src.start:src.stop]).ravel()
+                out[dst.start:dst.stop] += (y[src.start:src.stop, None] * self.probs[src.start:src.stop]).ravel()
         return out
 
-    def pull_off(self, x: np.ndarray) -> np.ndarray:
+    def push(self, y: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """(y P)[t] on the full states, self-loops included, into ``out`` (full_only kernels)."""
+        n, nf, m = self.n_tok, self.space.num_full, self._m
+        np.einsum("am,amy->my", y[:nf].reshape(n, m), self._full3, out=out[:nf].reshape(m, n))
+        return out
+
+    def pull_off(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(P_off x)[s]: column vector one step backward, self-loops excluded."""
-        n, nf = self.n_tok, self.space.num_full
-        out = np.empty(self.size)
-        out[:nf] = np.einsum("amy,my->am", self._full3, x[:nf].reshape(nf // n, n)).ravel()
+        n, nf, m = self.n_tok, self.space.num_full, self._m
+        if out is None:
+            out = np.empty(self.size)
+        np.einsum("amy,my->am", self._full3, x[:nf].reshape(m, n), out=out[:nf].reshape(n, m))
+        for s, tok in zip(self.loop_states, self.loop_tok):  # the N - 1 off-loop terms of s
+            others = np.flatnonzero(np.arange(n) != tok)
+            out[s] = float(self.probs[s, others] @ x[(s % m) * n + others])
         if not self.full_only:
             for src, dst in self._groups():
                 out[src.start:src.stop] = np.einsum(
-                    "sy,sy->s", self.probs_off[src.start:src.stop], x[dst.start:dst.stop].reshape(-1, n))
+                    "sy,sy->s", self.probs[src.start:src.stop], x[dst.start:dst.stop].reshape(-1, n))
         return out
 
     def greedy_factor(self, inside: np.ndarray, sink: np.ndarray | None = None) -> GreedyFactor:
         """M = I - G for the system restricted to ``inside`` (bool[size]); edges into ``sink`` or out of it dropped."""
         s = np.arange(self.size)
-        f = self.succ[s, self.greedy_tok]
-        w = self.probs_off[s, self.greedy_tok]
-        loop = f == s
-        w = np.where(loop, self.loop_prob, w)
+        tok = np.argmax(self.probs, axis=1)  # [size]
+        f = self.space.successors_of(s, tok)
+        w = self.probs[s, tok]  # at a constant window whose greedy token is its loop: p_ss
         keep = inside & inside[f]
         if sink is not None:
             keep &= ~sink & ~sink[f]
@@ -319,11 +350,68 @@ class ChainKernels:
         return GreedyFactor(f, w, self.exits)
 
 
+class BlockKernels:
+    """The same products as :class:`ChainKernels` on one closed class, as a chain of its own.
+
+    For a class much smaller than the space (a few ten thousand states among 2^20 windows of a
+    32-token model) a structured product reads the whole N^L x N table; here the class's rows
+    become a sparse matrix on local indices 0..m-1 (``members[i]`` is state i), built from the
+    arithmetic successors, so a product costs m N entries. Self-loops are split off as in
+    ChainKernels (``exits``: off-diagonal row sums, no cancellation).
+    """
+
+    def __init__(self, op, members: np.ndarray):
+        members = np.asarray(members, dtype=np.int64)
+        m, n = members.size, op.n_tokens
+        self.size, self.n_tok, self.members = m, n, members
+        probs = np.array(op.probs[members], dtype=np.float64)  # [m, N]
+        succ = op.space.successors_of(members[:, None], np.arange(n)[None, :])  # [m, N] global
+        local = np.searchsorted(members, succ)  # [m, N]
+        local = np.minimum(local, m - 1)
+        ok = (probs > 0) & (members[local] == succ)  # a closed class: every possible successor is a member
+        rows = np.broadcast_to(np.arange(m)[:, None], (m, n))
+        loop = ok & (local == rows)
+        self.loop = np.where(loop, probs, 0.0).sum(axis=1)  # p_ss
+        off = ok & ~loop
+        self.off = sp.csr_matrix((probs[off], (rows[off], local[off])), shape=(m, m))
+        self.off_t = self.off.T.tocsr()
+        self.exits = np.asarray(self.off.sum(axis=1)).ravel()
+        tok = np.argmax(probs, axis=1)
+        self._greedy = (local[np.arange(m), tok], probs[np.arange(m), tok])
+
+    def push(self, y: np.ndarray, out: np.ndarray) -> np.ndarray:
+        out[:] = self.off_t @ y
+        out += self.loop * y
+        return out
+
+    def push_off(self, y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        res = self.off_t @ y
+        if out is None:
+            return res
+        out[:] = res
+        return out
+
+    def pull_off(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        res = self.off @ x
+        if out is None:
+            return res
+        out[:] = res
+        return out
+
+    def greedy_factor(self, inside: np.ndarray, sink: np.ndarray | None = None) -> GreedyFactor:
+        f, w = self._greedy
+        keep = inside & inside[f]
+        if sink is not None:
+            keep &= ~sink & ~sink[f]
+        return GreedyFactor(f, np.where(keep, w, 0.0), self.exits)
+
+
 # ------------------------------------------------------------ stationary
 def stationary_krylov(op, members: np.ndarray, tol: float = 1e-12, max_matvecs: int = 5000,
-                      restart: int = 40, kern: ChainKernels | None = None):
+                      restart: int = 40, kern: ChainKernels | None = None, reference: int | None = None):
     """pi of the closed class ``members`` (full states) by GMRES on x (I - Q_j) = P[j, C \\ {j}].
 
+    ``reference``: j (a member); default: the largest mass after 8 steps from the uniform law.
     Returns (pi over all states of op, reference state j of the solve, info, the greedy factor used,
     which also serves the column system (I - Q_j) t = 1 with the same j).
     Raises ConvergenceError if the L1 residual ||pi P - pi||_1 does not reach ``tol``.
@@ -335,10 +423,12 @@ def stationary_krylov(op, members: np.ndarray, tol: float = 1e-12, max_matvecs: 
     inside = np.zeros(size, dtype=bool)
     inside[members] = True
     # reference state: largest mass after a few steps from the uniform law on C (only the conditioning depends on it)
-    v = np.where(inside, 1.0 / members.size, 0.0)
-    for _ in range(8):
-        v = v * (1.0 - kern.exits) + kern.push_off(v)
-    j = int(np.argmax(v))
+    if reference is None:
+        v = np.where(inside, 1.0 / members.size, 0.0)
+        for _ in range(8):
+            v = v * (1.0 - kern.exits) + kern.push_off(v)
+        reference = int(np.argmax(v))
+    j = int(reference)
     sink = np.zeros(size, dtype=bool)
     sink[j] = True
     info = KrylovInfo()
@@ -372,7 +462,7 @@ def stationary_krylov(op, members: np.ndarray, tol: float = 1e-12, max_matvecs: 
     x = y.copy()
     x[j] = 1.0
     x = np.where(inside, np.maximum(x, 0.0), 0.0)
-    pi = np.zeros(op.num_states)
+    pi = np.zeros(size if op is None else op.num_states)  # op None: a BlockKernels class of its own
     pi[:size] = x / x.sum()
     res = float(np.abs(kern.exits * pi[:size] - kern.push_off(pi[:size])).sum())
     if not (res <= tol):
@@ -381,6 +471,83 @@ def stationary_krylov(op, members: np.ndarray, tol: float = 1e-12, max_matvecs: 
             f"{res:.2e}) on a class of {members.size} states; use method='power' with a large max_iter, or 'lu'"
         )
     return pi, j, info, factor
+
+
+def hitting_time_certificate(kern: ChainKernels, inside: np.ndarray, sink: np.ndarray, weights: np.ndarray, *,
+                             target: float = 0.05, max_steps: int = 2000, check: int = 8,
+                             give_up_early: bool = True) -> tuple[float | None, int]:
+    """(tau, matvecs): a certified upper bound on max_{i in inside} E_i[steps to hit ``sink``], or (None, matvecs).
+
+    For a stationary solve the chain already handed over its law ``weights`` (pi of the
+    class), and that is nearly all the hitting-time system needs. With A = I - Q (Q: the
+    chain on U = inside minus sink) and e = A 1 (the one-step probability of entering the
+    sink), the solution t* = A^{-1} 1 is dominated by its constant part: pi A ~ 0 up to the
+    flow into the sink, so the slow direction of A is 1 and its weight is fixed by
+    pi (1 - A t) = 0. The iteration
+
+        r = 1 - A t;   t += (pi r / pi e) 1   (coarse correction: pi r = 0 afterwards)
+        t += omega r                          (Richardson, omega = 1; every ``check``-th step 1/2)
+
+    starts from the coarse solution t = (pi 1 / pi e) 1 and removes the fast components at
+    the chain's own mixing rate (the schedule of the power iteration: plain steps, then one
+    lazy step, so periodic classes converge too). It stops when ||r||_inf <= ``target``.
+    Any t >= 0 with A t >= c 1, c > 0, certifies max A^{-1} 1 <= max t / c
+    (:func:`certified_max_time_structured`, with the rounding margin), so the iteration need
+    only be accurate to a few per cent: 1 / (1 - target) is the price. On a chain that
+    mixed in n power steps this costs about n / 6 pulls where GMRES at the same accuracy
+    paid a preconditioner and a growing orthogonal basis. (None, steps) when ``target``
+    is not reached in ``max_steps`` (or, with ``give_up_early``, when the observed decay
+    projects a miss): the caller then solves by GMRES.
+    """
+    u = inside & ~sink
+    if not u.any():
+        return 0.0, 0
+    full = bool(inside.all())
+    bu = u.astype(np.float64)
+    pu = np.where(u, np.asarray(weights, dtype=np.float64), 0.0)
+    q = np.empty(kern.size)
+    r = np.empty(kern.size)
+
+    def residual(t):  # r = 1 - A t on U, 0 elsewhere; one pull
+        kern.pull_off(t, out=q)
+        np.multiply(kern.exits, t, out=r)
+        np.subtract(q, r, out=r)
+        np.add(r, bu, out=r)
+        if full:
+            r[sink] = 0.0
+        else:
+            np.multiply(r, bu, out=r)
+        return r
+
+    e = bu - residual(bu)  # A 1_U
+    pe = float(pu @ e)
+    if not pe > 0.0:
+        return None, 1
+    t = bu * (float(pu.sum()) / pe)
+    history = []
+    steps = 1
+    for k in range(1, max_steps + 1):
+        residual(t)
+        steps += 1
+        if k % check == 0:
+            d = float(pu @ r) / pe
+            np.multiply(e, d, out=q)
+            r -= q  # the residual of t + d 1_U
+            np.multiply(bu, d, out=q)
+            t += q
+            worst = float(np.max(np.abs(r)))
+            if worst <= target:
+                break
+            history.append(worst)
+            if give_up_early and len(history) > 6:
+                rate = (history[-1] / history[-7]) ** (1.0 / (6 * check))
+                if rate >= 1.0 or k + np.log(target / worst) / np.log(rate) > max_steps:
+                    return None, steps
+            r *= 0.5
+        t += r
+    else:
+        return None, steps
+    return certified_max_time_structured(kern, inside, sink, t), steps + 1
 
 
 def certified_max_time_structured(kern: ChainKernels, inside: np.ndarray, sink: np.ndarray,

@@ -1,0 +1,152 @@
+"""Large alphabets: build, classes, stationary laws and basins at N = 16 and N = 27-32.
+
+Question: with 2^19 to 2^22 full states over alphabets of 16 to 32 tokens, how long
+does each phase of the exact pipeline take, and how much memory does each add over
+the probability table?
+
+Each case (N, L) runs in its own process (``--worker``), so peaks do not mix:
+
+  model      a random transformer of the zoo architecture (2 layers, d_model 32, 2 heads,
+             TransformerModel.random with ``--seed``), weights x ``--scale`` so that its
+             next-token laws are peaked like a trained model's (as bench_end_to_end.py);
+  build      sj.build_operator(model, StateSpace(N, L), procedure): the shared-prefix
+             evaluation, compile included (what a user waits for);
+  classes    sj.class_structure(op);
+  stationary sj.stationary_result(op) (auto: every attractor, certified);
+  basins     sj.basins_result(op) (absorption probabilities of every state).
+
+Per phase: wall and CPU seconds (process CPU time, all threads), and the peak RSS the
+phase added above the RSS at its start ("+MiB"; the kernel's peak counter is reset
+before each phase through /proc/self/clear_refs), also in units of the float64
+probability table (8 N S bytes, S = all states with prefixes).
+
+Usage:
+  python benchmarks/bench_alphabets.py                        # N=16 L=5, N=32 L=4, N=27 L=4 (2^19.0-2^20)
+  python benchmarks/bench_alphabets.py --cases 16x5,32x4 --procedure top_k=2
+  python benchmarks/bench_alphabets.py --cases 16x6          # 2^24: far beyond a 2-core machine's minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def _status(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def worker(n: int, length: int, procedure: str, scale: float, seed: int) -> dict:
+    import jax
+
+    import semio_jax as sj
+    from semio_models.transformer import TransformerConfig, TransformerModel
+
+    cfg = TransformerConfig(n_tokens=n, context_length=length, n_layers=2, d_model=32, n_heads=2)
+    base = TransformerModel.random(cfg, seed=seed)
+    params = jax.tree_util.tree_map(lambda a: a * scale if a.ndim == 2 else a, base.params)
+    model = TransformerModel(cfg, params)
+    space = sj.StateSpace(n, length)
+    phases = []
+    state = {}
+
+    def phase(name, fn, describe):
+        reset = _reset_peak()
+        rss0 = _status("VmRSS")
+        w, c = time.perf_counter(), time.process_time()
+        out = fn()
+        rec = {"phase": name, "wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c,
+               "added_mib": (_status("VmHWM") - rss0) if reset else None, "what": describe(out)}
+        phases.append(rec)
+        print(json.dumps(rec), file=sys.stderr, flush=True)
+        return out
+
+    op = phase("build", lambda: sj.build_operator(model, space, procedure),
+               lambda o: f"{space.num_states:,} states, max row error {o.max_row_error:.1e}")
+    state["table_mib"] = op.probs.nbytes / 2**20
+    cs = phase("classes", lambda: sj.class_structure(op),
+               lambda c: f"{len(c.attractors)} attractors (largest {sorted((a.size for a in c.attractors), reverse=True)[:3]}), "
+                         f"{c.transient.size:,} transient")
+    phase("stationary", lambda: sj.stationary_result(op),
+          lambda r: f"methods {sorted(set(r.methods))}; max residual {max(r.residuals):.1e}; "
+                    f"max bound {max((b for b in r.error_bounds if b is not None), default=float('nan')):.1e}; "
+                    f"{sum(b is not None for b in r.error_bounds)}/{len(r.error_bounds)} certified")
+    phase("basins", lambda: sj.basins_result(op),
+          lambda b: f"{b.n_solved:,} states solved; bound {b.error_bound:.1e}")
+    del cs
+    return {"n": n, "length": length, "states": space.num_states, "full": space.num_full,
+            "table_mib": state["table_mib"], "phases": phases, "peak_rss_mib": _status("VmHWM")}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worker", nargs=2, metavar=("CASE", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--cases", default="16x5,32x4,27x4", help="NxL list (default 16x5,32x4,27x4)")
+    ap.add_argument("--procedure", default="top_k=2", help="sampling procedure (default top_k=2)")
+    ap.add_argument("--scale", type=float, default=20.0, help="factor on the random weights (default 20)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--name", default="alphabets")
+    args = ap.parse_args(argv)
+    if args.worker:
+        n, length = (int(x) for x in args.worker[0].split("x"))
+        rec = worker(n, length, args.procedure, args.scale, args.seed)
+        Path(args.worker[1]).write_text(json.dumps(rec))
+        return 0
+
+    from _common import RESULTS, write_table
+
+    rows, records = [], []
+    for case in args.cases.split(","):
+        out = Path(f"/tmp/bench_alphabets_{case}.json")
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", case, str(out),
+               "--procedure", args.procedure, "--scale", str(args.scale), "--seed", str(args.seed)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            rows.append([case, "-", "failed", "-", "-", "-", "-", proc.stderr.strip().splitlines()[-1][:120]])
+            continue
+        rec = json.loads(out.read_text())
+        out.unlink()
+        records.append(rec)
+        for p in rec["phases"]:
+            rows.append([f"N={rec['n']} L={rec['length']}", f"{rec['full']:,} (2^{np.log2(rec['full']):.1f})",
+                         p["phase"], f"{p['wall_s']:.2f}", f"{p['cpu_s']:.2f}",
+                         "-" if p["added_mib"] is None else f"{p['added_mib']:.0f}",
+                         "-" if p["added_mib"] is None else f"{p['added_mib'] / rec['table_mib']:.2f}", p["what"]])
+            print(rows[-1], flush=True)
+        rows.append([f"N={rec['n']} L={rec['length']}", "", "process peak RSS", "", "", f"{rec['peak_rss_mib']:.0f}",
+                     f"table {rec['table_mib']:.0f} MiB", f"{rec['states']:,} states with prefixes"])
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.name}_raw.json").write_text(json.dumps({"records": records}, indent=1))
+    write_table(args.name, ["case", "full states", "phase", "wall s", "CPU s", "+MiB", "+MiB / table", "result"], rows,
+                title=f"Large alphabets: random transformer (x{args.scale:g}, seed {args.seed}), {args.procedure}",
+                notes="CPU s: the process's CPU time in the phase (all threads). The machine's 2 cores were shared "
+                      "with other agents' jobs, so wall times carry their load. +MiB: peak RSS the phase added over "
+                      "its starting RSS (/proc/self/clear_refs reset before each phase); +MiB / table: the same in "
+                      "units of the float64 probability table (8 N S bytes). Build includes JAX compilation.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
