@@ -66,6 +66,7 @@ PROPOSITIONS = [
     "p09_coin_flip",
     "p10_sensitivity",
     "p11_simulation_fidelity",
+    "p12_zero_temperature_limit",
     "f01_stationary_equals_source",
     "f02_tv_within_slem_power",
     "f03_map_starts_greedy",

@@ -62,6 +62,7 @@ from .analysis import (  # noqa: E402
     tv_distance,
     worst_case_tv,
 )
+from .analysis import ZeroTemperatureLimit, zero_temperature_limit  # noqa: E402
 from .errors import *  # noqa: E402,F401,F403
 from .errors import __all__ as _errors_all  # noqa: E402
 from .core.model import FunctionModel, NGramModel, as_model  # noqa: E402
@@ -89,3 +90,4 @@ __all__ += [
     "spectral_gap", "tv_distance", "worst_case_tv", "mixing_time", "limit_distribution", "metastable_sets", "prompt_sensitivity",
     "sweep", "temperature_limit", "dobrushin", "tv_bound", "certified_mixing_time",
 ]
+__all__ += ["zero_temperature_limit", "ZeroTemperatureLimit"]

@@ -16,6 +16,7 @@ from .mixing import (ClassSpectrum, SpectralGapResult, limit_distribution, mixin
                      worst_case_tv)
 from .sensitivity import SensitivityResult, future_tv, lyapunov_rate, prompt_sensitivity
 from .sweeps import SweepResult, sweep, sweep_figure, temperature_limit
+from .zero_temperature import ZeroTemperatureLimit, min_in_tree, zero_temperature_limit
 
 __all__ = [
     "BasinsResult", "basins", "basins_result", "reachable_attractors", "strict_basins",
@@ -38,3 +39,4 @@ __all__ += [
     "SensitivityResult", "future_tv", "lyapunov_rate", "prompt_sensitivity",
     "SweepResult", "sweep", "sweep_figure", "temperature_limit",
 ]
+__all__ += ["ZeroTemperatureLimit", "min_in_tree", "zero_temperature_limit"]

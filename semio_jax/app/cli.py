@@ -179,10 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--no-sample", action="store_true", help="exact analyses only, no sampling checks")
             p.add_argument("--all", action="store_true",
                            help="also the whole toolkit: entropy rate, evolution, mixing, bounds, hitting, "
-                                "committor, trajectories, sensitivity, metastability, sweeps (each with its check)")
+                                "committor, trajectories, sensitivity, metastability, sweeps (each with its check), "
+                                "zero-temperature limit")
             p.add_argument("--analyses", default=None,
                            help="comma-separated subset of the toolkit: entropy, evolution, mixing, hitting, "
-                                "trajectories, sensitivity, metastable, sweep (implies --all for those)")
+                                "trajectories, sensitivity, metastable, sweep, zero_temperature (implies --all for those)")
 
     p = sub.add_parser("sample", help="print sampled continuations of a prompt")
     p.add_argument("model")

@@ -8,7 +8,10 @@ For one operator (model x procedure) this runs, in order:
   (+ hitting-time check), MAP vs greedy vs beam trajectories (+ MAP-frequency
   and log-probability check), sensitivity of a prompt to one-token
   perturbations (+ check of both futures), metastable sets of an ergodic chain
-  (+ exit-time check), and a temperature sweep with the t -> 0 limit.
+  (+ exit-time check), a temperature sweep with the t -> 0 limit, and the
+  zero-temperature limit of temperature sampling: stable cycles decoded as token
+  strings, stochastic potentials, escape resistances, exp(R/t) beside the exact
+  escape time (no sampled check: escapes take exp(R/t) steps).
 
 Choices made for the user (all recorded in results.json):
   * the prompt is the one-token prompt of the most frequent stationary token of
@@ -31,6 +34,7 @@ import numpy as np
 
 from .. import agreement
 from .report import check_markdown
+from .zero_temperature_section import zero_temperature_section
 from ..analysis import (
     certified_mixing_time,
     class_structure,
@@ -311,6 +315,12 @@ def _sweep_exact(ctx: ToolkitContext) -> Finding:
                    [("sweep", sweep_figure(sw, title=f"{ctx.model_name}: temperature sweep"))], timed=t)
 
 
+def _zero_temperature_exact(ctx: ToolkitContext) -> Finding:
+    t0 = time.perf_counter()
+    summary, lines = zero_temperature_section(ctx.op)  # a one-line note where the procedure has no t -> 0 limit
+    return Finding({"zero_temperature": summary}, "\n".join(lines), timed=time.perf_counter() - t0)
+
+
 #: The toolkit, in the order it runs. Each entry is the whole section: exact analysis and sampled check.
 TOOLKIT = (
     Section("entropy", _entropy_exact, _entropy_check),
@@ -321,6 +331,7 @@ TOOLKIT = (
     Section("sensitivity", _sensitivity_exact, _sensitivity_check),
     Section("metastable", _metastable_exact, _metastable_check),
     Section("sweep", _sweep_exact, None),
+    Section("zero_temperature", _zero_temperature_exact, None),
 )
 SECTIONS = tuple(s.name for s in TOOLKIT)
 

@@ -522,3 +522,104 @@ def closed_classes_reference(edges: dict) -> list[list[int]]:
         if set(reach[s]) == set(cls) and cls not in out:
             out.append(cls)
     return sorted(out)
+
+
+# ---------------------------------------------------------------- zero temperature
+def min_in_tree_reference(weights: np.ndarray, root: int) -> float:
+    """Minimum weight of an in-tree rooted at ``root`` by enumerating every choice of one outgoing edge per
+    non-root node and keeping those whose every path ends at the root (weights[i, j]: edge i -> j)."""
+    w = np.asarray(weights, dtype=np.float64)
+    n = w.shape[0]
+    others = [i for i in range(n) if i != root]
+    best = math.inf
+    for choice in itertools.product(range(n), repeat=len(others)):
+        parent = dict(zip(others, choice))
+        if any(parent[i] == i for i in others):
+            continue
+        ok = True
+        for i in others:  # follow the parents: the root within n steps, or a cycle
+            x, steps = i, 0
+            while x != root and steps <= n:
+                x, steps = parent[x], steps + 1
+            ok = ok and x == root
+        if ok:
+            best = min(best, sum(w[i, parent[i]] for i in others))
+    return best
+
+
+def zero_temperature_reference(logits: np.ndarray, succ: np.ndarray, num_full: int, top_k: int | None = None,
+                               tie_rtol: float = 1e-9) -> dict:
+    """The zero-temperature limit on the full states by brute force.
+
+    Token by token: the allowed tokens (finite, and the top_k largest by (-z, id)), resistances
+    max z - z_y, Warshall closures of the zero-resistance and support graphs, Floyd-Warshall
+    path resistances, and every in-tree over the P0 classes of each closed class of the
+    support. Returns a dict with classes (sorted lists), attractor, basin, resistance,
+    escape, gamma (raw stochastic potentials) and potential (gamma minus the minimum of its
+    closed class, ties within tie_rtol * max finite resistance set to 0).
+    """
+    z = np.asarray(logits, dtype=np.float64)[:num_full]
+    v, n = z.shape
+    r = np.full((v, v), math.inf)  # r[s, u]: resistance of the move s -> u
+    for s in range(v):
+        order = sorted((y for y in range(n) if math.isfinite(z[s, y])), key=lambda y: (-z[s, y], y))
+        kept = order[:top_k] if top_k is not None else order
+        top = max(z[s, y] for y in kept)
+        for y in kept:
+            r[s, int(succ[s, y])] = top - z[s, y]
+
+    def closure(adj):
+        reach = adj.copy()
+        np.fill_diagonal(reach, True)
+        for k in range(v):
+            for i in range(v):
+                if reach[i, k]:
+                    for j in range(v):
+                        if reach[k, j]:
+                            reach[i, j] = True
+        return reach
+
+    def closed_classes(reach):
+        rec = [s for s in range(v) if all(reach[u, s] for u in range(v) if reach[s, u])]
+        out = []
+        for s in rec:
+            if not any(s in c for c in out):
+                out.append(sorted(u for u in rec if reach[s, u] and reach[u, s]))
+        return sorted(out)
+
+    zreach = closure(r == 0.0)
+    classes = closed_classes(zreach)
+    attractors = closed_classes(closure(np.isfinite(r)))
+    attractor = [next((a for a, m in enumerate(attractors) if c[0] in m), -1) for c in classes]
+    basin = []
+    for s in range(v):
+        hit = {i for i, c in enumerate(classes) if zreach[s, c[0]]}
+        basin.append(hit.pop() if len(hit) == 1 else -1)
+    d = r.copy()
+    np.fill_diagonal(d, 0.0)
+    for k in range(v):
+        for i in range(v):
+            for j in range(v):
+                if d[i, k] + d[k, j] < d[i, j]:
+                    d[i, j] = d[i, k] + d[k, j]
+    kk = len(classes)
+    res = np.array([[min(d[a, b] for a in ci for b in cj) for cj in classes] for ci in classes]).reshape(kk, kk)
+    np.fill_diagonal(res, 0.0)
+    escape = [min([d[a, u] for a in c for u in range(v) if basin[u] != i], default=math.inf)
+              for i, c in enumerate(classes)]
+    gamma = [math.inf] * kk
+    for a in range(len(attractors)):
+        idx = [i for i in range(kk) if attractor[i] == a]
+        sub = res[np.ix_(idx, idx)]
+        for pos, i in enumerate(idx):
+            gamma[i] = min_in_tree_reference(sub, pos)
+    finite = res[np.isfinite(res)]
+    tol = tie_rtol * max(float(finite.max()) if finite.size else 0.0, 1.0)
+    potential = [math.inf] * kk
+    for a in range(len(attractors)):
+        idx = [i for i in range(kk) if attractor[i] == a]
+        low = min(gamma[i] for i in idx)
+        for i in idx:
+            potential[i] = 0.0 if gamma[i] - low <= tol else gamma[i] - low
+    return {"classes": classes, "attractor": attractor, "basin": basin, "resistance": res, "escape": escape,
+            "gamma": gamma, "potential": potential}
