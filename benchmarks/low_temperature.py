@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     space = sj.StateSpace(card["config"]["n_tokens"], card["config"]["context_length"])
     temps = [float(x) for x in args.temperatures.split(",")]
     greedy = sj.greedy_dynamics(sj.build_operator(model, space, "greedy"))
-    cycles = [np.asarray(c) for c in greedy.cycles]
+    cycles = [np.asarray(c) for c in greedy.cycles]  # the t -> 0 dynamics when maxima are unique
     lim = None
     rows = []
     for t in temps:
@@ -57,8 +57,8 @@ def main(argv=None) -> int:
             warnings.simplefilter("ignore", sj.UnrepresentableWarning)
             st = sj.stationary_result(op)
         atts = sj.attractors(op)
-        if lim is None and hasattr(sj, "zero_temperature_limit"):
-            lim = sj.zero_temperature_limit(op)
+        if lim is None:
+            lim = sj.zero_temperature_limit(op)  # does not depend on t: the argmax chain and the resistances
         mass = []
         for c in cycles:  # pi_t of each greedy cycle, in log form (it may be far below the float64 range)
             logs = []
@@ -68,37 +68,30 @@ def main(argv=None) -> int:
                 if ok.any():
                     logs.append(np.logaddexp.reduce(st.log_values[i][pos[ok]]))
             mass.append(float(np.logaddexp.reduce(logs)) if logs else -np.inf)
-        escapes = []
-        for k, c in enumerate(cycles):
-            basin = greedy.cycle_of == k  # the greedy basin of cycle k (the full states only are windows)
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", sj.UnrepresentableWarning)
-                    h = sj.hitting_times(op, ~basin)
-                escapes.append(float(h[int(c[0])]))
-            except sj.ConvergenceError:
-                escapes.append(math.inf)
+        # exact expected escape times from each P0 class's basin, by log-domain GTH (Kac's formula):
+        # accurate where the escape takes e^300 steps and more
+        escapes = list(np.exp(lim.log_escape_times(op))) if lim is not None else []
         rows.append((t, len(atts), [a.size for a in atts][:4], st.methods[0], st.error_bounds[0],
                      st.relative_bounds[0], mass, escapes, time.perf_counter() - t0))
     header = ["t", "attractors", "sizes", "method", "L1 bound", "rel. bound"]
-    header += [f"log10 pi(C{k})" for k in range(len(cycles))] + [f"E[escape C{k}]" for k in range(len(cycles))]
+    header += [f"log10 pi(C{k})" for k in range(len(cycles))]
+    header += [f"E[escape {k}] exact / exp(R/t)" for k in range(lim.n_classes)]
     header += ["s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for t, n, sizes, meth, b, rb, mass, esc, secs in rows:
         cells = [f"{t:g}", str(n), str(sizes), meth, "-" if b is None else f"{b:.1e}", "-" if rb is None else f"{rb:.1e}"]
         cells += [f"{m / math.log(10):.2f}" for m in mass]
-        cells += ["-" if e is None else ("> 1.8e308" if math.isinf(e) else f"{e:.4g}") for e in esc]
+        pred = lim.predicted_escape_times(t)
+        cells += [f"{e:.4g} / {p:.4g}" if np.isfinite(e) else "inf" for e, p in zip(esc, pred)]
         cells.append(f"{secs:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     out = [f"# Low temperature: {args.model}", "", "Command: `python " + " ".join(["benchmarks/low_temperature.py", *sys.argv[1:]]) + "`", "",
            "Greedy cycles: " + ", ".join(f"C{k} = {cycle_text(space, c)} (period {c.size})" for k, c in enumerate(cycles)), ""]
     out += lines
-    if lim is not None:
-        out += ["", "Zero-temperature limit (stochastic stability): "
-                + ", ".join(f"class {k}: potential {p:.3f}, escape resistance R = {r:.3f}"
-                            for k, (p, r) in enumerate(zip(lim.potential, lim.escape))),
-                "Predicted escape time exp(R/t): " + ", ".join(
-                    f"t={t:g}: " + "/".join(f"{math.exp(min(r / t, 700)):.3g}" for r in lim.escape) for t in temps)]
+    out += ["", "Zero-temperature limit (`sj.zero_temperature_limit`, stochastic stability): "
+            + ", ".join(f"class {k} = {cycle_text(space, lim.cycles[k])}: potential {p:.3f}, escape resistance "
+                        f"R = {r:.3f}" for k, (p, r) in enumerate(zip(lim.potential, lim.escape))),
+            "Prediction: as t -> 0, t log pi_t(class) -> -potential and t log E[escape] -> R."]
     text = "\n".join(out) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)

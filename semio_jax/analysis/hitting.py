@@ -120,7 +120,13 @@ def _solve_lu(op, unknown: np.ndarray, rhs: np.ndarray, times_rhs: bool = False)
 
     off, exits = off_diagonal(op.csr)  # P without its diagonal; exits = 1 - p_ii without cancellation
     a_mat = (sp.diags(exits[unknown]) - off[unknown][:, unknown]).tocsc()  # I - Q_UU
-    lu = spla.splu(a_mat, permc_spec="COLAMD")
+    try:
+        lu = spla.splu(a_mat, permc_spec="COLAMD")
+    except RuntimeError as e:  # "Factor is exactly singular": moves below the float64 range decide the times
+        raise ConvergenceError(
+            f"sparse LU of I - Q on {unknown.size} states failed ({e}): the expected times are governed by moves "
+            f"too small for float64; use semio_jax.zero_temperature_limit(op).log_escape_times(op) for escapes, "
+            f"or a higher temperature") from None
     x = lu.solve(rhs)
     for _ in range(2):
         x = x + lu.solve(rhs - a_mat @ x)

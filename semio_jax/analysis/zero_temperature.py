@@ -76,7 +76,7 @@ import scipy.sparse as sp
 from scipy.sparse import csgraph
 
 from .._util.memory import refuse_if_over
-from ..errors import InvalidProcedureError, LogitsError, NonFiniteLogitsError
+from ..errors import InvalidProcedureError, LogitsError, NonFiniteLogitsError, StateSpaceTooLargeError
 from ..linalg.gth import gth_log
 from ._cache import cached_analysis
 from .hitting import hitting_times
@@ -156,13 +156,18 @@ class ZeroTemperatureLimit:
         """float64[K]: log E[steps to leave the basin] from each class's smallest state, by
         :func:`log_escape_time` (GTH in the log domain: accurate where the escape takes e^300 steps).
 
-        +inf where the escape resistance is +inf; NaN where the chain before the exit has more than
-        ``max_states`` states (use :meth:`exact_escape_times` there).
+        +inf where the escape resistance is +inf. Where the chain before the exit has more than
+        ``max_states`` states the next method takes over: log of :meth:`exact_escape_times`'s
+        hitting-time solve (which raises if it cannot produce a finite, certified-or-flagged value).
         """
         out = np.full(self.n_classes, np.inf)
         for i, members in enumerate(self.classes):
             if np.isfinite(self.escape[i]):
-                out[i] = log_escape_time(op, int(members[0]), self.basin != i, max_states)
+                try:
+                    out[i] = log_escape_time(op, int(members[0]), self.basin != i, max_states)
+                except StateSpaceTooLargeError:
+                    h = float(hitting_times(op, self.escape_targets(i))[int(members[0])])
+                    out[i] = np.log(h)
         return out
 
     def summary(self) -> dict:
@@ -328,8 +333,9 @@ def log_escape_time(op, start: int, target, max_states: int = ESCAPE_GTH_MAX) ->
     state T for the whole target that jumps back to ``start``. One cycle T -> start -> ... -> T
     lasts 1 + tau steps, so pi(T) = 1 / (1 + E[tau]) (Kac), and GTH in the log domain
     (:func:`semio_jax.linalg.gth.gth_log`) gives log pi(T) to high relative accuracy however small;
-    log E = log(1 - pi(T)) - log pi(T). +inf when some state of U cannot reach the target;
-    NaN when |U| + 1 > max_states.
+    log E = log(1 - pi(T)) - log pi(T). +inf when some state of U cannot reach the target
+    (the escape is not certain: E is infinite). Raises StateSpaceTooLargeError when
+    |U| + 1 > max_states (the dense log-domain GTH would not fit; use the hitting-time solver).
     """
     nf = op.space.num_full
     tgt = np.asarray(target, dtype=bool)
@@ -346,7 +352,9 @@ def log_escape_time(op, start: int, target, max_states: int = ESCAPE_GTH_MAX) ->
         return float("inf")
     n = u.size
     if n + 1 > max_states:
-        return float("nan")
+        raise StateSpaceTooLargeError(
+            f"the escape from state {start} passes through {n} states, over the log-domain GTH limit of "
+            f"{max_states}; use ZeroTemperatureLimit.exact_escape_times (the hitting-time solver)")
     pos = np.full(nf, -1, dtype=np.int64)
     pos[u] = np.arange(n)
     rows = logp[u]  # [n, N]

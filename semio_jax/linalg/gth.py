@@ -58,7 +58,14 @@ def gth(block: np.ndarray, panel: int = 64) -> np.ndarray:
     sum of products of non-negative numbers, so GTH's entrywise accuracy is kept; only the order
     of the additions changes. 1024 states: ~0.1 s instead of ~1 s.
     """
-    a = np.array(block, dtype=np.float64, copy=True)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        try:
+            return _gth_blocked(np.array(block, dtype=np.float64, copy=True), panel)
+        except FloatingPointError as e:
+            raise ConvergenceError(f"GTH left the float64 range ({e}); the log-domain GTH handles such classes") from None
+
+
+def _gth_blocked(a: np.ndarray, panel: int) -> np.ndarray:
     n = a.shape[0]
     if n == 1:
         return np.ones(1)
@@ -67,7 +74,7 @@ def gth(block: np.ndarray, panel: int = 64) -> np.ndarray:
         lo = max(1, hi - panel)  # eliminate hi-1, ..., lo; states < lo get the delayed update
         for k in range(hi - 1, lo - 1, -1):
             s = a[k, :k].sum()
-            if s <= 0.0:  # not irreducible, or the reduced rates underflowed to 0
+            if not s >= _TINY:  # not irreducible, or the reduced rates underflowed (to 0 or subnormal)
                 raise ConvergenceError(
                     f"GTH: state {k} has no remaining exit rate (the block is reducible, or its products "
                     f"underflowed below the smallest float64); use method='lu'"
@@ -140,7 +147,12 @@ def gth_enclosure(lo: np.ndarray, hi: np.ndarray, panel: int = 64) -> tuple[np.n
     if not (np.all(np.isfinite(w_hi)) and w_lo.min() > _TINY):
         raise ConvergenceError("GTH enclosure: the bounds left the normal float64 range; use the log-domain enclosure")
     f = _round_factor(n)
-    return w_lo / (w_hi.sum() * (1.0 + f)) * (1.0 - 2 * EPS), w_hi / (w_lo.sum() * (1.0 - f)) * (1.0 + 2 * EPS)
+    pi_lo = w_lo / (w_hi.sum() * (1.0 + f)) * (1.0 - 2 * EPS)
+    pi_hi = w_hi / (w_lo.sum() * (1.0 - f)) * (1.0 + 2 * EPS)
+    if not pi_lo.min() > _TINY:
+        raise ConvergenceError("GTH enclosure: a lower bound fell below the normal float64 range; use the log-domain "
+                               "enclosure")
+    return pi_lo, pi_hi
 
 
 def _lse(x: np.ndarray, axis=None) -> np.ndarray:
