@@ -28,6 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
+from ..linalg.graph import closed_components
 from ._cache import cached_analysis
 from .greedy import functional_graph
 
@@ -61,15 +62,7 @@ def class_structure(op) -> ClassStructure:
     if op.is_deterministic:
         return _from_functional_graph(op)
     adj = op.adjacency()
-    n_classes, labels = csgraph.connected_components(adj, directed=True, connection="strong")
-    labels = labels.astype(np.int64)
-    coo = adj.tocoo()
-    leaving = labels[coo.row] != labels[coo.col]
-    open_class = np.zeros(n_classes, dtype=bool)
-    open_class[labels[coo.row[leaving]]] = True
-    closed_ids = np.flatnonzero(~open_class)
-    members = [np.flatnonzero(labels == c) for c in closed_ids]
-    members.sort(key=lambda m: int(m[0]))
+    labels, n_classes, members = closed_components(adj)
     attractor_of = np.full(op.num_states, -1, dtype=np.int64)
     for i, m in enumerate(members):
         attractor_of[m] = i

@@ -77,6 +77,7 @@ from scipy.sparse import csgraph
 
 from .._util.memory import refuse_if_over
 from ..errors import InvalidProcedureError, LogitsError, NonFiniteLogitsError, StateSpaceTooLargeError
+from ..linalg.graph import closed_components
 from ..linalg.gth import gth_log
 from ._cache import cached_analysis
 from .hitting import hitting_times
@@ -210,21 +211,6 @@ def _graph(succ: np.ndarray, weight: np.ndarray, mask: np.ndarray) -> sp.csr_mat
     counts = mask.sum(axis=1)
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     return sp.csr_matrix((weight[mask].astype(np.float64), succ[mask].astype(np.int64), indptr), shape=(v, v))
-
-
-def _closed_components(graph: sp.csr_matrix) -> tuple[np.ndarray, list]:
-    """(SCC labels int64[V], closed SCCs as sorted arrays sorted by smallest state)."""
-    n, labels = csgraph.connected_components(graph, directed=True, connection="strong")
-    labels = labels.astype(np.int64)
-    coo = graph.tocoo()
-    leaving = labels[coo.row] != labels[coo.col]
-    open_ = np.zeros(n, dtype=bool)
-    open_[labels[coo.row[leaving]]] = True
-    order = np.argsort(labels, kind="stable")  # states grouped by label, increasing within a group
-    bounds = np.searchsorted(labels[order], np.arange(n + 1))
-    members = [order[bounds[c]:bounds[c + 1]] for c in np.flatnonzero(~open_)]
-    members.sort(key=lambda m: int(m[0]))
-    return labels, members
 
 
 def _reached_from(graph_rev: sp.csr_matrix, sources: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -413,10 +399,10 @@ def zero_temperature_limit(op) -> ZeroTemperatureLimit:
     support = _graph(succ, r, keep)  # weighted by resistance, zero-resistance edges kept as explicit zeros
     zero = _graph(succ, r, keep & (r == 0.0))
 
-    _, classes = _closed_components(zero)
+    _, _, classes = closed_components(zero)
     k = len(classes)
     basin = _strict_basins(zero, classes)
-    labels_t, attractors_t = _closed_components(support)
+    labels_t, _, attractors_t = closed_components(support)
     attractor_id = np.full(labels_t.max() + 1, -1, dtype=np.int64)
     for a, members in enumerate(attractors_t):
         attractor_id[labels_t[members[0]]] = a
