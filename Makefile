@@ -29,5 +29,8 @@ test-all: $(STAMP)  ## everything
 bench: $(STAMP)  ## every benchmark script; tables land in benchmarks/results/
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
+proofs: $(STAMP)  ## validate every proposition; results in reports/proofs/ (never in the source tree)
+	$(BIN)/semio proofs --out reports/proofs
+
 clean:
 	rm -rf $(VENV) reports .pytest_cache .hypothesis
