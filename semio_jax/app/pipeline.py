@@ -60,7 +60,7 @@ def tag_of(spec: str) -> str:
 
 def _entropy(p: np.ndarray) -> float:
     p = p[p > 0]
-    return float(-(p * np.log(p)).sum())
+    return float(-(p * np.log(p)).sum()) + 0.0  # + 0.0: a point mass prints 0, not -0
 
 
 def prompt_state(space: StateSpace, tokens: Sequence[int]) -> int:
