@@ -38,11 +38,9 @@ log-probabilities <= 0 and never +inf or NaN.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from functools import cached_property
 
-import jax
 import numpy as np
 import scipy.sparse as sp
 
@@ -306,20 +304,10 @@ class Operator:
         return f"Operator({self.space!r}, procedure={proc}, max_row_error={self.max_row_error:.1e})"
 
 
-@functools.lru_cache(maxsize=256)
-def _jitted_procedure(procedure: Procedure):
-    """One compiled (log q, margin, keep) map per procedure (procedures are hashable and immutable)."""
-    def both(z):
-        keep, margin = procedure.keep_mask(z)
-        return procedure.log_probabilities(z), margin, keep
-
-    return jax.jit(both)
-
-
 def apply_procedure(procedure: Procedure, logits: np.ndarray, batch: int = APPLY_BATCH) -> np.ndarray:
     """float64 log-probabilities of ``procedure`` on a logit table, in chunks, with the exact support
     (:func:`semio_jax.core.procedure.exact_log_probabilities`)."""
-    return exact_log_probabilities(procedure, logits, batch=batch, fn=_jitted_procedure(procedure))
+    return exact_log_probabilities(procedure, logits, batch=batch)
 
 
 def logit_rounding(log_probs: np.ndarray) -> float:

@@ -49,6 +49,7 @@ round-trips: ``parse("temperature=0.8,top_k=3").spec == "temperature=0.8,top_k=3
 from __future__ import annotations
 
 import decimal
+import functools
 import math
 from dataclasses import dataclass, fields, replace
 
@@ -68,6 +69,7 @@ __all__ = [
     "compose",
     "parse",
     "exact_log_probabilities",
+    "compiled_map",
     "AMBIGUOUS",
 ]
 
@@ -350,7 +352,7 @@ def exact_log_probabilities(procedure: Procedure, logits: np.ndarray, batch: int
     possible token's log-probability overflows float64 (a logit gap / t beyond 1.8e308).
     """
     logits = np.asarray(logits)
-    fn = fn if fn is not None else _compiled(procedure)
+    fn = fn if fn is not None else compiled_map(procedure)
     out = np.empty(logits.shape, dtype=np.float64)
     for start in range(0, logits.shape[0], batch):
         chunk = logits[start:start + batch]
@@ -374,10 +376,13 @@ def exact_log_probabilities(procedure: Procedure, logits: np.ndarray, batch: int
     return out
 
 
-def _compiled(procedure: Procedure):
+@functools.lru_cache(maxsize=256)
+def compiled_map(procedure: Procedure):
+    """One compiled ``z -> (log q, margin, keep)`` per procedure (procedures are hashable and immutable)."""
     def both(z):
         keep, margin = procedure.keep_mask(z)
         return procedure.log_probabilities(z), margin, keep
+
     return jax.jit(both)
 
 
