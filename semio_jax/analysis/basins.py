@@ -19,7 +19,7 @@ Computation:
    sparse LU with two steps of iterative refinement when |U| <= 8192, and
    above (where LU's fill-in explodes: 545 s at |U| = 85,000) by GMRES with
    structured pulls and the greedy preconditioner, one column per attractor
-   (:mod:`semio_jax.analysis.krylov`).
+   (:mod:`semio_jax.linalg.krylov`).
 3. **Certificate.** With t = (I - Q_UU)^{-1} 1 (the expected number of steps
    spent in U, solved with the same factorisation),
    ||X_hat - X||_inf <= max(t) * ||residual||_inf, reported as ``error_bound``
@@ -305,7 +305,7 @@ def basins_result(op) -> BasinsResult:
 
 
 def _solve_krylov(op, owner: np.ndarray, unknown: np.ndarray, reach_u: np.ndarray):
-    """h on the split states by GMRES with structured pulls (semio_jax.analysis.krylov); (x, residual, tmax, bound)."""
+    """h on the split states by GMRES with structured pulls (semio_jax.linalg.krylov); (x, residual, tmax, bound)."""
 
     kern = krylov.ChainKernels(op)
     m = reach_u.shape[1]

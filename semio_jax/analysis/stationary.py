@@ -19,7 +19,7 @@ Algorithms (``method=``):
 * ``"krylov"``: the same reduced system x (I - Q_j) = r_j solved by GMRES
   with only structured matvecs, preconditioned by the greedy part of the chain
   (one edge per state, a functional graph, solved exactly); see
-  :mod:`semio_jax.analysis.krylov`. Tens of matvecs on slowly mixing chains
+  :mod:`semio_jax.linalg.krylov`. Tens of matvecs on slowly mixing chains
   where power iteration needs 10^4 or more. It stops at the residual target
   ``tol`` or raises ConvergenceError. tau_j (for the bound below) comes from a
   second GMRES solve of (I - Q_j) t = 1 with j the state of largest mass, to an

@@ -98,7 +98,8 @@ def _push_local(p, d, *, axes, block, padded, succ):
 
 
 def _power_local(p, v0, tol, max_iter, *, axes, push):
-    """Lazy power iteration v <- (v + v P) / 2 until ||v P - v||_1 <= tol, as _solve_power does it."""
+    """Lazy power iteration v <- (v + v P) / 2 until ||v P - v||_1 <= tol (every step lazy; the single-device solver
+    takes plain steps with a lazy one every eighth)."""
 
     def l1(x):
         return jax.lax.psum(jnp.sum(jnp.abs(x)), axes)
@@ -300,7 +301,7 @@ class ShardedOperator:
         """Lazy power iteration from v0 (device vector): (w / sum w, last residual, pushes done).
 
         Stops at the first push w = v P with ||w - v||_1 <= tol or after max_iter pushes,
-        exactly like the single-device ``_solve_power`` (the caller decides what a miss means).
+        (the caller decides what a miss means).
         """
         w, res, it = self._kernels.power(self.probs, v0, jnp.float64(tol), jnp.int64(max_iter))
         return w, float(res), int(it)
