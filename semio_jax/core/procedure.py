@@ -361,7 +361,9 @@ def exact_log_probabilities(procedure: Procedure, logits: np.ndarray, batch: int
         if rows.size:
             uniq, inverse = np.unique(np.asarray(chunk[rows], dtype=np.float64), axis=0, return_inverse=True)
             exact = np.stack([_exact_keep(procedure, z) for z in uniq])
-            fixed = np.stack([_log_softmax_on(procedure, z, k) for z, k in zip(uniq, exact)])
+            # the jitted map's own formula on the exact support (greedy never has an ambiguous margin)
+            fixed = np.asarray(_masked_log_softmax(_shifted(jnp.asarray(uniq), procedure.temperature),
+                                                   jnp.asarray(exact)))
             inverse = np.asarray(inverse).reshape(-1)
             logq, keep = logq.copy(), keep.copy()
             logq[rows], keep[rows] = fixed[inverse], exact[inverse]
@@ -384,18 +386,6 @@ def compiled_map(procedure: Procedure):
         return procedure.log_probabilities(z), margin, keep
 
     return jax.jit(both)
-
-
-def _log_softmax_on(procedure: Procedure, z: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """float64 log q of one row on a given support (numpy; the same formula as the jitted map)."""
-    if procedure.greedy:
-        return np.where(keep, 0.0, -np.inf)
-    m = np.max(z[np.isfinite(z)])
-    u = (z - m) / procedure.temperature
-    um = np.where(keep, u, -np.inf)
-    top = np.max(um)
-    lse = top + np.log(np.sum(np.where(keep, np.exp(um - top), 0.0)))
-    return np.where(keep, um - lse, -np.inf)
 
 
 def _exact_keep(procedure: Procedure, z: np.ndarray) -> np.ndarray:
