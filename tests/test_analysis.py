@@ -52,6 +52,18 @@ def chain_operator(p: np.ndarray) -> sj.Operator:
 @pytest.mark.property
 @given(any_operator)
 def test_classes_match_reference(op):
+    check_classes(op)
+
+
+@pytest.mark.parametrize("n,length,prefixes", [(2, 4, True), (3, 3, True), (3, 2, False), (1, 3, True)])
+def test_full_support_shortcut_matches_reference(n, length, prefixes):
+    # every row has full support: class_structure answers without a graph search (de Bruijn graph)
+    space = sj.StateSpace(n, length, prefixes=prefixes)
+    probs = np.random.default_rng(n * 10 + length).dirichlet(np.ones(n), size=space.num_states)
+    check_classes(sj.Operator(space, probs))
+
+
+def check_classes(op):
     cs = sj.class_structure(op)
     ref_closed, ref_periods = classes_reference(op.probs, op.successors)
     assert [a.tolist() for a in cs.attractors] == ref_closed

@@ -13,7 +13,10 @@ BFS levelling of C.
 Only the support graph matters here, so these results are exact (no floating
 point): a probability is either zero or not. For deterministic operators
 (greedy decoding, top-k = 1) the attractors are the cycles of the map, found
-by the functional-graph algorithm of :mod:`semio_jax.analysis.greedy`.
+by the functional-graph algorithm of :mod:`semio_jax.analysis.greedy`. When every full
+window can emit every token (any temperature without truncation) the support graph on the
+full windows is the whole de Bruijn graph B(N, L): one closed class, aperiodic (0...0 loops),
+and no search is run.
 
 Order: attractors are sorted by their smallest state index, and each is a
 sorted int64 array of state indices.
@@ -22,8 +25,6 @@ sorted int64 array of state indices.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import gcd
-
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
@@ -61,6 +62,8 @@ def class_structure(op) -> ClassStructure:
     """Decompose the operator's support graph (see module docstring)."""
     if op.is_deterministic:
         return _from_functional_graph(op)
+    if bool(op.support[: op.space.num_full].all()):
+        return _full_de_bruijn(op)
     adj = op.adjacency()
     labels, n_classes, members = closed_components(adj)
     attractor_of = np.full(op.num_states, -1, dtype=np.int64)
@@ -85,20 +88,43 @@ def _from_functional_graph(op) -> ClassStructure:
                           transient=off.astype(np.int64), periods=[len(c) for c in g.cycles])
 
 
+def _full_de_bruijn(op) -> ClassStructure:
+    # Every full window can emit every token: the support graph on the full windows is the whole
+    # de Bruijn graph B(N, L), which is strongly connected (any window reaches any other by writing
+    # it, in L steps) and aperiodic (the window 0...0 has a self-loop). No graph search is needed.
+    # Prefix states only grow, so each is a transient class of its own.
+    nf, s = op.space.num_full, op.num_states
+    labels = np.zeros(s, dtype=np.int64)
+    labels[nf:] = 1 + np.arange(s - nf)
+    attractor_of = np.full(s, -1, dtype=np.int64)
+    attractor_of[:nf] = 0
+    return ClassStructure(labels=labels, n_classes=1 + s - nf, attractors=[np.arange(nf, dtype=np.int64)],
+                          attractor_of=attractor_of, transient=np.arange(nf, s, dtype=np.int64), periods=[1])
+
+
+def _bfs_levels(order: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """int64[V]: depth of each vertex in the BFS tree given by ``pred`` (pointer jumping, O(V log depth))."""
+    level = np.zeros(pred.size, dtype=np.int64)
+    anc = np.where(pred >= 0, pred, -1).astype(np.int64)  # the root and unreached vertices have none
+    level[anc >= 0] = 1
+    live = np.flatnonzero(anc >= 0)
+    while live.size:  # invariant: level[v] = depth(v) - depth(anc[v]) for every live v
+        a = anc[live]
+        level[live] += level[a]
+        anc[live] = anc[a]
+        live = live[anc[live] >= 0]
+    return level
+
+
 def _period(adj: sp.csr_matrix, members: np.ndarray) -> int:
     """gcd of cycle lengths of the closed class ``members`` (BFS levelling)."""
-    sub = adj[members][:, members].tocsr()
+    if bool((adj.diagonal()[members] > 0).any()):
+        return 1  # a self-loop is a cycle of length 1
+    sub = adj if members.size == adj.shape[0] else adj[members][:, members].tocsr()
     order, pred = csgraph.breadth_first_order(sub, 0, directed=True, return_predecessors=True)
-    level = np.zeros(members.size, dtype=np.int64)
-    for v in order[1:]:  # BFS order: a predecessor's level is final before its children
-        level[v] = level[pred[v]] + 1
+    level = _bfs_levels(order, pred)
     coo = sub.tocoo()
-    diffs = np.abs(level[coo.row] + 1 - level[coo.col])
-    g = 0
-    for d in np.unique(diffs):
-        g = gcd(g, int(d))
-        if g == 1:
-            break
+    g = int(np.gcd.reduce(np.abs(level[coo.row] + 1 - level[coo.col]))) if coo.nnz else 0
     return g if g > 0 else 1
 
 
