@@ -16,13 +16,13 @@ Algorithms (``method=``):
   x (I - Q_j) = r_j by sparse LU and set pi = (x, 1) / Z. I - Q_j is a
   non-singular M-matrix, so this is backward stable; two steps of iterative
   refinement follow. The default for larger classes.
-* ``"krylov"``: the same reduced system x (I - Q_j) = r_j solved by GMRES
-  with only structured matvecs, preconditioned by the greedy part of the chain
+* ``"krylov"``: the same reduced system x (I - Q_j) = r_j solved by BiCGSTAB
+  (GMRES where it stalls) with only structured matvecs, preconditioned by the greedy part of the chain
   (one edge per state, a functional graph, solved exactly); see
   :mod:`semio_jax.linalg.krylov`. Tens of matvecs on slowly mixing chains
   where power iteration needs 10^4 or more. It stops at the residual target
   ``tol`` or raises ConvergenceError. tau_j (for the bound below) comes from a
-  second GMRES solve of (I - Q_j) t = 1 with j the state of largest mass, to an
+  second Krylov solve of (I - Q_j) t = 1 with j the state of largest mass, to an
   inf-norm residual of 1e-2 (all the certificate needs), certified as an M-matrix
   inequality (as for LU), else from :func:`hitting_time_bound`.
 * ``"power"``: power iteration with every 8th step lazy (pi <- pi (I + P) / 2, which
@@ -85,13 +85,15 @@ that ``auto`` turns into the next method.
 
 ``auto`` uses GTH (float64, or the log domain where needed) up to 1024 states per class, LU up to 8192 (its fill-in
 grows quickly on de Bruijn graphs, which are expanders) and Krylov above;
-there it first gives power iteration 2000 steps (a fast-mixing
-chain converges in about a hundred, and there each GMRES step costs several
-matvecs and a growing orthogonal basis) and turns to Krylov if that is not
+there it first gives power iteration 400 steps and turns to Krylov if that is not
 enough, or as soon as the residual's decay over the last 24 steps projects that
-2000 will not be. When power succeeds there, tau_j comes from pi as for
+400 will not be; the Krylov solve then starts from the power iterate. The
+threshold is where the two cost the same on the 2^20-window benchmark chains: a
+power step (one push) costs 3-5 ms there, a BiCGSTAB product with its
+preconditioner solve about 30 ms, and the transformer chains that need 460-730
+power steps take 90-160 products. When power succeeds, tau_j comes from pi as for
 ``power`` (on the fast 2^20 benchmark chain: 66 pulls and a bound within 0.4% of
-the GMRES value, where the GMRES certificate cost three times the power solve).
+the Krylov value, at half the cost of the power solve).
 """
 
 from __future__ import annotations
@@ -116,10 +118,10 @@ __all__ = ["StationaryResult", "stationary", "stationary_result", "stationary_sh
 
 GTH_MAX = 1024
 LU_MAX = 8192
-#: above this class size ``auto`` tries POWER_FIRST_ITERS steps of power iteration before GMRES (every
+#: above this class size ``auto`` tries POWER_FIRST_ITERS steps of power iteration before Krylov (every
 #: class past LU: with the certificate from pi, power costs ~n + n/6 products on a chain that mixes in n)
 KRYLOV_AUTO_MAX = LU_MAX
-POWER_FIRST_ITERS = 2000
+POWER_FIRST_ITERS = 400
 _PROBE = 24  # steps over which the trial power run measures its rate of convergence
 CHECK = 8  # power iteration: CHECK - 1 plain steps, then a lazy one with the residual test
 BLOCK_FRACTION = 4  # a class of at most 1/4 of the full states is solved as a sparse chain of its own
@@ -377,7 +379,8 @@ def _solve_power(kern, members: np.ndarray, tol: float, max_iter: int,
 
     With ``give_up_early`` (the trial run of ``auto``) it stops as soon as the residual's
     observed geometric decay over the last ``_PROBE`` steps projects that ``max_iter``
-    steps will not reach ``tol``; ``keep`` (a dict) then receives the steps taken ("steps").
+    steps will not reach ``tol``; ``keep`` (a dict) then receives the steps taken ("steps")
+    and the last iterate ("iterate", normalised: the Krylov solve that follows starts from it).
     """
     size = kern.size
     v = np.zeros(size)
@@ -405,14 +408,14 @@ def _solve_power(kern, members: np.ndarray, tol: float, max_iter: int,
         v += w
         v *= 0.5
     if keep is not None:
-        keep.update(steps=it)
+        keep.update(steps=it, iterate=w / w.sum())
     raise ConvergenceError(
         f"power iteration did not reach residual {tol:g} in {max_iter} steps (last residual {res:.2e}); "
         f"the chain mixes slowly: use method='lu' or 'gth'"
     )
 
 
-def _solve_krylov(kern, members: np.ndarray, tol: float, max_matvecs: int):
+def _solve_krylov(kern, members: np.ndarray, tol: float, max_matvecs: int, start: np.ndarray | None = None):
     """(pi over kern.size, j, tau_j or None, matvecs) by GMRES (see semio_jax.linalg.krylov); j = the state of
     largest mass (local index).
 
@@ -421,7 +424,8 @@ def _solve_krylov(kern, members: np.ndarray, tol: float, max_matvecs: int):
     two states, so it stays a good preconditioner (GMRES judges the true residual), and a new
     factor would cost more than the extra iterations.
     """
-    pi, _, info, factor = krylov.stationary_krylov(None, members, tol=tol, max_matvecs=max_matvecs, kern=kern)
+    pi, _, info, factor = krylov.stationary_krylov(None, members, tol=tol, max_matvecs=max_matvecs, kern=kern,
+                                                   start=start)
     j = int(members[np.argmax(pi[members])])  # tau_j is smallest near the top of pi (1 / pi_j by Kac)
     tau, tmv = _tau_certified(kern, members, j, pi, factor, richardson=False)
     return pi, j, tau, info.matvecs + 1 + tmv
@@ -502,7 +506,7 @@ def _solve_iterative(op, members: np.ndarray, m: str, method: str, tol: float, m
             tau, tmv = _tau_certified(kern, local, jl, pi_loc)
             mv += tmv
     if pi_loc is None:
-        pi_loc, jl, tau, mv = _solve_krylov(kern, local, tol, min(max_iter, 5000))
+        pi_loc, jl, tau, mv = _solve_krylov(kern, local, tol, min(max_iter, 5000), start=trial.get("iterate"))
         mv += trial.get("steps", 0)  # the trial's pushes count too
     j = int(members[jl]) if isinstance(kern, krylov.BlockKernels) else jl
     pi_full = np.zeros(op.num_states)
