@@ -49,7 +49,7 @@ def test_greedy_factor_solves_exactly(seed, missing):
     g = np.zeros((n, n))
     g[np.arange(n), f] += w
     a = np.eye(n) - g
-    fac = krylov.GreedyFactor(f, w, exits)
+    fac = krylov.GreedyFactor(f, w, exits, min_level_weight=0.0)
     assert fac.cyc.size == int((functional_graph(np.where(w > 0, f, np.arange(n))).on_cycle & (w > 0)).sum())
     b = rng.normal(size=n)
     np.testing.assert_allclose(a @ fac.solve_col(b), b, atol=1e-10)
@@ -271,7 +271,7 @@ def test_greedy_factor_drops_only_negligible_path_weights():
     f = np.minimum(np.arange(n) + 1, n - 1)  # a path 0 -> 1 -> ... -> n-1 (a fixed point)
     w = np.full(n, 0.5)
     w[-1] = 0.0
-    fac = krylov.GreedyFactor(f, w, 1.0 - w)
+    fac = krylov.GreedyFactor(f, w, 1.0 - w, min_level_weight=0.0)
     assert len(fac.levels) == 5  # 0.5^(2^5) = 2.3e-10 < 2^-30 = 9.3e-10: levels X, X^2, ..., X^16 survive
     g = np.zeros((n, n))
     g[np.arange(n - 1), f[:-1]] = 0.5
@@ -281,6 +281,11 @@ def test_greedy_factor_drops_only_negligible_path_weights():
     np.testing.assert_allclose(a @ fac.solve_col(b), b, atol=tol)
     np.testing.assert_allclose(fac.solve_row(b) @ a, b, atol=tol)
     assert np.abs(a @ fac.solve_col(b) - b).max() > 1e-14  # the dropped terms are there (not exact to rounding)
+    # by default levels whose path weights average below MIN_LEVEL_WEIGHT go too: 0.5, 0.25 are kept,
+    # 0.0625 < 0.1 is not
+    short = krylov.GreedyFactor(f, w, 1.0 - w)
+    assert len(short.levels) == 2
+    assert [float(wt.mean()) for _, _, wt in short.levels] == pytest.approx([0.5 * (n - 1) / n, 0.25 * (n - 2) / n])
 
 
 @pytest.mark.parametrize("n,length,prefixes", [(2, 4, True), (3, 3, False), (1, 3, True), (4, 2, True)])
@@ -426,13 +431,16 @@ def test_small_classes_of_a_big_space_are_solved_as_sparse_blocks(monkeypatch, m
 
 
 # ------------------------------------------------- (5) the stationary solve by either Krylov solver
+@pytest.mark.parametrize("form", ["rank_one", "reduced"])
 @pytest.mark.parametrize("solver", ["bicgstab", "gmres"])
-def test_stationary_krylov_solvers_agree_with_lu(solver):
+def test_stationary_krylov_solvers_agree_with_lu(solver, form):
     op = window_operator(ngram_logits(10, noise=0.5), 2, 10, 0.3)
     members = sj.attractors(op)[0]
-    pi, _, info, _ = krylov.stationary_krylov(op, members, tol=1e-12, solver=solver)
+    pi, _, info, _ = krylov.stationary_krylov(op, members, tol=1e-12, solver=solver, form=form)
     lu = sj.stationary_result(op, method="lu")
     assert float(np.abs(op.push(pi) - pi).sum()) <= 1e-12
     assert np.abs(pi - lu.distributions[0]).sum() <= 1e-9
     with pytest.raises(ValueError, match="unknown Krylov solver"):
         krylov.stationary_krylov(op, members, solver="cg")
+    with pytest.raises(ValueError, match="unknown form"):
+        krylov.stationary_krylov(op, members, form="dense")
