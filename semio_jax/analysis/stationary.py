@@ -243,7 +243,9 @@ class StationaryResult:
         The smaller is kept; a bound >= 1 says nothing and is reported as None (not certified).
         ``unrepresentable`` classes get no certificate at all.
         """
-        sup = np.sort(np.asarray(members, dtype=np.int64))
+        sup = np.asarray(members, dtype=np.int64)
+        if sup.size > 1 and not bool((sup[1:] > sup[:-1]).all()):  # class_structure hands them over sorted
+            sup = np.sort(sup)
         vals = np.array(pi_full[sup], dtype=np.float64)
         self.supports.append(sup)
         self.values.append(vals)
