@@ -36,9 +36,10 @@ def ngram_logits(length: int, order: int = 4, seed: int = 3, noise: float = 0.0,
 
 
 # ------------------------------------------------------------ greedy factor
+@pytest.mark.parametrize("sweep", [True, False])  # the compiled topological pass, the numpy doubling levels
 @pytest.mark.parametrize("missing", [0.1, 0.8])  # 0.8: most states have no edge, the levels are sparse
 @pytest.mark.parametrize("seed", range(4))
-def test_greedy_factor_solves_exactly(seed, missing):
+def test_greedy_factor_solves_exactly(seed, missing, sweep):
     rng = np.random.default_rng(seed)
     n = 300
     f = rng.integers(0, n, n)
@@ -49,7 +50,7 @@ def test_greedy_factor_solves_exactly(seed, missing):
     g = np.zeros((n, n))
     g[np.arange(n), f] += w
     a = np.eye(n) - g
-    fac = krylov.GreedyFactor(f, w, exits, min_level_weight=0.0)
+    fac = krylov.GreedyFactor(f, w, exits, min_level_weight=0.0, sweep=sweep)
     assert fac.cyc.size == int((functional_graph(np.where(w > 0, f, np.arange(n))).on_cycle & (w > 0)).sum())
     b = rng.normal(size=n)
     np.testing.assert_allclose(a @ fac.solve_col(b), b, atol=1e-10)
@@ -271,7 +272,7 @@ def test_greedy_factor_drops_only_negligible_path_weights():
     f = np.minimum(np.arange(n) + 1, n - 1)  # a path 0 -> 1 -> ... -> n-1 (a fixed point)
     w = np.full(n, 0.5)
     w[-1] = 0.0
-    fac = krylov.GreedyFactor(f, w, 1.0 - w, min_level_weight=0.0)
+    fac = krylov.GreedyFactor(f, w, 1.0 - w, min_level_weight=0.0, sweep=False)
     assert len(fac.levels) == 5  # 0.5^(2^5) = 2.3e-10 < 2^-30 = 9.3e-10: levels X, X^2, ..., X^16 survive
     g = np.zeros((n, n))
     g[np.arange(n - 1), f[:-1]] = 0.5
@@ -283,13 +284,20 @@ def test_greedy_factor_drops_only_negligible_path_weights():
     assert np.abs(a @ fac.solve_col(b) - b).max() > 1e-14  # the dropped terms are there (not exact to rounding)
     # by default levels whose path weights average below MIN_LEVEL_WEIGHT go too: 0.5, 0.25 are kept,
     # 0.0625 < 0.1 is not
-    short = krylov.GreedyFactor(f, w, 1.0 - w)
+    short = krylov.GreedyFactor(f, w, 1.0 - w, sweep=False)
     assert len(short.levels) == 2
     assert [float(wt.mean()) for _, _, wt in short.levels] == pytest.approx([0.5 * (n - 1) / n, 0.25 * (n - 2) / n])
+    # the compiled sweep drops nothing: exact to rounding on the same long path
+    exact = krylov.GreedyFactor(f, w, 1.0 - w, sweep=True)
+    assert exact.levels == []
+    np.testing.assert_allclose(a @ exact.solve_col(b), b, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(exact.solve_row(b) @ a, b, rtol=0, atol=1e-13)
 
 
+@pytest.mark.parametrize("use_compiled", [True, False])  # numba loops, or the numpy fallback
 @pytest.mark.parametrize("n,length,prefixes", [(2, 4, True), (3, 3, False), (1, 3, True), (4, 2, True)])
-def test_chain_kernels_match_the_dense_off_diagonal(n, length, prefixes):
+def test_chain_kernels_match_the_dense_off_diagonal(n, length, prefixes, use_compiled, monkeypatch):
+    monkeypatch.setattr(krylov.compiled, "AVAILABLE", use_compiled)
     """push_off / pull_off / exits against the dense matrix with its diagonal removed, read from the
     successor definition; a constant window that stays with probability 1 - 1e-20 keeps its exit rate."""
     from semio_jax.testing.references import dense_block
@@ -431,9 +439,11 @@ def test_small_classes_of_a_big_space_are_solved_as_sparse_blocks(monkeypatch, m
 
 
 # ------------------------------------------------- (5) the stationary solve by either Krylov solver
+@pytest.mark.parametrize("use_compiled", [True, False])
 @pytest.mark.parametrize("form", ["rank_one", "reduced"])
 @pytest.mark.parametrize("solver", ["bicgstab", "gmres"])
-def test_stationary_krylov_solvers_agree_with_lu(solver, form):
+def test_stationary_krylov_solvers_agree_with_lu(solver, form, use_compiled, monkeypatch):
+    monkeypatch.setattr(krylov.compiled, "AVAILABLE", use_compiled)
     op = window_operator(ngram_logits(10, noise=0.5), 2, 10, 0.3)
     members = sj.attractors(op)[0]
     pi, _, info, _ = krylov.stationary_krylov(op, members, tol=1e-12, solver=solver, form=form)

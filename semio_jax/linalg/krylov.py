@@ -72,6 +72,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from ..errors import ConvergenceError
+from . import compiled
 from .functional_graph import cycle_states
 from .solvers import KrylovInfo, basis_budget, bicgstab, gmres, krylov_solve
 
@@ -90,31 +91,47 @@ MIN_LEVEL_WEIGHT = 0.1
 class GreedyFactor:
     """Solves with I - G, G the weighted functional graph s -> f(s) with weight w(s) (w = 0: no edge).
 
-    Exact up to the path weights left out: those below TINY_WEIGHT, and every level past the
-    first whose weights average below ``min_level_weight`` (0: keep every level, an exact solve
-    up to TINY_WEIGHT). ``loop_exit[s]`` is 1 - w(s) computed without cancellation, used where f(s) = s.
+    With ``sweep`` (the default where numba is available, :mod:`semio_jax.linalg.compiled`) the
+    tails are solved by one compiled pass in topological order: exact to rounding. Without it,
+    by the numpy doubling levels, exact up to the path weights left out: those below
+    TINY_WEIGHT, and every level past the first whose weights average below ``min_level_weight``
+    (0: keep every level, an exact solve up to TINY_WEIGHT). ``loop_exit[s]`` is 1 - w(s) computed without cancellation, used where f(s) = s.
     ``solve_col(b)`` returns (I - G)^{-1} b (column vectors, pull direction);
     ``solve_row(r)`` returns (I - G^T)^{-1} r (row vectors, push direction).
     """
 
     def __init__(self, f: np.ndarray, w: np.ndarray, loop_exit: np.ndarray,
-                 min_level_weight: float = MIN_LEVEL_WEIGHT):
+                 min_level_weight: float = MIN_LEVEL_WEIGHT, sweep: bool | None = None):
         n = f.size
         self.n = n
         w = np.where(w > 0, w, 0.0)
         idx = np.arange(n, dtype=np.int64)
-        f_eff = np.where(w > 0, f, idx)
-        on_cycle, _ = cycle_states(f_eff)  # only this is needed: tails and cycle lists are not
-        cyc = on_cycle & (w > 0)
-        tail = ~on_cycle
-        # doubling levels of the tail part: X^(2^i) as (states, targets, weights)
+        f_eff = np.where(w > 0, f, idx).astype(np.int64)
         self.levels = []
         self._work = None
+        self._sweep = None
+        if sweep is None:
+            sweep = compiled.AVAILABLE
+        if sweep:
+            # one compiled pass over the tails in topological order: exact, nothing dropped
+            order = compiled.tail_order(f_eff, w)
+            on_cycle = np.ones(n, dtype=bool)
+            on_cycle[order] = False
+            self._sweep = (order, f_eff, w)
+        else:
+            on_cycle, _ = cycle_states(f_eff)  # only this is needed: tails and cycle lists are not
+            self._doubling_levels(f_eff, w, ~on_cycle, min_level_weight)
+        self._factor_cycles(f_eff, w, on_cycle & (w > 0), loop_exit)
+
+    def _doubling_levels(self, f_eff: np.ndarray, w: np.ndarray, tail: np.ndarray, min_level_weight: float) -> None:
+        # doubling levels of the tail part: X^(2^i) as (states, targets, weights)
+        n = self.n
+        idx = np.arange(n, dtype=np.int64)
         F = np.where(tail, f_eff, idx)
         W = np.where(tail, w, 0.0)
         W[W < TINY_WEIGHT] = 0.0
         base = max(np.count_nonzero(W), 1)  # states with a tail edge: a level's mean path weight is over these
-        act = None  # while most states are active: full-length F, W (no copies: each level makes new arrays)
+        act, Wa = None, None  # while most states are active: full-length F, W (no copies: each level makes new arrays)
         while len(self.levels) <= 64:
             if self.levels and float((W if act is None else Wa).sum()) < min_level_weight * base:
                 break  # the paths left carry too little weight to be worth a pass per solve
@@ -142,7 +159,10 @@ class GreedyFactor:
             keep = Wn >= TINY_WEIGHT
             act, Fa, Wa = act[keep], Fn[keep], Wn[keep]
             W[act], F[act] = Wa, Fa
+
+    def _factor_cycles(self, f_eff: np.ndarray, w: np.ndarray, cyc: np.ndarray, loop_exit: np.ndarray) -> None:
         # the cycles: (I - Y) on the cyclic states with an edge, by sparse LU
+        n = self.n
         self.cyc = np.flatnonzero(cyc)
         self.lu = None
         if self.cyc.size:
@@ -176,6 +196,9 @@ class GreedyFactor:
         x = np.array(b, dtype=np.float64, copy=True)
         if self.cyc.size:
             x[self.cyc] = self.lu.solve(x[self.cyc])
+        if self._sweep is not None:
+            compiled.col_sweep(*self._sweep, x)
+            return x
         work = self._scratch()
         for act, tgt, wt in self.levels:
             if act is None:
@@ -188,6 +211,8 @@ class GreedyFactor:
 
     def solve_row(self, r: np.ndarray) -> np.ndarray:
         v = np.array(r, dtype=np.float64, copy=True)
+        if self._sweep is not None:
+            compiled.row_sweep(*self._sweep, v)
         work = self._scratch()
         for act, tgt, wt in self.levels:
             if act is None:
@@ -284,6 +309,9 @@ class ChainKernels:
         # For N = 2 a pass per output column is ~40% faster than einsum (same order of summation);
         # for N >= 4 einsum is faster.
         n, nf, m = self.n_tok, self.space.num_full, self._m
+        if compiled.AVAILABLE:
+            compiled.push_full(self._full3, y, out)
+            return out
         if n != 2:
             np.einsum("am,amy->my", y[:nf].reshape(n, m), self._full3, out=out[:nf].reshape(m, n))
             return out
@@ -297,6 +325,9 @@ class ChainKernels:
     def _pull_full(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         # out[a*M + m] = sum_y' P[a*M + m, y'] x[m*N + y'] over the full states (N = 2: a pass per row block)
         n, nf, m = self.n_tok, self.space.num_full, self._m
+        if compiled.AVAILABLE:
+            compiled.pull_full(self._full3, x, out)
+            return out
         if n != 2:
             np.einsum("amy,my->am", self._full3, x[:nf].reshape(m, n), out=out[:nf].reshape(n, m))
             return out

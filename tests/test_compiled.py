@@ -1,0 +1,66 @@
+"""The compiled loops (semio_jax.linalg.compiled) against numpy and dense references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from semio_jax.linalg import compiled
+from semio_jax.linalg.functional_graph import cycle_states
+
+
+@pytest.mark.parametrize("n,length", [(1, 3), (2, 5), (3, 3), (4, 3)])
+def test_push_and_pull_match_einsum(n, length):
+    rng = np.random.default_rng(n * 7 + length)
+    nf = n**length
+    t3 = rng.random((n, nf // n, n))
+    y = rng.normal(size=nf)
+    out = np.full(nf, np.nan)
+    compiled.push_full(t3, y, out)
+    np.testing.assert_allclose(out, np.einsum("am,amy->my", y.reshape(n, -1), t3).ravel(), rtol=1e-14, atol=1e-14)
+    compiled.pull_full(t3, y, out)
+    np.testing.assert_allclose(out, np.einsum("amy,my->am", t3, y.reshape(-1, n)).ravel(), rtol=1e-14, atol=1e-14)
+    # the same products from the dense matrix of the shift map: window s = a M + m moves to m N + c
+    dense = np.zeros((nf, nf))
+    m = nf // n
+    for a in range(n):
+        for i in range(m):
+            dense[a * m + i, i * n + np.arange(n)] += t3[a, i]
+    compiled.push_full(t3, y, out)
+    np.testing.assert_allclose(out, y @ dense, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_tail_order_is_topological_and_leaves_out_exactly_the_cycles(seed):
+    rng = np.random.default_rng(seed)
+    size = 400
+    f = rng.integers(0, size, size)
+    w = rng.uniform(0.1, 0.9, size) * (rng.random(size) < 0.85)
+    order = compiled.tail_order(f, w)
+    f_eff = np.where(w > 0, f, np.arange(size))
+    on_cycle, _ = cycle_states(f_eff)
+    on_cycle &= w > 0  # a state without an edge is a fixed point of f_eff but on no cycle of the graph
+    assert np.array_equal(np.sort(order), np.flatnonzero(~on_cycle))
+    pos = np.empty(size, dtype=np.int64)
+    pos[order] = np.arange(order.size)
+    edge = (w[order] > 0) & ~on_cycle[f[order]]
+    assert (pos[order[edge]] < pos[f[order[edge]]]).all()  # every state before its image
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_sweeps_solve_the_tail_system_exactly(seed):
+    rng = np.random.default_rng(seed)
+    size = 300
+    f = rng.integers(0, size, size)
+    w = rng.uniform(0.5, 0.99, size) * (rng.random(size) < 0.9)
+    order = compiled.tail_order(f, w)
+    x_mat = np.zeros((size, size))  # X: the tail edges only
+    x_mat[order, f[order]] = w[order]
+    a = np.eye(size) - x_mat
+    b = rng.normal(size=size)
+    v = b.copy()
+    compiled.row_sweep(order, f, w, v)
+    np.testing.assert_allclose(v @ a, b, atol=1e-12)
+    x = b.copy()
+    compiled.col_sweep(order, f, w, x)
+    np.testing.assert_allclose(a @ x, b, atol=1e-12)
