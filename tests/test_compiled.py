@@ -58,9 +58,30 @@ def test_sweeps_solve_the_tail_system_exactly(seed):
     x_mat[order, f[order]] = w[order]
     a = np.eye(size) - x_mat
     b = rng.normal(size=size)
+    src = order[w[order] > 0]
     v = b.copy()
-    compiled.row_sweep(order, f, w, v)
+    compiled.row_sweep(src, f[src], w[src], v)
     np.testing.assert_allclose(v @ a, b, atol=1e-12)
     x = b.copy()
-    compiled.col_sweep(order, f, w, x)
+    compiled.col_sweep(src.astype(np.int32), f[src].astype(np.int32), w[src], x)
     np.testing.assert_allclose(a @ x, b, atol=1e-12)
+
+
+@pytest.mark.parametrize("use_compiled", [True, False])
+def test_fused_updates_match_their_numpy_forms(use_compiled, monkeypatch):
+    monkeypatch.setattr(compiled, "AVAILABLE", use_compiled)
+    rng = np.random.default_rng(5)
+    p, r, v, x, d, q, e, u = (rng.normal(size=1000) for _ in range(8))
+    p2 = p.copy()
+    compiled.direction_update(p2, r, v, 0.7, 0.3)
+    np.testing.assert_allclose(p2, r + 0.7 * (p - 0.3 * v), rtol=1e-14, atol=1e-14)
+    x2, r2 = x.copy(), r.copy()
+    norm = compiled.step_update(x2, d, 0.4, r2, q)
+    np.testing.assert_allclose(x2, x + 0.4 * d, rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(r2, r - 0.4 * q, rtol=1e-14, atol=1e-14)
+    assert norm == pytest.approx(np.linalg.norm(r - 0.4 * q), rel=1e-13)
+    tt, tr = compiled.dot_pair(d, q)
+    assert tt == pytest.approx(d @ d, rel=1e-13) and tr == pytest.approx(d @ q, rel=1e-12)
+    out = q.copy()
+    compiled.shift_combine(out, e, x, 2.5, u)
+    np.testing.assert_allclose(out, e * x - q + 2.5 * u, rtol=1e-13, atol=1e-13)

@@ -10,11 +10,24 @@ against 23 ms for five truncated doubling levels).
 * ``pull_full(t3, x, out)``: out[a M + m] = sum_c t3[a, m, c] x[m N + c];
 * ``tail_order(f, w)``: the states off the cycles of the functional graph s -> f(s)
   (edges where w > 0) in topological order, every state before its image (Kahn's
-  algorithm); the states it leaves out are exactly those on cycles;
-* ``row_sweep(order, f, w, v)``: v <- v (I - X)^{-1} for X the tail edges, in place: one
-  pass in that order, v[f(s)] += w(s) v[s] (a state's value is final before it is passed on);
-* ``col_sweep(order, f, w, x)``: x <- (I - X)^{-1} x, in place: the reverse pass,
-  x[s] += w(s) x[f(s)].
+  algorithm, then sorted by height and by state: the sweeps then move through memory
+  nearly in order, 2x faster on a random transformer's greedy forest); the states it
+  leaves out are exactly those on cycles;
+* ``row_sweep(src, dst, wt, v)``: v <- v (I - X)^{-1} for X the tail edges src[i] -> dst[i]
+  with weights wt[i], listed in that order, in place: v[dst[i]] += wt[i] v[src[i]] (a state's
+  value is final before it is passed on). The edges are stored in sweep order (src = the
+  order, dst = f[src], wt = w[src], int32 below 2^31 states), so the pass streams through
+  three arrays: 2.5 ms at 2^20 against 8 ms when it looked f and w up state by state;
+* ``col_sweep(src, dst, wt, x)``: x <- (I - X)^{-1} x, in place: the reverse pass,
+  x[src[i]] += wt[i] x[dst[i]].
+
+Fused vector updates of BiCGSTAB and of the shifted products (one pass where numpy takes
+three to five, with a temporary each), each with its numpy form where numba is off:
+
+* ``direction_update(p, r, v, scale, omega)``: p <- r + scale (p - omega v);
+* ``step_update(x, d, alpha, r, q)``: x += alpha d, r -= alpha q; returns ||r||_2;
+* ``dot_pair(t, r)``: (t . t, t . r);
+* ``shift_combine(out, e, x, c, u)``: out <- e * x - out + c u (c = 0: no u term).
 
 The sweeps are exact to rounding (no path weight is dropped, unlike the numpy doubling
 levels of :class:`semio_jax.linalg.krylov.GreedyFactor`). Compiled code is cached on disk in
@@ -29,7 +42,8 @@ import os
 
 import numpy as np
 
-__all__ = ["AVAILABLE", "push_full", "pull_full", "tail_order", "row_sweep", "col_sweep"]
+__all__ = ["AVAILABLE", "push_full", "pull_full", "tail_order", "row_sweep", "col_sweep", "direction_update",
+           "step_update", "dot_pair", "shift_combine"]
 
 
 def _cache_dir() -> str | None:
@@ -123,35 +137,120 @@ def tail_order(f, w):
     for s in range(size):
         if w[s] > 0.0:
             indeg[f[s]] += 1
-    order = np.empty(size, np.int64)
+    queue = np.empty(size, np.int64)
+    height = np.zeros(size, np.int64)  # longest path from a leaf: larger than every predecessor's
     head, tail = 0, 0
     for s in range(size):
         if indeg[s] == 0:
-            order[tail] = s
+            queue[tail] = s
             tail += 1
     while head < tail:
-        s = order[head]
+        s = queue[head]
         head += 1
         if w[s] > 0.0:
             t = f[s]
+            if height[t] < height[s] + 1:
+                height[t] = height[s] + 1
             indeg[t] -= 1
             if indeg[t] == 0:
-                order[tail] = t
+                queue[tail] = t
                 tail += 1
-    return order[:tail]
+    # Kahn's order is topological but scattered in memory; sorted by height, and by state within a
+    # height, it stays topological and the sweeps then read and write nearly in address order
+    top = 0
+    for i in range(tail):
+        if height[queue[i]] > top:
+            top = height[queue[i]]
+    start = np.zeros(top + 2, np.int64)
+    for i in range(tail):
+        start[height[queue[i]] + 1] += 1
+    for h in range(top + 1):
+        start[h + 1] += start[h]
+    listed = np.zeros(size, np.bool_)
+    for i in range(tail):
+        listed[queue[i]] = True
+    order = np.empty(tail, np.int64)
+    for s in range(size):  # ascending states, each into its height's bucket
+        if listed[s]:
+            h = height[s]
+            order[start[h]] = s
+            start[h] += 1
+    return order
 
 
 @_jit
-def row_sweep(order, f, w, v):
-    for i in range(order.size):
-        s = order[i]
-        if w[s] > 0.0:
-            v[f[s]] += w[s] * v[s]
+def row_sweep(src, dst, wt, v):
+    for i in range(src.size):
+        v[dst[i]] += wt[i] * v[src[i]]
 
 
 @_jit
-def col_sweep(order, f, w, x):
-    for i in range(order.size - 1, -1, -1):
-        s = order[i]
-        if w[s] > 0.0:
-            x[s] += w[s] * x[f[s]]
+def col_sweep(src, dst, wt, x):
+    for i in range(src.size - 1, -1, -1):
+        x[src[i]] += wt[i] * x[dst[i]]
+
+
+# ------------------------------------------------------------------ fused vector updates
+def direction_update(p, r, v, scale, omega):
+    if AVAILABLE:
+        _direction_update(p, r, v, scale, omega)
+    else:
+        p -= omega * v
+        p *= scale
+        p += r
+
+
+def step_update(x, d, alpha, r, q):
+    if AVAILABLE:
+        return float(np.sqrt(_step_update(x, d, alpha, r, q)))
+    x += alpha * d
+    r -= alpha * q
+    return float(np.linalg.norm(r))
+
+
+def dot_pair(t, r):
+    if AVAILABLE:
+        return _dot_pair(t, r)
+    return float(t @ t), float(t @ r)
+
+
+def shift_combine(out, e, x, c, u):
+    if AVAILABLE:
+        _shift_combine(out, e, x, float(c), u)
+        return out
+    np.subtract(e * x, out, out=out)
+    if c != 0.0:
+        out += c * u
+    return out
+
+
+@_jit
+def _direction_update(p, r, v, scale, omega):
+    for i in range(p.size):
+        p[i] = r[i] + scale * (p[i] - omega * v[i])
+
+
+@_jit
+def _step_update(x, d, alpha, r, q):
+    acc = 0.0
+    for i in range(x.size):
+        x[i] += alpha * d[i]
+        ri = r[i] - alpha * q[i]
+        r[i] = ri
+        acc += ri * ri
+    return acc
+
+
+@_jit
+def _dot_pair(t, r):
+    tt, tr = 0.0, 0.0
+    for i in range(t.size):
+        tt += t[i] * t[i]
+        tr += t[i] * r[i]
+    return tt, tr
+
+
+@_jit
+def _shift_combine(out, e, x, c, u):
+    for i in range(out.size):
+        out[i] = e[i] * x[i] - out[i] + c * u[i]

@@ -117,7 +117,9 @@ class GreedyFactor:
             order = compiled.tail_order(f_eff, w)
             on_cycle = np.ones(n, dtype=bool)
             on_cycle[order] = False
-            self._sweep = (order, f_eff, w)
+            src = order[w[order] > 0]  # the tail edges, in sweep order
+            idx_t = np.int32 if n < 2**31 else np.int64
+            self._sweep = (src.astype(idx_t), f_eff[src].astype(idx_t), w[src])
         else:
             on_cycle, _ = cycle_states(f_eff)  # only this is needed: tails and cycle lists are not
             self._doubling_levels(f_eff, w, ~on_cycle, min_level_weight)
@@ -468,7 +470,6 @@ def stationary_krylov(op, members: np.ndarray, tol: float = 1e-12, max_matvecs: 
     sink[j] = True
     info = KrylovInfo()
     factor = kern.greedy_factor(inside, sink)
-    work = np.empty(size)
     target = 0.5 * tol  # leave room for the clipping and normalisation that follow
 
     def tol2(r, total):  # the 2-norm target of the recursion that makes the L1 target likely
@@ -479,11 +480,7 @@ def stationary_krylov(op, members: np.ndarray, tol: float = 1e-12, max_matvecs: 
         u = start if start is not None else np.where(inside, 1.0 / members.size, 0.0)
 
         def matvec(x):  # x (I - P) + (x 1) u
-            out = kern.push_off(x)
-            np.multiply(kern.exits, x, out=work)
-            np.subtract(work, out, out=out)
-            out += float(x.sum()) * u
-            return out
+            return compiled.shift_combine(kern.push_off(x), kern.exits, x, float(x.sum()), u)
 
         def accept(x, r):
             # r = u - x A gives x (I - P) = (1 - x 1) u - r: the L1 residual of x / (x 1) from r
@@ -496,9 +493,7 @@ def stationary_krylov(op, members: np.ndarray, tol: float = 1e-12, max_matvecs: 
                                max_matvecs=max_matvecs, x0=u.copy(), info=info)
     else:
         def matvec(y):
-            out = kern.push_off(y)
-            np.multiply(kern.exits, y, out=work)
-            np.subtract(work, out, out=out)
+            out = compiled.shift_combine(kern.push_off(y), kern.exits, y, 0.0, y)
             out[j] = 0.0
             return out
 
@@ -651,14 +646,11 @@ def column_solve(kern: ChainKernels, unknown: np.ndarray, rhs: np.ndarray, *, rt
     u = unknown if sink is None else unknown & ~sink
     factor = factor or kern.greedy_factor(u, sink)
     known = np.flatnonzero(~u)  # usually few (a sink): zeroed in place instead of masking every vector
-    work = np.empty(kern.size)
 
     def matvec(x):
         xx = x.copy()
         xx[known] = 0.0
-        out = kern.pull_off(xx)
-        np.multiply(kern.exits, xx, out=work)
-        np.subtract(work, out, out=out)
+        out = compiled.shift_combine(kern.pull_off(xx), kern.exits, xx, 0.0, xx)
         out[known] = 0.0
         return out
 

@@ -30,6 +30,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from .._util import memory
+from . import compiled
 
 __all__ = ["KrylovInfo", "basis_budget", "gmres", "bicgstab", "krylov_solve", "BASIS_BUDGET", "MAX_BASIS_BUDGET"]
 
@@ -175,9 +176,7 @@ def bicgstab(matvec, b: np.ndarray, precond, accept, *, check: int = 60, max_mat
             scale = (rho_new / rho) * (alpha / omega) if rho != 0.0 and omega != 0.0 else 0.0
             if rho_new == 0.0 or not np.isfinite(scale):
                 break
-            p -= omega * v
-            p *= scale
-            p += r
+            compiled.direction_update(p, r, v, scale, omega)
             ph = precond(p)
             v = matvec(ph)
             info.matvecs += 1
@@ -186,22 +185,19 @@ def bicgstab(matvec, b: np.ndarray, precond, accept, *, check: int = 60, max_mat
             if den == 0.0 or not np.isfinite(den):
                 break
             alpha = rho_new / den
-            x += alpha * ph
-            r -= alpha * v  # s = r - alpha v
-            if float(np.linalg.norm(r)) <= tol2:
+            if compiled.step_update(x, ph, alpha, r, v) <= tol2:  # x += alpha ph; r -= alpha v (r is now s)
                 break
             sh = precond(r)
             t = matvec(sh)
             info.matvecs += 1
             info.precond += 1
-            tt = float(t @ t)
-            omega = float(t @ r) / tt if tt > 0.0 else 0.0
+            tt, tr = compiled.dot_pair(t, r)
+            omega = tr / tt if tt > 0.0 else 0.0
             if omega == 0.0 or not np.isfinite(omega):
                 break
-            x += omega * sh
-            r -= omega * t
+            norm_r = compiled.step_update(x, sh, omega, r, t)  # x += omega sh; r -= omega t
             rho = rho_new
-            if float(np.linalg.norm(r)) <= tol2 or info.matvecs >= max_matvecs:
+            if norm_r <= tol2 or info.matvecs >= max_matvecs:
                 break
         r = b - matvec(x)
         info.matvecs += 1
