@@ -88,12 +88,13 @@ grows quickly on de Bruijn graphs, which are expanders) and Krylov above;
 there it first gives power iteration 400 steps and turns to Krylov if that is not
 enough, or as soon as the residual's decay over the last 24 steps projects that
 400 will not be; the Krylov solve then starts from the power iterate. The
-threshold is where the two cost the same on the 2^20-window benchmark chains: a
-power step (one push) costs 3-5 ms there, a BiCGSTAB product with its
-preconditioner solve about 30 ms, and the transformer chains that need 460-730
-power steps take 90-160 products. When power succeeds, tau_j comes from pi as for
+threshold is where the two cost about the same on the 2^20-window benchmark
+chains (compiled loops): a power step costs about 1.3 ms there, a BiCGSTAB product
+with its preconditioner sweep about 7 ms; the random transformer at t=1 (tf2) needs
+730 power steps but 100 products, the fast n-gram 130 steps against 74 products
+(power 0.5 s, Krylov 0.9 s). When power succeeds, tau_j comes from pi as for
 ``power`` (on the fast 2^20 benchmark chain: 66 pulls and a bound within 0.4% of
-the Krylov value, at half the cost of the power solve).
+the Krylov value).
 """
 
 from __future__ import annotations

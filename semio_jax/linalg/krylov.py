@@ -4,27 +4,24 @@ Three systems reach sizes where sparse LU fails (its fill-in explodes on de
 Bruijn graphs, which are expanders: 113 s at 2^16 states for a stationary
 solve, 545 s at 87,380 states for basins):
 
-* stationary law of a closed class C with a reference state j: with Q_j the
-  block of P on C \\ {j}, x (I - Q_j) = P[j, C \\ {j}] and pi = (x, 1) / Z
-  (the same non-singular M-matrix system as ``method="lu"``);
+* stationary law of a closed class C: x (I - P + 1 u) = u on C with u a probability
+  vector (pi solves it; see :func:`stationary_krylov`), or the reduced M-matrix system
+  x (I - Q_j) = P[j, C \\ {j}] of ``method="lu"``;
 * absorption probabilities and committors: (I - Q_UU) x = P_{U, not U} h;
 * hitting times: (I - Q_UU) k = 1.
 
-All are solved here (with the solvers of :mod:`semio_jax.linalg.solvers`) by **BiCGSTAB** with right preconditioning (x = M^{-1} u
-for A M^{-1} u = b): two products and two preconditioner solves a step and
-eight vectors in all, with the true residual recomputed (and substituted for the
-recursive one) whenever the recursion says the target is met. Where it breaks
-down or stalls, **restarted GMRES(m)** (minimise ||b - A M^{-1} u||_2 over a
-Krylov space) takes over from its last iterate. On the 2^20-window benchmark
-chains the two need about as many products (57 against 33 on the slow chain,
-113 against 115 on the random transformer), but GMRES's Gram-Schmidt over a
-basis of up to 40 vectors of 8 MB cost it as much again as the products and
-preconditioner together: BiCGSTAB took 0.5-0.7x its CPU time. A x costs one
-structured push (row vectors) or pull (column vectors): a reshape and a
-contraction over the (N,)*L index (a state's successors are (s mod N^(L-1)) N + y),
-never a sparse matrix with N^L rows. The diagonal is split off, A x = e * x - P_off x
-with e_s = sum of the row's off-diagonal entries = 1 - p_ss (as the LU path does),
-so a state that stays put with probability 1 - 1e-20 keeps its exit rate.
+All are solved here (with :mod:`semio_jax.linalg.solvers`) by **BiCGSTAB** with right
+preconditioning: two products and two preconditioner solves a step and eight vectors in
+all, the true residual recomputed whenever the recursion says the target is met. Where it
+breaks down or stalls, **restarted GMRES(m)** takes over from its last iterate. On the
+2^20-window benchmark chains the two needed about as many products, but GMRES's
+Gram-Schmidt over a basis of up to 40 vectors of 8 MB cost as much again as the products
+and preconditioner together. A x costs one structured push (row vectors) or pull (column
+vectors) over the (N,)*L index (a state's successors are (s mod N^(L-1)) N + y), never a
+sparse matrix with N^L rows: a compiled loop (:mod:`semio_jax.linalg.compiled`), or
+einsum where numba is off. The diagonal is split off, A x = e * x - P_off x with
+e_s = sum of the row's off-diagonal entries = 1 - p_ss (as the LU path does), so a state
+that stays put with probability 1 - 1e-20 keeps its exit rate.
 
 **Preconditioner: the greedy part of the chain, solved exactly.** At a low
 temperature (the slowly mixing chains) each state s moves to f(s) = succ(s,
@@ -34,14 +31,13 @@ the matrix of these greedy edges (G[s, f(s)] = w(s)) and R the rest; M = I - G
 solve because G is a functional graph:
 
 * on the tails (states off the greedy cycles) X = G restricted to tail edges is
-  nilpotent, so (I - X)^{-1} = (I + X)(I + X^2)(I + X^4) ... (I + X^(2^(K-1)))
-  with 2^K > the longest tail; X^(2^i) is again a functional graph (the map
-  f^(2^i) with the products of the weights along the path), precomputed by
-  pointer doubling. Applied to a column vector it is a gather
-  (x[s] += w_i(s) x[f_i(s)]), to a row vector a scatter-add (bincount). Path
-  weights below 2^-30 are dropped (``TINY_WEIGHT``): at high temperature the
-  weights are ~0.5 and the levels then stop after about six doublings;
-  at low temperature nothing is dropped;
+  nilpotent: ordered so that every state comes before its image, v (I - X)^{-1} is one
+  pass v[f(s)] += w(s) v[s] in that order and (I - X)^{-1} x the reverse pass (compiled,
+  :func:`semio_jax.linalg.compiled.row_sweep`; exact to rounding). Without numba the
+  product (I + X)(I + X^2)(I + X^4) ... is used instead: X^(2^i) is again a functional
+  graph, precomputed by pointer doubling, applied as a gather (columns) or a bincount
+  (rows); path weights below 2^-30 (``TINY_WEIGHT``) and levels whose weights average
+  below ``MIN_LEVEL_WEIGHT`` are left out, so that form is exact only at low temperature;
 * on the greedy cycles (few states) the small system I - Y (Y: the cycle edges)
   is factorised once by sparse LU; tails feed the cycles and never the reverse,
   so the two parts are solved one after the other.
@@ -49,8 +45,8 @@ solve because G is a functional graph:
 Then A M^{-1} = I - R M^{-1}: the greedy transients (tails of length up to
 hundreds, the rotation along a cycle) are removed exactly and what is left is
 the leakage R (small at low temperature) and a few near-singular directions,
-one per greedy cycle (the metastable states), which GMRES resolves in a few
-iterations. Measured on N=2, L=16 chains (order-4 n-gram, order-16 random
+one per greedy cycle (the metastable states), which the Krylov solver resolves in a
+few iterations. Measured on N=2, L=16 chains (order-4 n-gram, order-16 random
 logits, mixtures; temperatures 0.2 to 1): 14 to 45 matvecs to an L1 residual
 of 1e-13, where lazy power iteration needs 10^3 to 10^5 steps and unpreconditioned
 GMRES(40) up to several thousand. At high temperature the greedy edges carry
