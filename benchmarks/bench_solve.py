@@ -46,6 +46,14 @@ Peers, problem "pi" (stationary distribution; every chain but absorb):
                  default gmm++ (GMRES with ILU preconditioner), relative precision 1e-6,
                  algorithm AUTOMATIC -> EQUATION_SYSTEM.
   storm-evt      storm-iter with steady_state_distribution_algorithm = EXPECTED_VISITING_TIMES.
+  storm-evt-gs, storm-evt-sor, storm-evt-jacobi, storm-eq-gs, storm-classic-power
+                 Storm's NATIVE linear equation solver (Gauss-Seidel, SOR, Jacobi, power) at absolute
+                 precision 1e-12 with steady-state algorithm EXPECTED_VISITING_TIMES, EQUATION_SYSTEM
+                 or CLASSIC (see TIGHT): the settings that can land within 1e-10 of pi*.
+  storm-evt-gmm8, storm-evt-gmm10, storm-evt-gmm12
+                 storm-evt with gmm++'s precision (GMRES + ILU, relative residual) set to 1e-8, 1e-10,
+                 1e-12 through Storm's settings (--gmm++:precision; stormpy's Environment has no
+                 setter for it, so the environment is built from the settings: see GMM).
   scipy-spsolve  scipy.sparse.linalg.spsolve (SuperLU, COLAMD) on the reduced system: with j
                  the last state and Q_j = P without row/column j, x (I - Q_j) = P[j, others];
                  pi = (x, 1) / sum.
@@ -144,7 +152,11 @@ GTH_MAX_STATES = 2**10  # semio's own GTH_MAX: auto uses gth up to 1024 states
 TIGHT = {"evt-gs": ("EXPECTED_VISITING_TIMES", "GAUSS_SEIDEL"), "evt-sor": ("EXPECTED_VISITING_TIMES", "SOR"),
          "evt-jacobi": ("EXPECTED_VISITING_TIMES", "JACOBI"), "eq-gs": ("EQUATION_SYSTEM", "GAUSS_SEIDEL"),
          "classic-power": ("CLASSIC", "POWER")}
-STORM_PI = ["storm-lu", "storm-sound", "storm-iter", "storm-evt"] + [f"storm-{k}" for k in TIGHT]
+#: Storm's default stack (TOPOLOGICAL over gmm++ GMRES + ILU, expected visiting times) with gmm++'s precision
+#: (relative residual) tightened through Storm's own settings (--gmm++:precision): name -> precision
+GMM = {"evt-gmm8": 1e-8, "evt-gmm10": 1e-10, "evt-gmm12": 1e-12}
+STORM_PI = (["storm-lu", "storm-sound", "storm-iter", "storm-evt"] + [f"storm-{k}" for k in GMM]
+            + [f"storm-{k}" for k in TIGHT])
 STORM_H = ["storm-lu", "storm-sound", "storm-iter"]
 SCIPY_PI = ["scipy-spsolve", "scipy-eigs"]
 SCIPY_H = ["scipy-spsolve"]
@@ -322,6 +334,14 @@ def storm_environment(setting: str):
     elif setting == "evt":
         env = stormpy.Environment()
         env.modelchecker().steady_state_distribution_algorithm = E.SteadyStateDistributionAlgorithm.EXPECTED_VISITING_TIMES
+    elif setting in GMM:
+        # stormpy.Environment() ignores Storm's settings; EnvironmentBuilder builds one from them. This
+        # changes the settings of the whole (worker) process, which runs this one peer only.
+        import stormpy.developer as dev
+
+        dev.set_from_exploded_string(["--gmm++:precision", f"{GMM[setting]:g}"])
+        env = dev.EnvironmentBuilder.build_environment()
+        env.modelchecker().steady_state_distribution_algorithm = E.SteadyStateDistributionAlgorithm.EXPECTED_VISITING_TIMES
     elif setting in TIGHT:
         # Storm's native solvers with an absolute precision of 1e-12 (stormpy exposes the precision
         # of the native solvers only): the settings that can land within 1e-10 of the answer
@@ -389,6 +409,8 @@ def worker(peer: str, problem: str, data: str, out: str) -> int:
         model = _storm_model(csr, attractor_of if problem == "h" else None)
         env = storm_environment(peer.split("-", 1)[1])
         info = describe_environment(env)
+        if peer.split("-", 1)[1] in GMM:
+            info += f", gmm++ precision={GMM[peer.split('-', 1)[1]]:g} (relative residual; --gmm++:precision)"
     else:
         csr = _csr_from_table(probs, length)
     setup = time.perf_counter() - t0
@@ -560,6 +582,9 @@ def run_peer(peer: str, problem: str, data: Path, work: Path, limit: float, mem_
         return {"status": "failed", "error": err.strip()[:160], "solve_s": None}
     rec = json.loads(Path(out + ".json").read_text())
     rec["result"] = np.load(out + ".npy")
+    bad = int(np.size(rec["result"]) - np.count_nonzero(np.isfinite(rec["result"])))
+    if bad:  # NaN / inf is a failure, never an answer
+        rec.update(status="failed", error=f"returned a non-finite vector ({bad} of {np.size(rec['result'])} entries)")
     return rec
 
 
