@@ -46,6 +46,14 @@ Peers, problem "pi" (stationary distribution; every chain but absorb):
                  default gmm++ (GMRES with ILU preconditioner), relative precision 1e-6,
                  algorithm AUTOMATIC -> EQUATION_SYSTEM.
   storm-evt      storm-iter with steady_state_distribution_algorithm = EXPECTED_VISITING_TIMES.
+  storm-evt-gs, storm-evt-sor, storm-evt-jacobi, storm-eq-gs, storm-classic-power
+                 Storm's NATIVE linear equation solver (Gauss-Seidel, SOR, Jacobi, power) at absolute
+                 precision 1e-12 with steady-state algorithm EXPECTED_VISITING_TIMES, EQUATION_SYSTEM
+                 or CLASSIC (see TIGHT): the settings that can land within 1e-10 of pi*.
+  storm-evt-gmm8, storm-evt-gmm10, storm-evt-gmm12
+                 storm-evt with gmm++'s precision (GMRES + ILU, relative residual) set to 1e-8, 1e-10,
+                 1e-12 through Storm's settings (--gmm++:precision; stormpy's Environment has no
+                 setter for it, so the environment is built from the settings: see GMM).
   scipy-spsolve  scipy.sparse.linalg.spsolve (SuperLU, COLAMD) on the reduced system: with j
                  the last state and Q_j = P without row/column j, x (I - Q_j) = P[j, others];
                  pi = (x, 1) / sum.
@@ -77,6 +85,11 @@ already exceeds the limit: no peer here scales better than linearly, as each mus
 read every transition ("not run: predicted"; --no-predict runs them anyway). "peak MiB" is
 the subprocess's peak RSS (VmHWM), "+MiB" how much of it the solve added.
 
+Threads. Every worker subprocess runs with OPENBLAS_NUM_THREADS = OMP_NUM_THREADS =
+MKL_NUM_THREADS = 1 (--threads K sets K; 0 leaves the environment as inherited): Storm is
+single-threaded, the metric is the CPU time of all threads, and a threaded BLAS on these
+memory-bound solves only adds CPU time.
+
 Accuracy is measured here for every peer with the float64 operator (op.push / op.pull) on
 the vector the peer returned (not renormalised):
   pi: residual ||pi P - pi||_1 and error ||pi - pi*||_1;
@@ -87,6 +100,16 @@ solved in exact rational arithmetic (fractions) from the same float64 table and 
 T^L in float64 (relative error <= L eps). The fast chain has no such reference ("-"); there
 semio's certified bound 4 tau_j ||pi P - pi||_1 is quoted in the notes column.
 
+Numerical reference (problem pi, every chain): the parent computes once per chain and size
+pi_ref = sj.stationary_result(op, method="krylov", tol=T) with the smallest T in REF_TOLS that
+converges, and reports for every peer "dist to ref" = ||pi - pi_ref||_1. "within 1e-10" says
+whether the peer's answer lands within 1e-10 (L1) of pi*: from the exact error where there is an
+exact reference (slow, slow4), otherwise from "dist to ref" -- an estimate: pi_ref's residual is
+~1e-15 but its certified bound is looser (both are listed per chain in the notes; on the exact
+chains the notes also give pi_ref's exact error, a check of the estimate). The notes end with,
+per chain, the fastest Storm setting (solve CPU s) that lands within 1e-10 and its CPU time
+over semio-auto's ("speed-up").
+
 Usage:
   python benchmarks/bench_solve.py            # L = 10, 12, ..., 20; 60 CPU s per solve
   python benchmarks/bench_solve.py --quick    # L = 10, 12, 14; 20 CPU s per solve
@@ -94,7 +117,11 @@ Usage:
   python benchmarks/bench_solve.py --sizes 16 --chains fast,slow --peers semio-lu,storm-lu,scipy-spsolve \
       --limit 400 --name solve_lu16           # the direct solvers at 2^16, past the default limit (~12 CPU min)
   options: --limit S, --mem-gib G, --sizes 10,16, --peers storm-lu,semio-lu, --chains fast,slow,absorb,
-           --name OUT (results/OUT.md, OUT_raw.json, OUT.png; default "solve")
+           --name OUT (results/OUT.md, OUT_raw.json, OUT.png; default "solve"), --threads K (BLAS/OpenMP
+           threads of every worker, default 1; 0: inherited)
+  python benchmarks/bench_solve.py --sizes 20 --chains fast,slow,fast4,slow4,tf2,tf2-cold,tf4,tf4-cold \
+      --peers semio-auto,storm-evt,storm-iter,storm-evt-gs,storm-evt-sor,storm-evt-jacobi,storm-eq-gs,\
+storm-classic-power --limit 60 --name storm_2e20   # which Storm settings land within 1e-10 at 2^20
 """
 
 from __future__ import annotations
@@ -114,6 +141,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from solve_report import REF_TOLS, WITHIN, notes, reference_notes, row, summary, within  # noqa: E402
 
 N_TOKENS = 2
 SLOW_SEED = 27
@@ -124,12 +152,17 @@ GTH_MAX_STATES = 2**10  # semio's own GTH_MAX: auto uses gth up to 1024 states
 TIGHT = {"evt-gs": ("EXPECTED_VISITING_TIMES", "GAUSS_SEIDEL"), "evt-sor": ("EXPECTED_VISITING_TIMES", "SOR"),
          "evt-jacobi": ("EXPECTED_VISITING_TIMES", "JACOBI"), "eq-gs": ("EQUATION_SYSTEM", "GAUSS_SEIDEL"),
          "classic-power": ("CLASSIC", "POWER")}
-STORM_PI = ["storm-lu", "storm-sound", "storm-iter", "storm-evt"] + [f"storm-{k}" for k in TIGHT]
+#: Storm's default stack (TOPOLOGICAL over gmm++ GMRES + ILU, expected visiting times) with gmm++'s precision
+#: (relative residual) tightened through Storm's own settings (--gmm++:precision): name -> precision
+GMM = {"evt-gmm8": 1e-8, "evt-gmm10": 1e-10, "evt-gmm12": 1e-12}
+STORM_PI = (["storm-lu", "storm-sound", "storm-iter", "storm-evt"] + [f"storm-{k}" for k in GMM]
+            + [f"storm-{k}" for k in TIGHT])
 STORM_H = ["storm-lu", "storm-sound", "storm-iter"]
 SCIPY_PI = ["scipy-spsolve", "scipy-eigs"]
 SCIPY_H = ["scipy-spsolve"]
 KNOWN_SEMIO_METHODS = ["gth", "lu", "power"]
 WALL_FACTOR = 6  # a solve is also stopped after WALL_FACTOR x limit wall seconds (shared machine)
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 # ============================================================ chains (parent side)
@@ -301,6 +334,14 @@ def storm_environment(setting: str):
     elif setting == "evt":
         env = stormpy.Environment()
         env.modelchecker().steady_state_distribution_algorithm = E.SteadyStateDistributionAlgorithm.EXPECTED_VISITING_TIMES
+    elif setting in GMM:
+        # stormpy.Environment() ignores Storm's settings; EnvironmentBuilder builds one from them. This
+        # changes the settings of the whole (worker) process, which runs this one peer only.
+        import stormpy.developer as dev
+
+        dev.set_from_exploded_string(["--gmm++:precision", f"{GMM[setting]:g}"])
+        env = dev.EnvironmentBuilder.build_environment()
+        env.modelchecker().steady_state_distribution_algorithm = E.SteadyStateDistributionAlgorithm.EXPECTED_VISITING_TIMES
     elif setting in TIGHT:
         # Storm's native solvers with an absolute precision of 1e-12 (stormpy exposes the precision
         # of the native solvers only): the settings that can land within 1e-10 of the answer
@@ -368,6 +409,8 @@ def worker(peer: str, problem: str, data: str, out: str) -> int:
         model = _storm_model(csr, attractor_of if problem == "h" else None)
         env = storm_environment(peer.split("-", 1)[1])
         info = describe_environment(env)
+        if peer.split("-", 1)[1] in GMM:
+            info += f", gmm++ precision={GMM[peer.split('-', 1)[1]]:g} (relative residual; --gmm++:precision)"
     else:
         csr = _csr_from_table(probs, length)
     setup = time.perf_counter() - t0
@@ -492,13 +535,23 @@ def _cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def run_peer(peer: str, problem: str, data: Path, work: Path, limit: float, mem_mib: float) -> dict:
-    """Run one peer in a subprocess; kill it when its solve has used ``limit`` CPU seconds
-    (or WALL_FACTOR x limit wall seconds) or its RSS exceeds ``mem_mib``."""
+def worker_env(threads: int) -> dict:
+    """The environment of a worker: this one with BLAS / OpenMP limited to ``threads`` (0: unchanged)."""
+    env = dict(os.environ)
+    if threads > 0:
+        env.update({v: str(threads) for v in THREAD_VARS})
+    return env
+
+
+def run_peer(peer: str, problem: str, data: Path, work: Path, limit: float, mem_mib: float,
+             threads: int = 1) -> dict:
+    """Run one peer in a subprocess (BLAS / OpenMP threads: ``threads``, see :func:`worker_env`); kill it
+    when its solve has used ``limit`` CPU seconds (or WALL_FACTOR x limit wall seconds) or its RSS
+    exceeds ``mem_mib``."""
     out = str(work / f"{problem}-{data.stem}-{peer}")
     log = open(out + ".log", "w")
     proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", peer, problem, str(data), out],
-                            stdout=log, stderr=subprocess.STDOUT)
+                            stdout=log, stderr=subprocess.STDOUT, env=worker_env(threads))
     t_start = time.time()
     started = cpu_start = None
     hwm = 0.0
@@ -529,7 +582,29 @@ def run_peer(peer: str, problem: str, data: Path, work: Path, limit: float, mem_
         return {"status": "failed", "error": err.strip()[:160], "solve_s": None}
     rec = json.loads(Path(out + ".json").read_text())
     rec["result"] = np.load(out + ".npy")
+    bad = int(np.size(rec["result"]) - np.count_nonzero(np.isfinite(rec["result"])))
+    if bad:  # NaN / inf is a failure, never an answer
+        rec.update(status="failed", error=f"returned a non-finite vector ({bad} of {np.size(rec['result'])} entries)")
     return rec
+
+
+def numerical_reference(op) -> dict:
+    """pi_ref of the (ergodic) chain by sj.stationary_result(method="krylov") at the smallest tol of REF_TOLS
+    that converges: {"pi", "tol", "residual", "bound", "cpu_s"}; {"error": ...} if none does."""
+    import semio_jax as sj
+
+    errors = []
+    for tol in REF_TOLS:
+        c0 = time.process_time()
+        try:
+            res = sj.stationary_result(op, method="krylov", tol=tol)
+        except sj.errors.ConvergenceError as e:
+            errors.append(f"tol {tol:g}: {e}")
+            continue
+        pi = res.distribution(0)
+        return {"pi": pi, "tol": tol, "residual": float(np.abs(op.push(pi) - pi).sum()),
+                "bound": res.error_bounds[0], "cpu_s": time.process_time() - c0}
+    return {"error": "; ".join(errors)[:300]}
 
 
 def accuracy(problem: str, op, result: np.ndarray, ref: np.ndarray | None) -> tuple[float, float | None]:
@@ -556,12 +631,15 @@ def main(argv=None) -> int:
     ap.add_argument("--no-predict", dest="predict", action="store_false",
                     help="run every size even when linear extrapolation of the previous size exceeds the limit")
     ap.add_argument("--name", default="solve", help="output name in benchmarks/results (default solve)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="OPENBLAS/OMP/MKL_NUM_THREADS of every worker (default 1; 0: leave them as inherited)")
     args = ap.parse_args(argv)
     if args.worker:
         return worker(*args.worker)
 
     import semio_jax as sj
     from _common import RESULTS, write_table
+    from semio_jax._util.io import atomic_write_text
     from figures import solve_figure
 
     sizes = ([int(x) for x in args.sizes.split(",")] if args.sizes else
@@ -580,7 +658,7 @@ def main(argv=None) -> int:
     print(f"copy bandwidth of this machine: {bandwidth / 1e9:.1f} GB/s (read + write)", flush=True)
     print(f"semio methods: {methods}; sizes L = {sizes}; limit {limit:g} CPU s; memory cap {args.mem_gib:g} GiB", flush=True)
 
-    records, rows, env_desc = [], [], {}
+    records, rows, env_desc, references = [], [], {}, []
     with tempfile.TemporaryDirectory(prefix="bench_solve_") as tmp:
         work = Path(tmp)
         for chain in chains:
@@ -603,6 +681,14 @@ def main(argv=None) -> int:
                     assert len(atts) == 1 and atts[0].size == s, "the stationary chains must be ergodic"
                     order = CHAINS[chain][2]
                     ref = exact_stationary_ngram(op, order) if order else None
+                num_ref = None
+                if problem == "pi":
+                    num = numerical_reference(op)
+                    num_ref = num.get("pi")
+                    references.append({"chain": chain, "L": length, **{k: v for k, v in num.items() if k != "pi"},
+                                       "exact_error": (float(np.abs(num_ref - ref).sum())
+                                                       if num_ref is not None and ref is not None else None)})
+                    print(f"{chain} 2^{length}: numerical reference {references[-1]}", flush=True)
                 data = work / f"{chain}-L{length}.npz"
                 np.savez(data, **arrays)
                 for peer in peers:
@@ -618,12 +704,15 @@ def main(argv=None) -> int:
                                                           f"2^{int(np.log2(prev_s))} x {s // prev_s} states")
                         stopped[peer] = "predicted over the limit"
                     else:
-                        r = run_peer(peer, problem, data, work, limit, mem_mib)
+                        r = run_peer(peer, problem, data, work, limit, mem_mib, args.threads)
                         rec.update(status=r["status"], setup_s=r.get("setup_s"), solve_s=r.get("solve_s"),
                                    solve_cpu_s=r.get("solve_cpu_s"), rss_peak_mib=r.get("rss_peak_mib"), rss_setup_mib=r.get("rss_setup_mib"))
                         if r["status"] == "ok":
                             last_cpu[peer] = (s, r["solve_cpu_s"])
                             rec["residual"], rec["error"] = accuracy(problem, op, r["result"], ref)
+                            if num_ref is not None:
+                                rec["dist_ref"] = float(np.abs(r["result"] - num_ref).sum())
+                            rec["within"] = within(rec) if problem == "pi" else None
                             rec["note"] = r.get("info", "")
                             if r.get("matvecs"):
                                 rec["matvecs"] = int(r["matvecs"])
@@ -643,28 +732,26 @@ def main(argv=None) -> int:
                                            "OOM": f"over the {args.mem_gib:g} GiB memory cap"}.get(
                                 r["status"], r.get("error", ""))
                     records.append(rec)
-                    rows.append(_row(rec))
+                    rows.append(row(rec))
                     print(rows[-1], flush=True)
 
     headers = ["problem", "chain", "N", "states", "peer", "status", "setup s", "solve s", "solve CPU s", "matvecs",
-               "bw bound s", "of CPU s", "residual", "error vs exact", "peak MiB", "+MiB", "+MiB / table", "note"]
+               "bw bound s", "of CPU s", "residual", "error vs exact", "dist to ref", f"within {WITHIN:.0e}",
+               "peak MiB", "+MiB", "+MiB / table", "note"]
     RESULTS.mkdir(exist_ok=True)
     extra = RESULTS / "solve_lu16_raw.json"  # the supplementary run of the direct solvers (see Usage)
     extra = json.loads(extra.read_text()) if args.name == "solve" and extra.exists() else None
     fig = solve_figure(records, limit, RESULTS / f"{args.name}.png", extra=extra["records"] if extra else None,
                        extra_label=f" (limit {extra['limit_s']:g} CPU s, solve_lu16.md)" if extra else "")
-    raw = {"limit_s": limit, "mem_gib": args.mem_gib, "sizes": sizes, "semio_methods": methods,
-           "storm_settings": env_desc, "records": records}
-    (RESULTS / f"{args.name}_raw.json").write_text(json.dumps(raw, indent=1, default=float))
-    notes = _notes(limit, args.mem_gib, methods, env_desc, fig, extra is not None, bandwidth)
-    write_table(args.name, headers, rows, notes=notes,
+    raw = {"limit_s": limit, "mem_gib": args.mem_gib, "sizes": sizes, "semio_methods": methods, "threads": args.threads,
+           "storm_settings": env_desc, "references": references, "records": records}
+    atomic_write_text(RESULTS / f"{args.name}_raw.json", json.dumps(raw, indent=1, default=float))
+    text = notes(limit, args.mem_gib, methods, env_desc, fig, extra is not None, bandwidth, args.threads, WALL_FACTOR)
+    text += "\n\n" + reference_notes(references) + "\n\n" + summary(records)
+    write_table(args.name, headers, rows, notes=text,
                 title="Stationary distribution (pi) and absorption probabilities (h): semio_jax vs Storm vs SciPy "
                       f"(S=2^L full windows; limit {limit:g} CPU s per solve)")
     return 0
-
-
-def _fmt(x, spec):
-    return "-" if x is None else format(x, spec)
 
 
 def copy_bandwidth(nbytes: int = 2**28, repeats: int = 5) -> float:
@@ -677,60 +764,6 @@ def copy_bandwidth(nbytes: int = 2**28, repeats: int = 5) -> float:
         np.copyto(b, a)
         best = min(best, time.perf_counter() - t0)
     return 2 * nbytes / best
-
-
-def _row(rec: dict) -> list:
-    plus = (rec["rss_peak_mib"] - rec["rss_setup_mib"]) if rec.get("rss_setup_mib") is not None else None
-    frac = (rec["bw_bound_s"] / rec["solve_cpu_s"]) if rec.get("bw_bound_s") and rec.get("solve_cpu_s") else None
-    err = (_fmt(rec.get("error"), ".1e") if rec.get("error") is not None
-           else f"<= {rec['error_le']:.1e}" if rec.get("error_le") is not None else "-")
-    return [rec["problem"], rec["chain"], rec.get("n_tokens", 2), f"2^{rec['L']}", rec["peer"], rec["status"],
-            _fmt(rec.get("setup_s"), ".2f"), _fmt(rec.get("solve_s"), ".3g"), _fmt(rec.get("solve_cpu_s"), ".3g"),
-            _fmt(rec.get("matvecs"), "d"), _fmt(rec.get("bw_bound_s"), ".2g"), _fmt(frac, ".0%"),
-            _fmt(rec.get("residual"), ".1e"), err,
-            _fmt(rec.get("rss_peak_mib"), ".0f") if rec["status"] in ("ok", "DNF", "OOM") else "-",
-            _fmt(plus, ".0f"), _fmt(plus / rec["table_mib"] if plus is not None and rec.get("table_mib") else None, ".2f"),
-            rec.get("note", "")]
-
-
-def _notes(limit, mem_gib, methods, env_desc, fig, extra: bool = False, bandwidth: float | None = None) -> str:
-    lines = [f"Figure: `{fig.relative_to(HERE.parent)}` (log-log solve CPU time vs states, one panel per chain; "
-             "crosses: did not finish"
-             + ("; open markers: the direct solvers at 2^16 from benchmarks/results/solve_lu16.md, run with a "
-                "longer limit" if extra else "") + ").", "",
-             "Chains, peers and protocol: see the docstring of benchmarks/bench_solve.py. In short: "
-             "fast = order-L n-gram with N(0,1) logits at temperature 1; slow = order-4 n-gram (seed 27) at "
-             "temperature 0.25; absorb = slow with 0000->0, 1111->1, 0101->0, 1010->1 forced (3 attractors). "
-             "semio-basins uses sparse LU up to 8192 undetermined states (2^12 here) and GMRES above. "
-             "Model evaluation is excluded for everyone; 'setup s' is each peer's own data-structure "
-             "construction (for Storm: SparseMatrixBuilder + labelling + SparseDtmc), 'solve s' the solve.",
-             "",
-             f"semio_jax methods found in stationary_result's docstring: {', '.join(methods)} (auto dispatches to "
-             "these); semio-sharded-gmres is semio_jax.sharding.stationary_sharded(method='gmres') on one CPU "
-             "device (its JIT compilation, about 2 CPU s, is inside its solve time). Storm settings as read back "
-             "from the environment objects (storm-lu: Eigen then uses its direct SparseLU because soundness is "
-             "forced; storm-iter/evt: the TOPOLOGICAL solver's underlying solver is Storm's default gmm++):"]
-    for peer, desc in sorted(env_desc.items()):
-        lines.append(f"- `{peer}`: {desc}")
-    lines += ["",
-              "residual: ||pi P - pi||_1 (pi) or max_i ||P h_i - h_i||_inf (h), evaluated here with the float64 "
-              "operator on the vector as returned. error vs exact: ||pi - pi*||_1 or max|h - h*| against the "
-              "exact lumped 4-gram reference (slow, absorb); '-' where there is none (fast).",
-              f"Each run is a separate process; DNF = the solve did not finish within {limit:g} s of CPU time (or "
-              f"{WALL_FACTOR * limit:g} s wall); OOM = RSS above "
-              f"{mem_gib:g} GiB; after either (or a failure) the peer's larger sizes are skipped. 'peak MiB' = the "
-              "process's peak RSS (imports and the loaded table included); '+MiB' = what the solve added.",
-              f"matvecs: structured products the semio solve used (power steps, GMRES and hitting-time "
-              f"products); 'bw bound s' = matvecs x 8 (N + 2) S bytes (the table once, one vector in and one "
-              f"out) / the copy bandwidth measured by this run ({(bandwidth or 0) / 1e9:.1f} GB/s, np.copyto of "
-              f"256 MiB, read + write): the time the products alone need at the memory-bandwidth limit; "
-              f"'of CPU s' = that bound / the solve's CPU time. '+MiB / table' = the solve's added RSS over the "
-              f"float64 probability table (8 N S bytes). 'error vs exact' shows '<= x' where no exact reference "
-              f"exists: ||pi - pi_auto||_1 + semio-auto's certified bound, a rigorous bound on the error.",
-              "Timings: 'solve s' is wall clock, 'solve CPU s' the process's CPU time (all threads) during the "
-              "solve. The machine's 2 cores are shared with other jobs, so wall times carry their load; compare "
-              "peers by CPU time (the figure plots it) and only within this table."]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":
