@@ -85,3 +85,10 @@ def test_fused_updates_match_their_numpy_forms(use_compiled, monkeypatch):
     out = q.copy()
     compiled.shift_combine(out, e, x, 2.5, u)
     np.testing.assert_allclose(out, e * x - q + 2.5 * u, rtol=1e-13, atol=1e-13)
+
+
+def test_warm_up_loads_every_loop_without_error():
+    compiled.warm_up()  # the same calls the Krylov path makes, on tiny arrays; must not raise
+    if compiled.AVAILABLE:
+        for fn in (compiled._push2, compiled._pull2, compiled.row_sweep, compiled.col_sweep, compiled.tail_order):
+            assert fn.signatures, fn  # numba has a compiled version for at least one signature

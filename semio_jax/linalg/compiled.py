@@ -32,7 +32,9 @@ three to five, with a temporary each), each with its numpy form where numba is o
 The sweeps are exact to rounding (no path weight is dropped, unlike the numpy doubling
 levels of :class:`semio_jax.linalg.krylov.GreedyFactor`). Compiled code is cached on disk in
 $SEMIO_JAX_NUMBA_CACHE or ~/.cache/semio_jax/numba (``off``: compile in memory each run);
-a process then loads it in about 0.1 s instead of compiling for a second. ``AVAILABLE`` is
+a process then loads it instead of compiling for a second. The first call in a
+process still costs about 0.3-0.4 s (numba's own start-up and the loading of every loop):
+:func:`warm_up` pays it up front, as importing a compiled extension would. ``AVAILABLE`` is
 False when numba is not installed or SEMIO_JAX_NUMBA=off: the callers then use numpy.
 """
 
@@ -42,7 +44,7 @@ import os
 
 import numpy as np
 
-__all__ = ["AVAILABLE", "push_full", "pull_full", "tail_order", "row_sweep", "col_sweep", "direction_update",
+__all__ = ["AVAILABLE", "warm_up", "push_full", "pull_full", "tail_order", "row_sweep", "col_sweep", "direction_update",
            "step_update", "dot_pair", "shift_combine"]
 
 
@@ -254,3 +256,24 @@ def _dot_pair(t, r):
 def _shift_combine(out, e, x, c, u):
     for i in range(out.size):
         out[i] = e[i] * x[i] - out[i] + c * u[i]
+
+
+def warm_up() -> None:
+    """Load (or compile) every loop now, for the argument types the Krylov path uses."""
+    if not AVAILABLE:
+        return
+    z2, z4 = np.zeros((2, 2, 2)), np.zeros((4, 1, 4))
+    v = np.zeros(4)
+    push_full(z2, v, v.copy())
+    pull_full(z2, v, v.copy())
+    push_full(z4, v, v.copy())
+    pull_full(z4, v, v.copy())
+    tail_order(np.arange(4, dtype=np.int64), v)
+    for idx in (np.int32, np.int64):
+        e = np.zeros(1, dtype=idx)
+        row_sweep(e, e, np.zeros(1), v.copy())
+        col_sweep(e, e, np.zeros(1), v.copy())
+    direction_update(v.copy(), v, v, 1.0, 1.0)
+    step_update(v.copy(), v, 1.0, v.copy(), v)
+    dot_pair(v, v)
+    shift_combine(v.copy(), v, v, 1.0, v)
