@@ -86,7 +86,7 @@ that ``auto`` turns into the next method.
 ``auto`` uses GTH (float64, or the log domain where needed) up to 1024 states per class, LU up to 8192 (its fill-in
 grows quickly on de Bruijn graphs, which are expanders) and Krylov above;
 there it first gives power iteration 400 steps and turns to Krylov if that is not
-enough, or as soon as the residual's decay over the last 24 steps projects that
+enough, or as soon as the residual's decay over the last 16 steps projects that
 400 will not be; the Krylov solve then starts from the power iterate. The
 threshold is where the two cost about the same on the 2^20-window benchmark
 chains (compiled loops): a power step costs about 1.3 ms there, a BiCGSTAB product
@@ -123,7 +123,7 @@ LU_MAX = 8192
 #: class past LU: with the certificate from pi, power costs ~n + n/6 products on a chain that mixes in n)
 KRYLOV_AUTO_MAX = LU_MAX
 POWER_FIRST_ITERS = 400
-_PROBE = 24  # steps over which the trial power run measures its rate of convergence
+_PROBE = 16  # steps over which the trial power run measures its rate of convergence (from 32 steps on)
 CHECK = 8  # power iteration: CHECK - 1 plain steps, then a lazy one with the residual test
 BLOCK_FRACTION = 4  # a class of at most 1/4 of the full states is solved as a sparse chain of its own
 TAU_RTOL = 1e-2  # inf-norm residual of the GMRES hitting-time solve (the certificate needs only c ~ 1)
@@ -404,7 +404,7 @@ def _solve_power(kern, members: np.ndarray, tol: float, max_iter: int,
         if give_up_early:
             history.append(res)
             back = _PROBE // CHECK
-            if len(history) > back + 2:
+            if len(history) >= 4:
                 rate = (history[-1] / history[-1 - back]) ** (1.0 / _PROBE)
                 if rate >= 1.0 or it + np.log(tol / res) / np.log(rate) > max_iter:
                     break
