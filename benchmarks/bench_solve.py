@@ -744,11 +744,11 @@ def main(argv=None) -> int:
     RESULTS.mkdir(exist_ok=True)
     extra = RESULTS / "solve_lu16_raw.json"  # the supplementary run of the direct solvers (see Usage)
     extra = json.loads(extra.read_text()) if args.name == "solve" and extra.exists() else None
-    fig = solve_figure(records, limit, RESULTS / f"{args.name}.png", extra=extra["records"] if extra else None,
-                       extra_label=f" (limit {extra['limit_s']:g} CPU s, solve_lu16.md)" if extra else "")
     raw = {"limit_s": limit, "mem_gib": args.mem_gib, "sizes": sizes, "semio_methods": methods, "threads": args.threads,
            "storm_settings": env_desc, "references": references, "records": records}
     atomic_write_text(RESULTS / f"{args.name}_raw.json", json.dumps(raw, indent=1, default=float))
+    fig = solve_figure(records, limit, RESULTS / f"{args.name}.png", extra=extra["records"] if extra else None,
+                       extra_label=f" (limit {extra['limit_s']:g} CPU s, solve_lu16.md)" if extra else "")
     text = notes(limit, args.mem_gib, methods, env_desc, fig, extra is not None, bandwidth, args.threads, WALL_FACTOR)
     text += "\n\n" + reference_notes(references) + "\n\n" + summary(records)
     write_table(args.name, headers, rows, notes=text,

@@ -60,8 +60,9 @@ _PANELS = [("pi", "fast", "stationary, fast-mixing chain"),
 
 
 def solve_figure(records: list[dict], limit: float, path: Path | None = None,
-                 extra: list[dict] | None = None, extra_label: str = "") -> Path:
+                 extra: list[dict] | None = None, extra_label: str = "") -> Path | None:
     """records: dicts with keys problem, chain, states, peer, status, solve_cpu_s (CPU seconds of the solve).
+    None (and no file) when no record belongs to a drawn chain (fast, slow, absorb).
 
     ``extra``: finished runs of a supplementary invocation (e.g. with a longer limit), drawn as open markers.
     """
@@ -70,6 +71,8 @@ def solve_figure(records: list[dict], limit: float, path: Path | None = None,
     extra = [r for r in (extra or []) if r["status"] == "ok"]
     everything = records + extra
     panels = [p for p in _PANELS if any(r["problem"] == p[0] and r["chain"] == p[1] for r in everything)]
+    if not panels:  # none of the drawn chains ran: no figure
+        return None
     fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 5.0), squeeze=False)
     peers = sorted({r["peer"] for r in everything})
     palette = list(plt.get_cmap("tab10").colors) + ["black", "navy", "lime", "magenta"]

@@ -87,10 +87,11 @@ def summary(records: list[dict]) -> str:
 
 def notes(limit, mem_gib, methods, env_desc, fig, extra: bool = False, bandwidth: float | None = None,
           threads: int = 1, wall_factor: float = 6) -> str:
-    lines = [f"Figure: `{fig.relative_to(REPO)}` (log-log solve CPU time vs states, one panel per chain; "
-             "crosses: did not finish"
-             + ("; open markers: the direct solvers at 2^16 from benchmarks/results/solve_lu16.md, run with a "
-                "longer limit" if extra else "") + ").", "",
+    lines = ([f"Figure: `{fig.relative_to(REPO)}` (log-log solve CPU time vs states, one panel per chain; "
+              "crosses: did not finish"
+              + ("; open markers: the direct solvers at 2^16 from benchmarks/results/solve_lu16.md, run with a "
+                 "longer limit" if extra else "") + ").", ""] if fig is not None else
+             ["No figure: it draws the fast, slow and absorb chains only.", ""]) + [
              "Chains, peers and protocol: see the docstring of benchmarks/bench_solve.py. In short: "
              "fast = order-L n-gram with N(0,1) logits at temperature 1; slow = order-4 n-gram (seed 27) at "
              "temperature 0.25; absorb = slow with 0000->0, 1111->1, 0101->0, 1010->1 forced (3 attractors). "
