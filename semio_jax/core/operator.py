@@ -175,8 +175,12 @@ class Operator:
     def tiny_moves(self, states) -> bool:
         """True when some possible move out of ``states`` has a float64 probability below :data:`TINY`
         (underflowed to 0, or too small for relative rounding bounds): float64 solvers cannot see it."""
-        states = np.asarray(states, dtype=np.int64)
-        return bool(np.any(self.support[states] & (self.probs[states] < TINY)))
+        return bool(np.any(self._tiny_rows[np.asarray(states, dtype=np.int64)]))
+
+    @cached_property
+    def _tiny_rows(self) -> np.ndarray:
+        # bool[num_states]: rows with such a move (one pass over the table, kept)
+        return np.any(self.support & (self.probs < TINY), axis=1)
 
     @cached_property
     def is_deterministic(self) -> bool:
