@@ -493,8 +493,11 @@ def _catch_ctrl_c():
     A KeyboardInterrupt raised while Python runs a finalizer or a callback (numba's and JAX's
     clean-up code, garbage collection) is printed and dropped, and the run would go on; the
     flag lets the loop over procedures stop at the next one all the same. Returns the previous
-    handler (None where no handler can be installed: not the main thread)."""
+    handler (None where none is installed: not the main thread, or SIGINT ignored, as for a
+    background job, which a Ctrl-C at the terminal must not stop)."""
     _CTRL_C.clear()
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return None
 
     def handler(signum, frame):
         _CTRL_C.append(signum)
