@@ -33,6 +33,7 @@ budget would; see semio_jax.agreement), 130 on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -304,6 +305,7 @@ def _run_analyze(args, sample: bool) -> int:
             summaries.append(summary)
             args.finished = len(summaries)
             path = report.write(**provenance, finished=[s["procedure"] for s in summaries])  # atomic, per procedure
+            _stop_if_interrupted()
     if len(summaries) > 1:
         headers, rows = compare_table(summaries)
         print("\n" + text_table(headers, rows, title="procedures side by side"))
@@ -445,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args.command_line = "semio " + shlex.join(sys.argv[1:] if argv is None else list(argv))  # for provenance
     enable_compilation_cache()
+    previous = _catch_ctrl_c()
     try:
         if args.command == "train":
             from semio_models.train import run as train_run
@@ -475,7 +478,40 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nsemio: interrupted" + (f"; {done} finished procedure(s) kept in {where}" if where and done else ""),
               file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     return 2
+
+
+_CTRL_C = []  # set by the SIGINT handler: a Ctrl-C seen, even where its KeyboardInterrupt was swallowed
+
+
+def _catch_ctrl_c():
+    """Install a SIGINT handler that remembers the Ctrl-C besides raising KeyboardInterrupt.
+
+    A KeyboardInterrupt raised while Python runs a finalizer or a callback (numba's and JAX's
+    clean-up code, garbage collection) is printed and dropped, and the run would go on; the
+    flag lets the loop over procedures stop at the next one all the same. Returns the previous
+    handler (None where none is installed: not the main thread, or SIGINT ignored, as for a
+    background job, which a Ctrl-C at the terminal must not stop)."""
+    _CTRL_C.clear()
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return None
+
+    def handler(signum, frame):
+        _CTRL_C.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGINT, handler)
+    except ValueError:
+        return None
+
+
+def _stop_if_interrupted() -> None:
+    if _CTRL_C:
+        raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

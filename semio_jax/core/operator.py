@@ -175,8 +175,12 @@ class Operator:
     def tiny_moves(self, states) -> bool:
         """True when some possible move out of ``states`` has a float64 probability below :data:`TINY`
         (underflowed to 0, or too small for relative rounding bounds): float64 solvers cannot see it."""
-        states = np.asarray(states, dtype=np.int64)
-        return bool(np.any(self.support[states] & (self.probs[states] < TINY)))
+        return bool(np.any(self._tiny_rows[np.asarray(states, dtype=np.int64)]))
+
+    @cached_property
+    def _tiny_rows(self) -> np.ndarray:
+        # bool[num_states]: rows with such a move (one pass over the table, kept)
+        return np.any(self.support & (self.probs < TINY), axis=1)
 
     @cached_property
     def is_deterministic(self) -> bool:
@@ -216,12 +220,13 @@ class Operator:
 
         Unlike :attr:`csr` it keeps the edges whose probability underflows float64.
         """
-        s, n = self.num_states, self.n_tokens
-        mat = sp.csr_matrix(
-            (self.support.ravel().astype(np.float64), self.successors.ravel(),
-             np.arange(0, s * n + 1, n, dtype=np.int64)), shape=(s, s))
-        mat.eliminate_zeros()
-        return mat
+        s = self.num_states
+        src, tok = np.nonzero(self.support)  # row-major: grouped by source state, as CSR wants
+        indptr = np.zeros(s + 1, dtype=np.int64)
+        np.cumsum(np.count_nonzero(self.support, axis=1), out=indptr[1:])
+        # only the possible moves, their successors computed arithmetically (no [S, N] successor table:
+        # at N = 32 and 2^20 windows that table alone is 270 MB)
+        return sp.csr_matrix((np.ones(src.size), self.space.successors_of(src, tok), indptr), shape=(s, s))
 
     # ----------------------------------------------------------- products
     def push(self, dist: np.ndarray) -> np.ndarray:

@@ -60,6 +60,17 @@ class KrylovInfo:
     history: list = field(default_factory=list)
 
 
+def _consult(accept, x: np.ndarray, r: np.ndarray, info: KrylovInfo) -> tuple[bool, float, float]:
+    """Hand the true residual r = b - A x to ``accept``: (converged, the 2-norm target tol2, ||r||_2)."""
+    done, tol2 = accept(x, r)
+    beta = float(np.linalg.norm(r))
+    info.history.append(beta)
+    if done or beta == 0.0:
+        info.converged = True
+        return True, tol2, beta
+    return False, tol2, beta
+
+
 # ----------------------------------------------------------------- GMRES
 def gmres(matvec, b: np.ndarray, precond, accept, *, restart: int = 40, max_matvecs: int = 5000,
           x0: np.ndarray | None = None, info: KrylovInfo | None = None) -> tuple[np.ndarray, KrylovInfo]:
@@ -79,11 +90,8 @@ def gmres(matvec, b: np.ndarray, precond, accept, *, restart: int = 40, max_matv
         r = b - matvec(x) if (x0 is not None or info.restarts) else b.copy()
         if x0 is not None or info.restarts:
             info.matvecs += 1
-        done, tol2 = accept(x, r)
-        beta = float(np.linalg.norm(r))
-        info.history.append(beta)
-        if done or beta == 0.0:
-            info.converged = True
+        converged, tol2, beta = _consult(accept, x, r, info)
+        if converged:
             return x, info
         if info.matvecs >= max_matvecs:
             return x, info
@@ -154,11 +162,8 @@ def bicgstab(matvec, b: np.ndarray, precond, accept, *, check: int = 60, max_mat
     stalls, best = 0, float("inf")
     while True:
         # --- true residual: accept, replace, restart the recurrences
-        done, tol2 = accept(x, r)
-        beta = float(np.linalg.norm(r))
-        info.history.append(beta)
-        if done or beta == 0.0:
-            info.converged = True
+        converged, tol2, beta = _consult(accept, x, r, info)
+        if converged:
             return x, info
         if info.matvecs >= max_matvecs or not np.isfinite(beta):
             return x, info
