@@ -318,6 +318,14 @@ def test_chain_kernels_match_the_dense_off_diagonal(n, length, prefixes, use_com
         np.testing.assert_allclose(kern.pull_off(v), block @ v, rtol=1e-13, atol=1e-300)
         np.testing.assert_allclose(kern.push_off(v), v @ block, rtol=1e-13, atol=1e-300)
         np.testing.assert_allclose(kern.exits, off[:k].sum(axis=1), rtol=1e-15, atol=0)
+        # the Krylov products with the diagonal split off: e * v - v P_off + c u and e * v - P_off v
+        e = off[:k].sum(axis=1)
+        u = rng.random(k)
+        scale = np.abs(v) @ (np.abs(block) + np.diag(e)) + np.abs(u) * 2.5 + 1e-300
+        np.testing.assert_array_less(np.abs(kern.shifted_push(v, 2.5, u) - (e * v - v @ block + 2.5 * u)), 1e-13 * scale)
+        np.testing.assert_array_less(np.abs(kern.shifted_push(v) - (e * v - v @ block)), 1e-13 * scale)
+        scale = (np.abs(block) + np.diag(e)) @ np.abs(v) + 1e-300
+        np.testing.assert_array_less(np.abs(kern.shifted_pull(v) - (e * v - block @ v)), 1e-13 * scale)
     if n > 1:
         assert kern.exits[0] == pytest.approx(1e-20, rel=1e-12)
 

@@ -8,6 +8,10 @@ against 23 ms for five truncated doubling levels).
 * ``push_full(t3, y, out)``: out[m N + c] = sum_a y[a M + m] t3[a, m, c] over the N^L
   full windows (t3 = the table as [N, M, N], M = N^(L-1): window a M + m moves to m N + c);
 * ``pull_full(t3, x, out)``: out[a M + m] = sum_c t3[a, m, c] x[m N + c];
+* ``shifted_push(t3, e, y, c, u, out)``: out <- e * y - push(y) + c u and
+  ``shifted_pull(t3, e, x, out)``: out <- e * x - pull(x), the Krylov path's products with the
+  diagonal split off, in one pass (the N constant windows, whose self-loop the product
+  includes, are corrected by the caller);
 * ``tail_order(f, w)``: the states off the cycles of the functional graph s -> f(s)
   (edges where w > 0) in topological order, every state before its image (Kahn's
   algorithm, then sorted by height and by state: the sweeps then move through memory
@@ -44,7 +48,7 @@ import os
 
 import numpy as np
 
-__all__ = ["AVAILABLE", "warm_up", "push_full", "pull_full", "tail_order", "row_sweep", "col_sweep", "direction_update",
+__all__ = ["AVAILABLE", "warm_up", "push_full", "pull_full", "shifted_push", "shifted_pull", "tail_order", "row_sweep", "col_sweep", "direction_update",
            "step_update", "dot_pair", "shift_combine"]
 
 
@@ -87,6 +91,14 @@ def pull_full(t3, x, out):
     {2: _pull2, 4: _pull4}.get(t3.shape[0], _pull_n)(t3, x, out)
 
 
+def shifted_push(t3, e, y, c, u, out):
+    {2: _shifted_push2, 4: _shifted_push4}.get(t3.shape[0], _shifted_push_n)(t3, e, y, float(c), u, out)
+
+
+def shifted_pull(t3, e, x, out):
+    {2: _shifted_pull2, 4: _shifted_pull4}.get(t3.shape[0], _shifted_pull_n)(t3, e, x, out)
+
+
 # N = 2 and N = 4 written out: with N known to the compiler the loops run 1.5-2.5x faster than
 # the general ones
 
@@ -106,6 +118,69 @@ def _pull2(t3, x, out):
     for a in range(2):
         for i in range(m):
             out[a * m + i] = t3[a, i, 0] * x[2 * i] + t3[a, i, 1] * x[2 * i + 1]
+
+
+@_jit
+def _shifted_push2(t3, e, y, c, u, out):
+    m = t3.shape[1]
+    for i in range(m):
+        a, b = y[i], y[m + i]
+        k = 2 * i
+        out[k] = e[k] * y[k] - (a * t3[0, i, 0] + b * t3[1, i, 0]) + c * u[k]
+        out[k + 1] = e[k + 1] * y[k + 1] - (a * t3[0, i, 1] + b * t3[1, i, 1]) + c * u[k + 1]
+
+
+@_jit
+def _shifted_pull2(t3, e, x, out):
+    m = t3.shape[1]
+    for a in range(2):
+        for i in range(m):
+            s = a * m + i
+            out[s] = e[s] * x[s] - (t3[a, i, 0] * x[2 * i] + t3[a, i, 1] * x[2 * i + 1])
+
+
+@_jit
+def _shifted_push4(t3, e, y, c, u, out):
+    m = t3.shape[1]
+    for i in range(m):
+        a, b, d, f = y[i], y[m + i], y[2 * m + i], y[3 * m + i]
+        for k in range(4):
+            t = 4 * i + k
+            out[t] = e[t] * y[t] - (a * t3[0, i, k] + b * t3[1, i, k] + d * t3[2, i, k] + f * t3[3, i, k]) + c * u[t]
+
+
+@_jit
+def _shifted_pull4(t3, e, x, out):
+    m = t3.shape[1]
+    for a in range(4):
+        for i in range(m):
+            s = a * m + i
+            out[s] = e[s] * x[s] - (t3[a, i, 0] * x[4 * i] + t3[a, i, 1] * x[4 * i + 1]
+                                    + t3[a, i, 2] * x[4 * i + 2] + t3[a, i, 3] * x[4 * i + 3])
+
+
+@_jit
+def _shifted_push_n(t3, e, y, c, u, out):
+    n, m = t3.shape[0], t3.shape[1]
+    for i in range(m):
+        for k in range(n):
+            t = i * n + k
+            acc = 0.0
+            for a in range(n):
+                acc += y[a * m + i] * t3[a, i, k]
+            out[t] = e[t] * y[t] - acc + c * u[t]
+
+
+@_jit
+def _shifted_pull_n(t3, e, x, out):
+    n, m = t3.shape[0], t3.shape[1]
+    for a in range(n):
+        for i in range(m):
+            s = a * m + i
+            acc = 0.0
+            for k in range(n):
+                acc += t3[a, i, k] * x[i * n + k]
+            out[s] = e[s] * x[s] - acc
 
 
 @_jit
@@ -287,6 +362,9 @@ def warm_up() -> None:
     pull_full(z2, v, v.copy())
     push_full(z4, v, v.copy())
     pull_full(z4, v, v.copy())
+    for z in (z2, z4):
+        shifted_push(z, v, v, 1.0, v, v.copy())
+        shifted_pull(z, v, v, v.copy())
     tail_order(np.arange(4, dtype=np.int64), v)
     for idx in (np.int32, np.int64):
         e = np.zeros(1, dtype=idx)

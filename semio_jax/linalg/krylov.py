@@ -298,6 +298,33 @@ class ChainKernels:
                 out[dst.start:dst.stop] += (y[src.start:src.stop, None] * self.probs[src.start:src.stop]).ravel()
         return out
 
+    def shifted_push(self, y: np.ndarray, c: float = 0.0, u: np.ndarray | None = None) -> np.ndarray:
+        """e * y - y P_off + c u (e = ``exits``): the row product of the Krylov systems, in one pass where it can."""
+        if not (compiled.AVAILABLE and self.full_only):
+            return compiled.shift_combine(self.push_off(y), self.exits, y, c if u is not None else 0.0,
+                                          y if u is None else u)
+        n, m = self.n_tok, self._m
+        out = np.empty(self.size)
+        compiled.shifted_push(self._full3, self.exits, y, c if u is not None else 0.0, y if u is None else u, out)
+        for t, tok in zip(self.loop_states, self.loop_tok):  # as push_off: only the N - 1 other predecessors
+            preds = np.arange(n, dtype=np.int64) * m + t // n
+            preds = preds[preds != t]
+            rank_one = c * u[t] if u is not None else 0.0
+            out[t] = self.exits[t] * y[t] - float(y[preds] @ self.probs[preds, tok]) + rank_one
+        return out
+
+    def shifted_pull(self, x: np.ndarray) -> np.ndarray:
+        """e * x - P_off x: the column product of the Krylov systems, in one pass where it can."""
+        if not (compiled.AVAILABLE and self.full_only):
+            return compiled.shift_combine(self.pull_off(x), self.exits, x, 0.0, x)
+        n, m = self.n_tok, self._m
+        out = np.empty(self.size)
+        compiled.shifted_pull(self._full3, self.exits, x, out)
+        for s, tok in zip(self.loop_states, self.loop_tok):  # as pull_off: the N - 1 off-loop terms of s
+            others = np.flatnonzero(np.arange(n) != tok)
+            out[s] = self.exits[s] * x[s] - float(self.probs[s, others] @ x[(s % m) * n + others])
+        return out
+
     def push(self, y: np.ndarray, out: np.ndarray) -> np.ndarray:
         """(y P)[t] on the full states, self-loops included, into ``out`` (full_only kernels)."""
         return self._push_full(y, out)
@@ -403,6 +430,14 @@ class BlockKernels:
         out[:] = res
         return out
 
+    def shifted_push(self, y: np.ndarray, c: float = 0.0, u: np.ndarray | None = None) -> np.ndarray:
+        """e * y - y P_off + c u (as :meth:`ChainKernels.shifted_push`)."""
+        return compiled.shift_combine(self.push_off(y), self.exits, y, c if u is not None else 0.0, y if u is None else u)
+
+    def shifted_pull(self, x: np.ndarray) -> np.ndarray:
+        """e * x - P_off x (as :meth:`ChainKernels.shifted_pull`)."""
+        return compiled.shift_combine(self.pull_off(x), self.exits, x, 0.0, x)
+
     def pull_off(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         res = self.off @ x
         if out is None:
@@ -476,7 +511,7 @@ def stationary_krylov(op, members: np.ndarray, tol: float = 1e-12, max_matvecs: 
         u = start if start is not None else np.where(inside, 1.0 / members.size, 0.0)
 
         def matvec(x):  # x (I - P) + (x 1) u
-            return compiled.shift_combine(kern.push_off(x), kern.exits, x, float(x.sum()), u)
+            return kern.shifted_push(x, float(x.sum()), u)
 
         def accept(x, r):
             # r = u - x A gives x (I - P) = (1 - x 1) u - r: the L1 residual of x / (x 1) from r
@@ -489,7 +524,7 @@ def stationary_krylov(op, members: np.ndarray, tol: float = 1e-12, max_matvecs: 
                                max_matvecs=max_matvecs, x0=u.copy(), info=info)
     else:
         def matvec(y):
-            out = compiled.shift_combine(kern.push_off(y), kern.exits, y, 0.0, y)
+            out = kern.shifted_push(y)
             out[j] = 0.0
             return out
 
@@ -646,7 +681,7 @@ def column_solve(kern: ChainKernels, unknown: np.ndarray, rhs: np.ndarray, *, rt
     def matvec(x):
         xx = x.copy()
         xx[known] = 0.0
-        out = compiled.shift_combine(kern.pull_off(xx), kern.exits, xx, 0.0, xx)
+        out = kern.shifted_pull(xx)
         out[known] = 0.0
         return out
 
