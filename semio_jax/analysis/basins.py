@@ -17,7 +17,7 @@ Computation:
 2. **The rest, by one sparse solve.** On the set U of states that reach two
    or more attractors, (I - Q_UU) X = P_{U, not U} h_{not U} is solved by
    sparse LU with two steps of iterative refinement when |U| <= 8192, and
-   above (where LU's fill-in explodes: 545 s at |U| = 85,000) by GMRES with
+   above (where LU's fill-in explodes: 545 s at |U| = 85,000) by BiCGSTAB/GMRES with
    structured pulls and the greedy preconditioner, one column per attractor
    (:mod:`semio_jax.linalg.krylov`).
 3. **Certificate.** With t = (I - Q_UU)^{-1} 1 (the expected number of steps
@@ -54,7 +54,7 @@ from ._cache import cached_analysis
 from .greedy import functional_graph
 from .classes import class_structure
 
-#: above this many unknown states the absorption solve uses GMRES instead of sparse LU
+#: above this many unknown states the absorption solve uses BiCGSTAB/GMRES instead of sparse LU
 KRYLOV_MIN = 8192
 
 __all__ = ["BasinsResult", "basins", "basins_result", "strict_basins", "reachable_attractors", "check_dense_basins"]
@@ -305,7 +305,7 @@ def basins_result(op) -> BasinsResult:
 
 
 def _solve_krylov(op, owner: np.ndarray, unknown: np.ndarray, reach_u: np.ndarray):
-    """h on the split states by GMRES with structured pulls (semio_jax.linalg.krylov); (x, residual, tmax, bound)."""
+    """h on the split states by a Krylov solve with structured pulls (linalg.krylov); (x, residual, tmax, bound)."""
 
     kern = krylov.ChainKernels(op)
     m = reach_u.shape[1]

@@ -12,7 +12,7 @@ absorbing: let R be the states that can reach T; k(s) = +inf iff s can reach
 a state outside R without passing through T (a positive-probability path to a
 state from which T is unreachable). On the remaining non-target states U the
 system (I - Q_UU) k_U = 1 is solved by sparse LU with two steps of iterative
-refinement (above 8192 unknowns by GMRES with structured pulls and the greedy
+refinement (above 8192 unknowns by BiCGSTAB/GMRES with structured pulls and the greedy
 preconditioner of :mod:`semio_jax.linalg.krylov`, as LU's fill-in explodes
 there); from U the chain only moves inside U or into T, and every state of
 U reaches T, so I - Q_UU is a non-singular M-matrix.
@@ -52,7 +52,7 @@ from ..linalg import krylov
 from ..linalg.mmatrix import off_diagonal
 from ._cache import cached_analysis
 
-#: above this many unknown states the solves use GMRES instead of sparse LU
+#: above this many unknown states the solves use BiCGSTAB/GMRES instead of sparse LU
 KRYLOV_MIN = 8192
 
 __all__ = ["HittingResult", "CommittorResult", "state_set", "hitting_times", "hitting_times_result",
@@ -138,7 +138,7 @@ def _solve_lu(op, unknown: np.ndarray, rhs: np.ndarray, times_rhs: bool = False)
 
 
 def _solve_krylov(op, unknown: np.ndarray, rhs: np.ndarray, times_rhs: bool):
-    """As _solve, by GMRES with structured pulls (semio_jax.linalg.krylov)."""
+    """As _solve, by BiCGSTAB/GMRES with structured pulls (semio_jax.linalg.krylov)."""
 
     kern = krylov.ChainKernels(op)
     u = np.zeros(op.num_states, dtype=bool)

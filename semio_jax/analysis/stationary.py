@@ -31,7 +31,7 @@ Algorithms (``method=``):
   from the computed pi itself (:func:`semio_jax.linalg.krylov.hitting_time_certificate`:
   a Richardson iteration on (I - Q_j) t = 1 whose slow, constant direction is fixed by
   pi, so it converges at the chain's mixing rate, about 1/6 of the power steps),
-  falling back to GMRES and then to :func:`hitting_time_bound`.
+  falling back to the Krylov solve and then to :func:`hitting_time_bound`.
 
 What is certified, and with respect to what. The chain is the one the model's
 float32 logits define under the procedure (exact support, exact probabilities);
@@ -62,7 +62,7 @@ the float64 table differs from it entrywise by at most ``op.table_rounding``
     the residual r enlarged by its own rounding (each entry of pi P sums at most
     N + 1 products). On slowly mixing chains tau_j is large and this bound says
     so: a residual of 1e-16 with tau_j = 1e6 certifies only ~4e-10.
-    tau_j comes from the solve (LU, GTH, GMRES, or for ``power`` the certificate from
+    tau_j comes from the solve (LU, GTH, Krylov, or for ``power`` the certificate from
     pi, :func:`semio_jax.linalg.krylov.hitting_time_certificate`), certified as an
     M-matrix inequality; the last resort, :func:`hitting_time_bound`, bounds it
     without solving: with g_n(i) = P_i(hit j within n steps), computed exactly by n
@@ -126,7 +126,7 @@ POWER_FIRST_ITERS = 400
 _PROBE = 16  # steps over which the trial power run measures its rate of convergence (from 32 steps on)
 CHECK = 8  # power iteration: CHECK - 1 plain steps, then a lazy one with the residual test
 BLOCK_FRACTION = 4  # a class of at most 1/4 of the full states is solved as a sparse chain of its own
-TAU_RTOL = 1e-2  # inf-norm residual of the GMRES hitting-time solve (the certificate needs only c ~ 1)
+TAU_RTOL = 1e-2  # inf-norm residual of the Krylov hitting-time solve (the certificate needs only c ~ 1)
 
 
 @dataclass
@@ -157,7 +157,7 @@ class StationaryResult:
         :class:`~semio_jax.errors.UnrepresentableWarning` is issued too).
       matvecs: structured matrix-vector products used by an iterative method (None for gth/lu;
         for krylov both solves, pi and tau_j, are counted; for power its steps, plus the
-        GMRES solve for tau_j when ``auto`` chose power).
+        Krylov solve for tau_j when ``auto`` chose power).
 
     Dense views: ``distribution(i)`` (float64[S], zero outside attractor i),
     ``distributions`` (float64[n_attractors, S]; refused with
@@ -419,12 +419,12 @@ def _solve_power(kern, members: np.ndarray, tol: float, max_iter: int,
 
 
 def _solve_krylov(kern, members: np.ndarray, tol: float, max_matvecs: int, start: np.ndarray | None = None):
-    """(pi over kern.size, j, tau_j or None, matvecs) by GMRES (see semio_jax.linalg.krylov); j = the state of
+    """(pi over kern.size, j, tau_j or None, matvecs) by BiCGSTAB/GMRES (see semio_jax.linalg.krylov); j = the state of
     largest mass (local index).
 
     The hitting-time solve reuses the stationary solve's greedy factor even when its sink j
     differs from the solve's reference state: the two differ in the few greedy edges at those
-    two states, so it stays a good preconditioner (GMRES judges the true residual), and a new
+    two states, so it stays a good preconditioner (the solver judges the true residual), and a new
     factor would cost more than the extra iterations.
     """
     pi, _, info, factor = krylov.stationary_krylov(None, members, tol=tol, max_matvecs=max_matvecs, kern=kern,
@@ -440,7 +440,7 @@ def _tau_certified(kern, members: np.ndarray, j: int, pi: np.ndarray, factor=Non
 
     First (``richardson``: after a power solve, i.e. on a chain that mixes) the deflated
     Richardson iteration of :func:`krylov.hitting_time_certificate`, seeded by pi; if that
-    does not reach its few-per-cent target, GMRES on (I - Q_j) t = 1 with the greedy
+    does not reach its few-per-cent target, a Krylov solve of (I - Q_j) t = 1 with the greedy
     preconditioner to an inf-norm residual of TAU_RTOL (the certificate costs 1 / (1 - TAU_RTOL)
     in tightness and needs no more). Either way the M-matrix inequality certifies t_hat / c;
     None if it does not (the caller then tries :func:`hitting_time_bound`).
@@ -485,7 +485,7 @@ def hitting_time_bound(op, members: np.ndarray, j: int, max_factor: int = 64) ->
 
 
 def _solve_iterative(op, members: np.ndarray, m: str, method: str, tol: float, max_iter: int):
-    """(pi_full, j, tau_j, method used, matvecs) by power iteration or GMRES on the class's kernels.
+    """(pi_full, j, tau_j, method used, matvecs) by power iteration or a Krylov solve on the class's kernels.
 
     ``m``: "power" or "krylov"; under ``method="auto"`` a class above KRYLOV_AUTO_MAX gets a
     trial power run first (see the module docstring).
@@ -495,8 +495,8 @@ def _solve_iterative(op, members: np.ndarray, m: str, method: str, tol: float, m
     pi_loc, trial = None, {}
     if m == "power" or (method == "auto" and members.size > KRYLOV_AUTO_MAX):
         # Big classes under auto: power first (with its certificate from pi it costs about
-        # n + n/6 products on a chain that mixes in n; GMRES's steps cost several products
-        # and a growing basis), GMRES when the trial projects a miss.
+        # n + n/6 products on a chain that mixes in n; a Krylov step costs several times a
+        # power step), Krylov when the trial projects a miss.
         try:
             pi_loc, mv = _solve_power(kern, local, tol, max_iter if m == "power" else
                                       min(max_iter, POWER_FIRST_ITERS), give_up_early=m != "power", keep=trial)
@@ -555,7 +555,7 @@ def stationary_result(op, method: str = "auto", tol: float = 1e-12, max_iter: in
             except ConvergenceError:
                 if method != "auto" or m != "lu":
                     raise
-                # the next methods: GMRES, then power iteration (a class whose float64 table is
+                # the next methods: Krylov, then power iteration (a class whose float64 table is
                 # reducible because some of its moves underflow ends here, flagged below)
                 try:
                     pi_full, j, tau, _, mv = _solve_iterative(op, members, "krylov", "krylov", tol, max_iter)

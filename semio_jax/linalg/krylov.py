@@ -282,16 +282,26 @@ class ChainKernels:
         for k in range(1, sp_.length):
             yield sp_.group(k), sp_.group(k + 1) if k + 1 < sp_.length else range(0, sp_.num_full)
 
+    def _loop_inflow(self, y: np.ndarray, t: int, tok: int) -> float:
+        # (y P_off)[t] at a constant window t = (tok, ..., tok): the in-flow from its N - 1 other predecessors
+        preds = np.arange(self.n_tok, dtype=np.int64) * self._m + t // self.n_tok
+        preds = preds[preds != t]
+        return float(y[preds] @ self.probs[preds, tok])
+
+    def _loop_outflow(self, x: np.ndarray, s: int, tok: int) -> float:
+        # (P_off x)[s] at a constant window s: the N - 1 off-loop terms
+        n = self.n_tok
+        others = np.flatnonzero(np.arange(n) != tok)
+        return float(self.probs[s, others] @ x[(s % self._m) * n + others])
+
     def push_off(self, y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(y P_off)[t]: row vector one step forward, self-loops excluded."""
-        n, nf, m = self.n_tok, self.space.num_full, self._m
+        nf = self.space.num_full
         if out is None:
             out = np.empty(self.size)
         self._push_full(y, out)
-        for t, tok in zip(self.loop_states, self.loop_tok):  # in-flow of t from its N - 1 other predecessors
-            preds = np.arange(n, dtype=np.int64) * m + t // n
-            preds = preds[preds != t]
-            out[t] = float(y[preds] @ self.probs[preds, tok])
+        for t, tok in zip(self.loop_states, self.loop_tok):
+            out[t] = self._loop_inflow(y, t, tok)
         if not self.full_only:
             out[nf:] = 0.0
             for src, dst in self._groups():
@@ -300,29 +310,24 @@ class ChainKernels:
 
     def shifted_push(self, y: np.ndarray, c: float = 0.0, u: np.ndarray | None = None) -> np.ndarray:
         """e * y - y P_off + c u (e = ``exits``): the row product of the Krylov systems, in one pass where it can."""
+        if u is None:
+            c, u = 0.0, y  # no rank-one term
         if not (compiled.AVAILABLE and self.full_only):
-            return compiled.shift_combine(self.push_off(y), self.exits, y, c if u is not None else 0.0,
-                                          y if u is None else u)
-        n, m = self.n_tok, self._m
+            return compiled.shift_combine(self.push_off(y), self.exits, y, c, u)
         out = np.empty(self.size)
-        compiled.shifted_push(self._full3, self.exits, y, c if u is not None else 0.0, y if u is None else u, out)
-        for t, tok in zip(self.loop_states, self.loop_tok):  # as push_off: only the N - 1 other predecessors
-            preds = np.arange(n, dtype=np.int64) * m + t // n
-            preds = preds[preds != t]
-            rank_one = c * u[t] if u is not None else 0.0
-            out[t] = self.exits[t] * y[t] - float(y[preds] @ self.probs[preds, tok]) + rank_one
+        compiled.shifted_push(self._full3, self.exits, y, c, u, out)
+        for t, tok in zip(self.loop_states, self.loop_tok):  # the product included the self-loop there
+            out[t] = self.exits[t] * y[t] - self._loop_inflow(y, t, tok) + c * u[t]
         return out
 
     def shifted_pull(self, x: np.ndarray) -> np.ndarray:
         """e * x - P_off x: the column product of the Krylov systems, in one pass where it can."""
         if not (compiled.AVAILABLE and self.full_only):
             return compiled.shift_combine(self.pull_off(x), self.exits, x, 0.0, x)
-        n, m = self.n_tok, self._m
         out = np.empty(self.size)
         compiled.shifted_pull(self._full3, self.exits, x, out)
-        for s, tok in zip(self.loop_states, self.loop_tok):  # as pull_off: the N - 1 off-loop terms of s
-            others = np.flatnonzero(np.arange(n) != tok)
-            out[s] = self.exits[s] * x[s] - float(self.probs[s, others] @ x[(s % m) * n + others])
+        for s, tok in zip(self.loop_states, self.loop_tok):  # the product included the self-loop there
+            out[s] = self.exits[s] * x[s] - self._loop_outflow(x, s, tok)
         return out
 
     def push(self, y: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -330,47 +335,32 @@ class ChainKernels:
         return self._push_full(y, out)
 
     def _push_full(self, y: np.ndarray, out: np.ndarray) -> np.ndarray:
-        # out[m*N + y'] = sum_a y[a*M + m] P[a*M + m, y'] over the full states: one contraction over a.
-        # For N = 2 a pass per output column is ~40% faster than einsum (same order of summation);
-        # for N >= 4 einsum is faster.
+        # out[m*N + y'] = sum_a y[a*M + m] P[a*M + m, y'] over the full states: one contraction over a
+        # (a compiled loop; einsum where numba is off)
         n, nf, m = self.n_tok, self.space.num_full, self._m
         if compiled.AVAILABLE:
             compiled.push_full(self._full3, y, out)
-            return out
-        if n != 2:
+        else:
             np.einsum("am,amy->my", y[:nf].reshape(n, m), self._full3, out=out[:nf].reshape(m, n))
-            return out
-        yr, o, t3 = y[:nf].reshape(n, m), out[:nf].reshape(m, n), self._full3
-        for c in range(n):
-            col = o[:, c]
-            np.multiply(t3[0, :, c], yr[0], out=col)
-            col += t3[1, :, c] * yr[1]
         return out
 
     def _pull_full(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
-        # out[a*M + m] = sum_y' P[a*M + m, y'] x[m*N + y'] over the full states (N = 2: a pass per row block)
+        # out[a*M + m] = sum_y' P[a*M + m, y'] x[m*N + y'] over the full states
         n, nf, m = self.n_tok, self.space.num_full, self._m
         if compiled.AVAILABLE:
             compiled.pull_full(self._full3, x, out)
-            return out
-        if n != 2:
+        else:
             np.einsum("amy,my->am", self._full3, x[:nf].reshape(m, n), out=out[:nf].reshape(n, m))
-            return out
-        xr, o, t3 = x[:nf].reshape(m, n), out[:nf].reshape(n, m), self._full3
-        for a in range(n):
-            np.multiply(t3[a, :, 0], xr[:, 0], out=o[a])
-            o[a] += t3[a, :, 1] * xr[:, 1]
         return out
 
     def pull_off(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(P_off x)[s]: column vector one step backward, self-loops excluded."""
-        n, m = self.n_tok, self._m
+        n = self.n_tok
         if out is None:
             out = np.empty(self.size)
         self._pull_full(x, out)
-        for s, tok in zip(self.loop_states, self.loop_tok):  # the N - 1 off-loop terms of s
-            others = np.flatnonzero(np.arange(n) != tok)
-            out[s] = float(self.probs[s, others] @ x[(s % m) * n + others])
+        for s, tok in zip(self.loop_states, self.loop_tok):
+            out[s] = self._loop_outflow(x, s, tok)
         if not self.full_only:
             for src, dst in self._groups():
                 out[src.start:src.stop] = np.einsum(
