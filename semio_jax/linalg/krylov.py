@@ -104,7 +104,6 @@ class GreedyFactor:
         idx = np.arange(n, dtype=np.int64)
         f_eff = np.where(w > 0, f, idx).astype(np.int64)
         self.levels = []
-        self._work = None
         self._sweep = None
         if sweep is None:
             sweep = compiled.AVAILABLE
@@ -183,26 +182,15 @@ class GreedyFactor:
             if self.lu is None:
                 self.cyc = np.zeros(0, dtype=np.int64)
 
-    def _scratch(self) -> np.ndarray:
-        # one work vector for the dense levels, kept between solves (a fresh 8 MB temporary per level
-        # costs page faults and zeroing on every call)
-        if self._work is None:
-            self._work = np.empty(self.n)
-        return self._work
-
     def solve_col(self, b: np.ndarray) -> np.ndarray:
         x = np.array(b, dtype=np.float64, copy=True)
         if self.cyc.size:
             x[self.cyc] = self.lu.solve(x[self.cyc])
         if self._sweep is not None:
             compiled.col_sweep(*self._sweep, x)
-            return x
-        work = self._scratch()
-        for act, tgt, wt in self.levels:
+        for act, tgt, wt in self.levels:  # (no levels when swept)
             if act is None:
-                np.take(x, tgt, out=work, mode="clip")  # all of x read before any write (clip: unbuffered)
-                work *= wt
-                x += work
+                x += wt * x[tgt]
             else:
                 x[act] += wt * x[tgt]
         return x
@@ -211,13 +199,8 @@ class GreedyFactor:
         v = np.array(r, dtype=np.float64, copy=True)
         if self._sweep is not None:
             compiled.row_sweep(*self._sweep, v)
-        work = self._scratch()
-        for act, tgt, wt in self.levels:
-            if act is None:
-                np.multiply(wt, v, out=work)
-                v += np.bincount(tgt, work, minlength=self.n)
-            else:
-                v += np.bincount(tgt, wt * v[act], minlength=self.n)
+        for act, tgt, wt in self.levels:  # (no levels when swept)
+            v += np.bincount(tgt, wt * (v if act is None else v[act]), minlength=self.n)
         if self.cyc.size:
             v[self.cyc] = self.lu.solve(v[self.cyc], trans="T")
         return v
