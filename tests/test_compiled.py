@@ -80,6 +80,10 @@ def test_fused_updates_match_their_numpy_forms(use_compiled, monkeypatch):
     np.testing.assert_allclose(x2, x + 0.4 * d, rtol=1e-14, atol=1e-14)
     np.testing.assert_allclose(r2, r - 0.4 * q, rtol=1e-14, atol=1e-14)
     assert norm == pytest.approx(np.linalg.norm(r - 0.4 * q), rel=1e-13)
+    x3, r3 = x.copy(), r.copy()
+    norm3, dot3 = compiled.step_update(x3, d, 0.4, r3, q, u)
+    np.testing.assert_allclose(r3, r - 0.4 * q, rtol=1e-14, atol=1e-14)
+    assert norm3 == pytest.approx(norm, rel=1e-13) and dot3 == pytest.approx(u @ (r - 0.4 * q), rel=1e-12)
     tt, tr = compiled.dot_pair(d, q)
     assert tt == pytest.approx(d @ d, rel=1e-13) and tr == pytest.approx(d @ q, rel=1e-12)
     out = q.copy()
@@ -92,3 +96,20 @@ def test_warm_up_loads_every_loop_without_error():
     if compiled.AVAILABLE:
         for fn in (compiled._push2, compiled._pull2, compiled.row_sweep, compiled.col_sweep, compiled.tail_order):
             assert fn.signatures, fn  # numba has a compiled version for at least one signature
+
+
+@pytest.mark.skipif(not compiled.AVAILABLE, reason="numba is off")
+def test_warm_up_covers_read_only_tables():
+    # an Operator's table is read-only, which numba types apart from a writable one: a signature
+    # missing from warm_up is loaded (or compiled) inside the first timed solve
+    compiled.warm_up()
+    table = np.random.default_rng(0).random((2, 4, 2))
+    table.setflags(write=False)
+    v = np.ones(8)
+    loops = (compiled._push2, compiled._pull2, compiled._shifted_push2, compiled._shifted_pull2)
+    before = [len(fn.signatures) for fn in loops]
+    compiled.push_full(table, v, np.empty(8))
+    compiled.pull_full(table, v, np.empty(8))
+    compiled.shifted_push(table, v, v, 1.0, v, np.empty(8))
+    compiled.shifted_pull(table, v, v, np.empty(8))
+    assert [len(fn.signatures) for fn in loops] == before

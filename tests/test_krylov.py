@@ -462,3 +462,32 @@ def test_stationary_krylov_solvers_agree_with_lu(solver, form, use_compiled, mon
         krylov.stationary_krylov(op, members, solver="cg")
     with pytest.raises(ValueError, match="unknown form"):
         krylov.stationary_krylov(op, members, form="dense")
+
+
+@pytest.mark.parametrize("use_compiled", [True, False])
+def test_column_solve_ignores_rhs_off_the_unknowns_and_matches_a_dense_solve(use_compiled, monkeypatch):
+    """(I - Q_UU) x = rhs on U, against numpy's dense solve; rhs entries off U (known states, the
+    sink) must be ignored, the caller's rhs left as it was, and 1-D and 2-D right-hand sides agree."""
+    from semio_jax.testing.references import dense_block
+
+    monkeypatch.setattr(krylov.compiled, "AVAILABLE", use_compiled)
+    space = sj.StateSpace(3, 4, prefixes=False)
+    rng = np.random.default_rng(11)
+    op = sj.Operator(space, rng.dirichlet(np.full(3, 0.5), size=space.num_states))
+    kern = krylov.ChainKernels(op, full_only=True)
+    dense, _ = dense_block(op.probs, space.successor_table(), range(space.num_states))
+    unknown = rng.random(kern.size) < 0.8
+    sink = np.zeros(kern.size, dtype=bool)
+    sink[int(np.flatnonzero(unknown)[0])] = True
+    u = np.flatnonzero(unknown & ~sink)
+    rhs = rng.normal(size=(kern.size, 2))  # non-zero on the known states and the sink too
+    kept = rhs.copy()
+    want = np.linalg.solve(np.eye(u.size) - dense[np.ix_(u, u)], rhs[u])
+    x2, res2, _ = krylov.column_solve(kern, unknown, rhs, rtol=1e-13, sink=sink)
+    x1, res1, _ = krylov.column_solve(kern, unknown, rhs[:, 1].copy(), rtol=1e-13, sink=sink)
+    np.testing.assert_array_equal(rhs, kept)
+    np.testing.assert_allclose(x2[u], want, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(x1[u], want[:, 1], rtol=1e-9, atol=1e-11)
+    off = np.setdiff1d(np.arange(kern.size), u)
+    assert not x2[off].any() and not x1[off].any()
+    assert res1 <= 1e-12 and res2 <= 1e-12

@@ -411,7 +411,8 @@ def _solve_power(kern, members: np.ndarray, tol: float, max_iter: int,
         v += w
         v *= 0.5
     if keep is not None:
-        keep.update(steps=it, iterate=w / w.sum())
+        w /= w.sum()
+        keep.update(steps=it, iterate=w)
     raise ConvergenceError(
         f"power iteration did not reach residual {tol:g} in {max_iter} steps (last residual {res:.2e}); "
         f"the chain mixes slowly: use method='lu' or 'gth'"
@@ -429,6 +430,7 @@ def _solve_krylov(kern, members: np.ndarray, tol: float, max_matvecs: int, start
     """
     pi, _, info, factor = krylov.stationary_krylov(None, members, tol=tol, max_matvecs=max_matvecs, kern=kern,
                                                    start=start)
+    del start  # (a vector of the class's size, not needed beside the second solve's)
     j = int(members[np.argmax(pi[members])])  # tau_j is smallest near the top of pi (1 / pi_j by Kac)
     tau, tmv = _tau_certified(kern, members, j, pi, factor, richardson=False)
     return pi, j, tau, info.matvecs + 1 + tmv
@@ -509,7 +511,7 @@ def _solve_iterative(op, members: np.ndarray, m: str, method: str, tol: float, m
             tau, tmv = _tau_certified(kern, local, jl, pi_loc)
             mv += tmv
     if pi_loc is None:
-        pi_loc, jl, tau, mv = _solve_krylov(kern, local, tol, min(max_iter, 5000), start=trial.get("iterate"))
+        pi_loc, jl, tau, mv = _solve_krylov(kern, local, tol, min(max_iter, 5000), start=trial.pop("iterate", None))
         mv += trial.get("steps", 0)  # the trial's pushes count too
     j = int(members[jl]) if isinstance(kern, krylov.BlockKernels) else jl
     pi_full = np.zeros(op.num_states)

@@ -296,12 +296,18 @@ def direction_update(p, r, v, scale, omega):
         p += r
 
 
-def step_update(x, d, alpha, r, q):
+def step_update(x, d, alpha, r, q, rhat=None):
+    """x += alpha d; r -= alpha q in one pass: ||r||_2 after, and with ``rhat`` also (||r||_2, rhat . r)."""
     if AVAILABLE:
-        return float(np.sqrt(_step_update(x, d, alpha, r, q)))
+        if rhat is None:
+            return float(np.sqrt(_step_update(x, d, alpha, r, q)))
+        acc, dot = _step_update_dot(x, d, alpha, r, q, rhat)
+        return float(np.sqrt(acc)), float(dot)
     x += alpha * d
     r -= alpha * q
-    return float(np.linalg.norm(r))
+    if rhat is None:
+        return float(np.linalg.norm(r))
+    return float(np.linalg.norm(r)), float(rhat @ r)
 
 
 def dot_pair(t, r):
@@ -338,6 +344,18 @@ def _step_update(x, d, alpha, r, q):
 
 
 @_jit
+def _step_update_dot(x, d, alpha, r, q, rhat):
+    acc, dot = 0.0, 0.0
+    for i in range(x.size):
+        x[i] += alpha * d[i]
+        ri = r[i] - alpha * q[i]
+        r[i] = ri
+        acc += ri * ri
+        dot += rhat[i] * ri
+    return acc, dot
+
+
+@_jit
 def _dot_pair(t, r):
     tt, tr = 0.0, 0.0
     for i in range(t.size):
@@ -356,15 +374,15 @@ def warm_up() -> None:
     """Load (or compile) every loop now, for the argument types the Krylov path uses."""
     if not AVAILABLE:
         return
-    z2, z4 = np.zeros((2, 2, 2)), np.zeros((4, 1, 4))
     v = np.zeros(4)
-    push_full(z2, v, v.copy())
-    pull_full(z2, v, v.copy())
-    push_full(z4, v, v.copy())
-    pull_full(z4, v, v.copy())
-    for z in (z2, z4):
-        shifted_push(z, v, v, 1.0, v, v.copy())
-        shifted_pull(z, v, v, v.copy())
+    for writable in (True, False):  # an Operator's table is read-only: numba types that apart
+        z2, z4 = np.zeros((2, 2, 2)), np.zeros((4, 1, 4))
+        for z in (z2, z4):
+            z.setflags(write=writable)
+            push_full(z, v, v.copy())
+            pull_full(z, v, v.copy())
+            shifted_push(z, v, v, 1.0, v, v.copy())
+            shifted_pull(z, v, v, v.copy())
     tail_order(np.arange(4, dtype=np.int64), v)
     for idx in (np.int32, np.int64):
         e = np.zeros(1, dtype=idx)
@@ -372,5 +390,6 @@ def warm_up() -> None:
         col_sweep(e, e, np.zeros(1), v.copy())
     direction_update(v.copy(), v, v, 1.0, 1.0)
     step_update(v.copy(), v, 1.0, v.copy(), v)
+    step_update(v.copy(), v, 1.0, v.copy(), v, v)
     dot_pair(v, v)
     shift_combine(v.copy(), v, v, 1.0, v)

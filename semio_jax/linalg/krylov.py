@@ -182,8 +182,11 @@ class GreedyFactor:
             if self.lu is None:
                 self.cyc = np.zeros(0, dtype=np.int64)
 
-    def solve_col(self, b: np.ndarray) -> np.ndarray:
+    def solve_col(self, b: np.ndarray, zero: np.ndarray | None = None) -> np.ndarray:
+        """x = (I - G)^{-1} b (a new vector), with b's entries at the indices ``zero`` taken as 0."""
         x = np.array(b, dtype=np.float64, copy=True)
+        if zero is not None:
+            x[zero] = 0.0
         if self.cyc.size:
             x[self.cyc] = self.lu.solve(x[self.cyc])
         if self._sweep is not None:
@@ -196,6 +199,7 @@ class GreedyFactor:
         return x
 
     def solve_row(self, r: np.ndarray) -> np.ndarray:
+        """v = r (I - G)^{-1} (a new vector)."""
         v = np.array(r, dtype=np.float64, copy=True)
         if self._sweep is not None:
             compiled.row_sweep(*self._sweep, v)
@@ -459,8 +463,11 @@ def stationary_krylov(op, members: np.ndarray, tol: float = 1e-12, max_matvecs: 
     inside = np.zeros(size, dtype=bool)
     inside[members] = True
     if start is not None:
-        start = np.where(inside, np.maximum(np.asarray(start, dtype=np.float64)[:size], 0.0), 0.0)
-        start = start / start.sum() if start.sum() > 0 else None
+        start = np.asarray(start, dtype=np.float64)[:size]
+        if not (start.min() >= 0.0 and (members.size == size or not start[~inside].any())):
+            start = np.where(inside, np.maximum(start, 0.0), 0.0)  # a copy only where start needs cleaning
+        total = float(start.sum())
+        start = None if not total > 0.0 else (start if abs(total - 1.0) <= 1e-12 else start / total)
     # reference state: largest mass after a few steps from the uniform law on C (only the conditioning depends on it)
     if reference is None and start is not None:
         reference = int(members[np.argmax(start[members])])
@@ -494,7 +501,7 @@ def stationary_krylov(op, members: np.ndarray, tol: float = 1e-12, max_matvecs: 
             return l1 <= target, tol2(r, total)
 
         x, info = krylov_solve(solver, matvec, u, factor.solve_row, accept, restart=restart,
-                               max_matvecs=max_matvecs, x0=u.copy(), info=info)
+                               max_matvecs=max_matvecs, x0=u, info=info)  # (the solver copies x0)
     else:
         def matvec(y):
             out = kern.shifted_push(y)
@@ -651,28 +658,31 @@ def column_solve(kern: ChainKernels, unknown: np.ndarray, rhs: np.ndarray, *, rt
     factor = factor or kern.greedy_factor(u, sink)
     known = np.flatnonzero(~u)  # usually few (a sink): zeroed in place instead of masking every vector
 
-    def matvec(x):
-        xx = x.copy()
-        xx[known] = 0.0
-        out = kern.shifted_pull(xx)
+    def matvec(x):  # the known entries are zeroed for the product and put back (no copy of x)
+        saved = x[known]
+        x[known] = 0.0
+        out = kern.shifted_pull(x)
+        x[known] = saved
         out[known] = 0.0
         return out
 
     def precond(r):
-        rr = r.copy()
-        rr[known] = 0.0
-        out = factor.solve_col(rr)
+        out = factor.solve_col(r, zero=known)
         out[known] = 0.0
         return out
 
     cols = rhs[:, None] if rhs.ndim == 1 else rhs
-    out = np.zeros(cols.shape)
+    out = np.zeros(cols.shape) if rhs.ndim == 2 else None  # one column: its solution is returned as is
     info = KrylovInfo()
     worst = 0.0
     for a in range(cols.shape[1]):
-        b = np.where(u, cols[:, a], 0.0)
+        b = cols[:, a]
+        if b[known].any():  # (no copy where rhs is already zero off U, as it usually is)
+            b = np.where(u, b, 0.0)
         scale = float(np.max(np.abs(b))) if b.size else 0.0
         if scale == 0.0:
+            if out is None:
+                out = np.zeros(cols.shape)
             continue
         info = KrylovInfo()
 
@@ -681,6 +691,10 @@ def column_solve(kern: ChainKernels, unknown: np.ndarray, rhs: np.ndarray, *, rt
             return ri <= rtol * scale, rtol * scale
 
         x, info = krylov_solve(solver, matvec, b, precond, accept, restart=restart, max_matvecs=max_matvecs, info=info)
+        res = matvec(x)
+        res -= b
+        worst = max(worst, float(np.max(np.abs(res, out=res))))
+        if out is None:
+            return x, worst, info
         out[:, a] = x
-        worst = max(worst, float(np.max(np.abs(matvec(x) - b))))
     return (out[:, 0] if rhs.ndim == 1 else out), worst, info

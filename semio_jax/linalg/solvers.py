@@ -176,8 +176,9 @@ def bicgstab(matvec, b: np.ndarray, precond, accept, *, check: int = 60, max_mat
         p.fill(0.0)
         v.fill(0.0)
         rho = alpha = omega = 1.0
+        rho_next = float(r @ r)  # rhat . r, kept up to date by the second update of each step
         for _ in range(check):
-            rho_new = float(rhat @ r)
+            rho_new = rho_next
             scale = (rho_new / rho) * (alpha / omega) if rho != 0.0 and omega != 0.0 else 0.0
             if rho_new == 0.0 or not np.isfinite(scale):
                 break
@@ -200,7 +201,7 @@ def bicgstab(matvec, b: np.ndarray, precond, accept, *, check: int = 60, max_mat
             omega = tr / tt if tt > 0.0 else 0.0
             if omega == 0.0 or not np.isfinite(omega):
                 break
-            norm_r = compiled.step_update(x, sh, omega, r, t)  # x += omega sh; r -= omega t
+            norm_r, rho_next = compiled.step_update(x, sh, omega, r, t, rhat)  # x += omega sh; r -= omega t
             rho = rho_new
             if norm_r <= tol2 or info.matvecs >= max_matvecs:
                 break
