@@ -493,3 +493,32 @@ def test_column_solve_ignores_rhs_off_the_unknowns_and_matches_a_dense_solve(use
     off = np.setdiff1d(np.arange(kern.size), u)
     assert not x2[off].any() and not x1[off].any()
     assert res1 <= 1e-12 and res2 <= 1e-12
+
+
+@pytest.mark.skipif(not krylov.compiled.AVAILABLE, reason="numba is off")
+def test_kernels_greedy_factor_is_the_greedy_graph_of_the_table():
+    """ChainKernels.greedy_factor (compiled.greedy_forest) against I - G built here from the table:
+    G[s, succ(s, y*)] = max_y p(y|s), y* the first maximum (rows with ties included), edges kept only
+    inside the mask and away from the sink; the solve is exact. (Without numba the factor's numpy
+    levels drop light paths by design; test_greedy_factor_solves_exactly covers that form.)"""
+    n, length = 3, 4
+    space = sj.StateSpace(n, length, prefixes=False)
+    rng = np.random.default_rng(4)
+    p = rng.dirichlet(np.full(n, 0.3), size=space.num_full)
+    p[::7] = [0.4, 0.4, 0.2]  # ties: the first maximum wins
+    op = sj.Operator(space, p)
+    kern = krylov.ChainKernels(op, full_only=True)
+    inside = rng.random(kern.size) < 0.9
+    sink = np.zeros(kern.size, dtype=bool)
+    sink[int(np.flatnonzero(inside)[3])] = True
+    fac = kern.greedy_factor(inside, sink)
+    g = np.zeros((kern.size, kern.size))
+    for s in range(kern.size):
+        y = int(np.argmax(op.probs[s]))
+        t = (s % n ** (length - 1)) * n + y
+        if inside[s] and inside[t] and not sink[s] and not sink[t]:
+            g[s, t] += op.probs[s, y]
+    a = np.eye(kern.size) - g
+    b = rng.normal(size=kern.size)
+    np.testing.assert_allclose(a @ fac.solve_col(b), b, atol=1e-11)
+    np.testing.assert_allclose(fac.solve_row(b) @ a, b, atol=1e-11)

@@ -17,6 +17,12 @@ against 23 ms for five truncated doubling levels).
   algorithm, then sorted by height and by state: the sweeps then move through memory
   nearly in order, 2x faster on a random transformer's greedy forest); the states it
   leaves out are exactly those on cycles;
+* ``greedy_forest(t2, m, usable)``: the greedy graph of a full-window table t2 [S, N] (m = S / N),
+  s -> f(s) = (s mod m) N + argmax_y t2[s, y] with weight w(s) = max_y t2[s, y], an edge kept where
+  both ends are ``usable``; returns its tail edges in sweep order (src, dst, wt: as the sweeps
+  take them) and its cyclic states with their edges (cyc, f(cyc), w(cyc)). One pass and int32
+  work arrays: the numpy form made about 130 MB of temporaries at 2^20 states, each page of
+  which a fresh process must fault in;
 * ``row_sweep(src, dst, wt, v)``: v <- v (I - X)^{-1} for X the tail edges src[i] -> dst[i]
   with weights wt[i], listed in that order, in place: v[dst[i]] += wt[i] v[src[i]] (a state's
   value is final before it is passed on). The edges are stored in sweep order (src = the
@@ -48,7 +54,7 @@ import os
 
 import numpy as np
 
-__all__ = ["AVAILABLE", "warm_up", "push_full", "pull_full", "shifted_push", "shifted_pull", "tail_order", "row_sweep", "col_sweep", "direction_update",
+__all__ = ["AVAILABLE", "warm_up", "push_full", "pull_full", "shifted_push", "shifted_pull", "tail_order", "greedy_forest", "row_sweep", "col_sweep", "direction_update",
            "step_update", "dot_pair", "shift_combine"]
 
 
@@ -228,13 +234,14 @@ def _pull_n(t3, x, out):
 
 @_jit
 def tail_order(f, w):
+    # index arrays of f's integer type (int32 below 2^31 states: half the memory traffic)
     size = f.size
-    indeg = np.zeros(size, np.int64)
+    indeg = np.zeros_like(f)
     for s in range(size):
         if w[s] > 0.0:
             indeg[f[s]] += 1
-    queue = np.empty(size, np.int64)
-    height = np.zeros(size, np.int64)  # longest path from a leaf: larger than every predecessor's
+    queue = np.empty_like(f)
+    height = np.zeros_like(f)  # longest path from a leaf: larger than every predecessor's
     head, tail = 0, 0
     for s in range(size):
         if indeg[s] == 0:
@@ -265,13 +272,58 @@ def tail_order(f, w):
     listed = np.zeros(size, np.bool_)
     for i in range(tail):
         listed[queue[i]] = True
-    order = np.empty(tail, np.int64)
+    order = np.empty_like(f[:tail])
     for s in range(size):  # ascending states, each into its height's bucket
         if listed[s]:
             h = height[s]
             order[start[h]] = s
             start[h] += 1
     return order
+
+
+@_jit
+def greedy_forest(t2, m, usable):
+    size, n = t2.shape
+    f = np.empty(size, np.int32)
+    w = np.zeros(size)
+    for s in range(size):
+        best, tok = t2[s, 0], 0
+        for y in range(1, n):  # the first maximum on ties, as np.argmax
+            if t2[s, y] > best:
+                best, tok = t2[s, y], y
+        t = (s % m) * n + tok
+        f[s] = t
+        if best > 0.0 and usable[s] and usable[t]:
+            w[s] = best
+    order = tail_order(f, w)
+    listed = np.zeros(size, np.bool_)
+    n_edges = 0
+    for i in range(order.size):
+        listed[order[i]] = True
+        if w[order[i]] > 0.0:
+            n_edges += 1
+    src = np.empty(n_edges, np.int32)
+    dst = np.empty(n_edges, np.int32)
+    wt = np.empty(n_edges)
+    k = 0
+    for i in range(order.size):
+        s = order[i]
+        if w[s] > 0.0:
+            src[k], dst[k], wt[k] = s, f[s], w[s]
+            k += 1
+    n_cyc = 0
+    for s in range(size):
+        if not listed[s] and w[s] > 0.0:
+            n_cyc += 1
+    cyc = np.empty(n_cyc, np.int64)
+    cyc_dst = np.empty(n_cyc, np.int64)
+    cyc_w = np.empty(n_cyc)
+    k = 0
+    for s in range(size):
+        if not listed[s] and w[s] > 0.0:
+            cyc[k], cyc_dst[k], cyc_w[k] = s, f[s], w[s]
+            k += 1
+    return src, dst, wt, cyc, cyc_dst, cyc_w
 
 
 @_jit
@@ -384,6 +436,11 @@ def warm_up() -> None:
             shifted_push(z, v, v, 1.0, v, v.copy())
             shifted_pull(z, v, v, v.copy())
     tail_order(np.arange(4, dtype=np.int64), v)
+    tail_order(np.arange(4, dtype=np.int32), v)
+    for writable in (True, False):
+        t2 = np.full((4, 2), 0.5)
+        t2.setflags(write=writable)
+        greedy_forest(t2, 2, np.ones(4, np.bool_))
     for idx in (np.int32, np.int64):
         e = np.zeros(1, dtype=idx)
         row_sweep(e, e, np.zeros(1), v.copy())

@@ -118,7 +118,18 @@ class GreedyFactor:
         else:
             on_cycle, _ = cycle_states(f_eff)  # only this is needed: tails and cycle lists are not
             self._doubling_levels(f_eff, w, ~on_cycle, min_level_weight)
-        self._factor_cycles(f_eff, w, on_cycle & (w > 0), loop_exit)
+        cyc = np.flatnonzero(on_cycle & (w > 0))
+        self._factor_cycles(cyc, f_eff[cyc], w[cyc], loop_exit)
+
+    @classmethod
+    def from_forest(cls, n: int, src, dst, wt, cyc, cyc_dst, cyc_w, loop_exit: np.ndarray) -> "GreedyFactor":
+        """The swept factor from the parts :func:`semio_jax.linalg.compiled.greedy_forest` returns
+        (tail edges in sweep order; cyclic states with their edges), without the full-size arrays of
+        the constructor."""
+        self = cls.__new__(cls)
+        self.n, self.levels, self._sweep = n, [], (src, dst, wt)
+        self._factor_cycles(cyc, cyc_dst, cyc_w, loop_exit)
+        return self
 
     def _doubling_levels(self, f_eff: np.ndarray, w: np.ndarray, tail: np.ndarray, min_level_weight: float) -> None:
         # doubling levels of the tail part: X^(2^i) as (states, targets, weights)
@@ -157,20 +168,18 @@ class GreedyFactor:
             act, Fa, Wa = act[keep], Fn[keep], Wn[keep]
             W[act], F[act] = Wa, Fa
 
-    def _factor_cycles(self, f_eff: np.ndarray, w: np.ndarray, cyc: np.ndarray, loop_exit: np.ndarray) -> None:
-        # the cycles: (I - Y) on the cyclic states with an edge, by sparse LU
-        n = self.n
-        self.cyc = np.flatnonzero(cyc)
+    def _factor_cycles(self, cyc: np.ndarray, dst: np.ndarray, wc: np.ndarray, loop_exit: np.ndarray) -> None:
+        # the cycles: (I - Y) on the cyclic states with an edge (cyc -> dst with weight wc), by sparse LU
+        self.cyc = np.asarray(cyc, dtype=np.int64)
         self.lu = None
         if self.cyc.size:
-            pos = np.full(n, -1, dtype=np.int64)
-            pos[self.cyc] = np.arange(self.cyc.size)
-            src = self.cyc
-            dst = f_eff[src]
+            src = self.cyc  # ascending; a cyclic state's successor is the next state of its cycle, so among them
             loop = dst == src
             diag = np.ones(src.size)
             diag[loop] = loop_exit[src[loop]]
-            y = sp.coo_matrix((-w[src[~loop]], (pos[src[~loop]], pos[dst[~loop]])), shape=(src.size,) * 2)
+            rows = np.arange(src.size)[~loop]
+            cols = np.searchsorted(src, dst[~loop])
+            y = sp.coo_matrix((-wc[~loop], (rows, cols)), shape=(src.size,) * 2)
             mat = (y + sp.diags(diag)).tocsc()
             for damp in (0.0, 1e-12, 1e-8):
                 try:
@@ -356,6 +365,10 @@ class ChainKernels:
 
     def greedy_factor(self, inside: np.ndarray, sink: np.ndarray | None = None) -> GreedyFactor:
         """M = I - G for the system restricted to ``inside`` (bool[size]); edges into ``sink`` or out of it dropped."""
+        if compiled.AVAILABLE and self.size == self.space.num_full:  # full windows: one compiled pass
+            usable = inside if sink is None else inside & ~sink
+            parts = compiled.greedy_forest(self.probs, self._m, usable)
+            return GreedyFactor.from_forest(self.size, *parts, self.exits)
         s = np.arange(self.size)
         tok, w = _row_argmax(self.probs)  # [size] each; w at a constant window whose greedy token is its loop: p_ss
         f = self.space.successors_of(s, tok)
