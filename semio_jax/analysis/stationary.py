@@ -109,7 +109,7 @@ import scipy.sparse.linalg as spla
 from .._util.memory import refuse_if_over
 from ..errors import ConvergenceError, UnrepresentableWarning
 from ..linalg.gth import gth, gth_enclosure, gth_log_enclosure
-from ..linalg import krylov
+from ..linalg import compiled, krylov
 from ..linalg.mmatrix import EPS, certified_max_time, off_diagonal
 from ..linalg.sharded import ShardedOperator
 from ._cache import cached_analysis
@@ -391,7 +391,6 @@ def _solve_power(kern, members: np.ndarray, tol: float, max_iter: int,
     v = np.zeros(size)
     v[members] = 1.0 / members.size
     w = np.empty(size)
-    d = np.empty(size)
     history = []
     res = float("inf")
     for it in range(1, max_iter + 1):
@@ -399,8 +398,7 @@ def _solve_power(kern, members: np.ndarray, tol: float, max_iter: int,
         if it % CHECK and it < max_iter:
             v, w = w, v
             continue
-        np.subtract(w, v, out=d)
-        res = float(np.abs(d, out=d).sum())
+        res = compiled.lazy_step(v, w)  # ||w - v||_1 = ||v P - v||_1, and v <- (v + w) / 2 for the next block
         if res <= tol:
             return w / w.sum(), it
         if give_up_early:
@@ -410,8 +408,6 @@ def _solve_power(kern, members: np.ndarray, tol: float, max_iter: int,
                 rate = (history[-1] / history[-1 - back]) ** (1.0 / _PROBE)
                 if rate >= 1.0 or it + np.log(tol / res) / np.log(rate) > max_iter:
                     break
-        v += w
-        v *= 0.5
     if keep is not None:
         w /= w.sum()
         keep.update(steps=it, iterate=w)

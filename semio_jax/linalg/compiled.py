@@ -37,6 +37,7 @@ three to five, with a temporary each), each with its numpy form where numba is o
 * ``direction_update(p, r, v, scale, omega)``: p <- r + scale (p - omega v);
 * ``step_update(x, d, alpha, r, q)``: x += alpha d, r -= alpha q; returns ||r||_2;
 * ``dot_pair(t, r)``: (t . t, t . r);
+* ``lazy_step(v, w)``: ||w - v||_1, then v <- (v + w) / 2 (power iteration's checked lazy step);
 * ``shift_combine(out, e, x, c, u)``: out <- e * x - out + c u (c = 0: no u term).
 
 The sweeps are exact to rounding (no path weight is dropped, unlike the numpy doubling
@@ -55,7 +56,7 @@ import os
 import numpy as np
 
 __all__ = ["AVAILABLE", "warm_up", "push_full", "pull_full", "shifted_push", "shifted_pull", "tail_order", "greedy_forest", "row_sweep", "col_sweep", "direction_update",
-           "step_update", "dot_pair", "shift_combine"]
+           "step_update", "dot_pair", "lazy_step", "shift_combine"]
 
 
 def _cache_dir() -> str | None:
@@ -362,6 +363,16 @@ def step_update(x, d, alpha, r, q, rhat=None):
     return float(np.linalg.norm(r)), float(rhat @ r)
 
 
+def lazy_step(v, w):
+    """||w - v||_1, then v <- (v + w) / 2, in one pass (power iteration's lazy step with its residual)."""
+    if AVAILABLE:
+        return float(_lazy_step(v, w))
+    res = float(np.abs(w - v).sum())
+    v += w
+    v *= 0.5
+    return res
+
+
 def dot_pair(t, r):
     if AVAILABLE:
         return _dot_pair(t, r)
@@ -408,6 +419,15 @@ def _step_update_dot(x, d, alpha, r, q, rhat):
 
 
 @_jit
+def _lazy_step(v, w):
+    acc = 0.0
+    for i in range(v.size):
+        acc += abs(w[i] - v[i])
+        v[i] = 0.5 * (v[i] + w[i])
+    return acc
+
+
+@_jit
 def _dot_pair(t, r):
     tt, tr = 0.0, 0.0
     for i in range(t.size):
@@ -449,4 +469,5 @@ def warm_up() -> None:
     step_update(v.copy(), v, 1.0, v.copy(), v)
     step_update(v.copy(), v, 1.0, v.copy(), v, v)
     dot_pair(v, v)
+    lazy_step(v.copy(), v)
     shift_combine(v.copy(), v, v, 1.0, v)
