@@ -316,11 +316,13 @@ class ChainKernels:
             out[t] = self.exits[t] * y[t] - self._loop_inflow(y, t, tok) + c * u[t]
         return out
 
-    def shifted_pull(self, x: np.ndarray) -> np.ndarray:
-        """e * x - P_off x: the column product of the Krylov systems, in one pass where it can."""
+    def shifted_pull(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """e * x - P_off x: the column product of the Krylov systems, in one pass where it can (into ``out``
+        if given, which must not be x)."""
         if not (compiled.AVAILABLE and self.full_only):
-            return compiled.shift_combine(self.pull_off(x), self.exits, x, 0.0, x)
-        out = np.empty(self.size)
+            return compiled.shift_combine(self.pull_off(x, out), self.exits, x, 0.0, x)
+        if out is None:
+            out = np.empty(self.size)
         compiled.shifted_pull(self._full3, self.exits, x, out)
         for s, tok in zip(self.loop_states, self.loop_tok):  # the product included the self-loop there
             out[s] = self.exits[s] * x[s] - self._loop_outflow(x, s, tok)
@@ -424,9 +426,9 @@ class BlockKernels:
         """e * y - y P_off + c u (as :meth:`ChainKernels.shifted_push`)."""
         return compiled.shift_combine(self.push_off(y), self.exits, y, c if u is not None else 0.0, y if u is None else u)
 
-    def shifted_pull(self, x: np.ndarray) -> np.ndarray:
+    def shifted_pull(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """e * x - P_off x (as :meth:`ChainKernels.shifted_pull`)."""
-        return compiled.shift_combine(self.pull_off(x), self.exits, x, 0.0, x)
+        return compiled.shift_combine(self.pull_off(x, out), self.exits, x, 0.0, x)
 
     def pull_off(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         res = self.off @ x
@@ -593,11 +595,9 @@ def hitting_time_certificate(kern: ChainKernels, inside: np.ndarray, sink: np.nd
     q = np.empty(kern.size)
     r = np.empty(kern.size)
 
-    def residual(t):  # r = 1 - A t on U, 0 elsewhere; one pull
-        kern.pull_off(t, out=q)
-        np.multiply(kern.exits, t, out=r)
-        np.subtract(q, r, out=r)
-        np.add(r, bu, out=r)
+    def residual(t):  # r = 1 - A t on U, 0 elsewhere; one shifted pull (A t = e * t - P_off t) and one pass
+        kern.shifted_pull(t, out=r)
+        np.subtract(bu, r, out=r)
         if full:
             r[sink] = 0.0
         else:
