@@ -141,7 +141,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from solve_report import REF_TOLS, WITHIN, notes, reference_notes, row, summary, within  # noqa: E402
+from solve_report import REF_TOLS, WITHIN, median_run, notes, reference_notes, row, summary, within  # noqa: E402
 
 N_TOKENS = 2
 SLOW_SEED = 27
@@ -634,6 +634,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-predict", dest="predict", action="store_false",
                     help="run every size even when linear extrapolation of the previous size exceeds the limit")
     ap.add_argument("--name", default="solve", help="output name in benchmarks/results (default solve)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run every peer this many times, in interleaved rounds; the table shows the median run "
+                         "and its note all CPU times (default 1)")
     ap.add_argument("--threads", type=int, default=1,
                     help="OPENBLAS/OMP/MKL_NUM_THREADS of every worker (default 1; 0: leave them as inherited)")
     args = ap.parse_args(argv)
@@ -694,9 +697,11 @@ def main(argv=None) -> int:
                     print(f"{chain} 2^{length}: numerical reference {references[-1]}", flush=True)
                 data = work / f"{chain}-L{length}.npz"
                 np.savez(data, **arrays)
+                recs, runs = {}, {}
                 for peer in peers:
                     rec = {"problem": problem, "chain": chain, "L": length, "states": s, "peer": peer,
                            "n_tokens": op.n_tokens, "table_mib": op.probs.nbytes / 2**20}
+                    recs[peer] = rec
                     if peer == "semio-gth" and s > GTH_MAX_STATES:
                         rec.update(status="not run", note=f"dense O(S^3): run up to {GTH_MAX_STATES} states")
                     elif peer in stopped:
@@ -707,7 +712,19 @@ def main(argv=None) -> int:
                                                           f"2^{int(np.log2(prev_s))} x {s // prev_s} states")
                         stopped[peer] = "predicted over the limit"
                     else:
-                        r = run_peer(peer, problem, data, work, limit, mem_mib, args.threads)
+                        runs[peer] = []
+                # --repeat K: K rounds, each running every peer once in turn (a fresh process each), so
+                # that all peers share the machine's slow and fast spells; a peer that fails stops
+                for _ in range(args.repeat):
+                    for peer in runs:
+                        if not runs[peer] or runs[peer][-1]["status"] == "ok":
+                            runs[peer].append(run_peer(peer, problem, data, work, limit, mem_mib, args.threads))
+                for peer in peers:
+                    rec = recs[peer]
+                    if peer in runs:
+                        r = median_run(runs[peer])
+                        if len(runs[peer]) > 1:
+                            rec["cpu_runs"] = [x["solve_cpu_s"] for x in runs[peer] if x["status"] == "ok"]
                         rec.update(status=r["status"], setup_s=r.get("setup_s"), solve_s=r.get("solve_s"),
                                    solve_cpu_s=r.get("solve_cpu_s"), rss_peak_mib=r.get("rss_peak_mib"), rss_setup_mib=r.get("rss_setup_mib"))
                         if r["status"] == "ok":
@@ -729,6 +746,9 @@ def main(argv=None) -> int:
                             if peer.startswith("storm-"):
                                 env_desc[peer] = r.get("info", "")
                                 rec["note"] = ""
+                            if rec.get("cpu_runs"):
+                                runs_txt = ", ".join(f"{c:.3g}" for c in rec["cpu_runs"])
+                                rec["note"] = (rec["note"] + "; " if rec["note"] else "") + f"CPU s of the runs: {runs_txt}"
                         else:
                             stopped[peer] = r["status"] if r["status"] != "failed" else "failed"
                             rec["note"] = {"DNF": f"did not finish in {limit:g} CPU s",
@@ -750,6 +770,11 @@ def main(argv=None) -> int:
     fig = solve_figure(records, limit, RESULTS / f"{args.name}.png", extra=extra["records"] if extra else None,
                        extra_label=f" (limit {extra['limit_s']:g} CPU s, solve_lu16.md)" if extra else "")
     text = notes(limit, args.mem_gib, methods, env_desc, fig, extra is not None, bandwidth, args.threads, WALL_FACTOR)
+    if args.repeat > 1:
+        text += (f"\n\nRepeats: every peer ran {args.repeat} times per chain, in {args.repeat} interleaved rounds "
+                 "(each round runs each peer once, in a fresh process), so that all peers meet the same slow and "
+                 "fast spells of the shared machine. Each row is the run of median solve CPU time (its setup, "
+                 "memory and answer); its note lists the CPU times of all runs.")
     text += "\n\n" + reference_notes(references) + "\n\n" + summary(records)
     write_table(args.name, headers, rows, notes=text,
                 title="Stationary distribution (pi) and absorption probabilities (h): semio_jax vs Storm vs SciPy "

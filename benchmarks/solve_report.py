@@ -132,3 +132,10 @@ def notes(limit, mem_gib, methods, env_desc, fig, extra: bool = False, bandwidth
               f"the peer's pi is within {WITHIN:.0e} (L1) of pi*, judged by 'error vs exact' where an exact "
               "reference exists (slow, slow4), otherwise by 'dist to ref' (an estimate, see below)."]
     return "\n".join(lines)
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run of median solve CPU time among the successful ones (the lower middle for an even count);
+    the last run if none succeeded."""
+    ok = sorted((r for r in runs if r["status"] == "ok"), key=lambda r: r["solve_cpu_s"])
+    return ok[(len(ok) - 1) // 2] if ok else runs[-1]
