@@ -9,6 +9,11 @@ import semio_jax._util.memory as memory_mod
 from semio_jax.linalg import solvers
 
 
+def _identity(r, out):  # no preconditioner: the contract's precond(r, out)
+    np.copyto(out, r)
+    return out
+
+
 def _accept_to(target):
     def accept(x, r):
         return float(np.linalg.norm(r)) <= target, 0.5 * target
@@ -27,7 +32,7 @@ def test_krylov_solvers_solve_a_nonsymmetric_m_matrix_system(solver, seed):
     b = rng.normal(size=n)
     # each solver on its own (krylov_solve would hide a broken BiCGSTAB behind its GMRES fallback)
     solve = solvers.bicgstab if solver == "bicgstab" else solvers.gmres
-    x, info = solve(lambda v: a @ v, b, lambda v: v, _accept_to(1e-12), max_matvecs=2000)
+    x, info = solve(lambda v, out: np.matmul(a, v, out=out), b, _identity, _accept_to(1e-12), max_matvecs=2000)
     assert info.converged and info.matvecs < 200
     np.testing.assert_allclose(x, np.linalg.solve(a, b), rtol=0, atol=1e-10)
 
@@ -36,9 +41,10 @@ def test_bicgstab_breakdown_falls_back_to_gmres():
     # a rotation: (r^, A r^) = 0 at the first step, so BiCGSTAB breaks down at once and stalls
     a = np.array([[0.0, 1.0], [-1.0, 0.0]])
     b = np.array([1.0, 0.0])
-    x, info = solvers.bicgstab(lambda v: a @ v, b, lambda v: v, _accept_to(1e-12))
+    x, info = solvers.bicgstab(lambda v, out: np.matmul(a, v, out=out), b, _identity, _accept_to(1e-12))
     assert not info.converged
-    x, info = solvers.krylov_solve("bicgstab", lambda v: a @ v, b, lambda v: v, _accept_to(1e-12), restart=10,
+    x, info = solvers.krylov_solve("bicgstab", lambda v, out: np.matmul(a, v, out=out), b, _identity, _accept_to(1e-12),
+                                  restart=10,
                                   max_matvecs=100)
     assert info.converged
     np.testing.assert_allclose(a @ x, b, atol=1e-12)
@@ -51,3 +57,32 @@ def test_basis_budget_follows_available_memory(monkeypatch):
     assert solvers.basis_budget() == 2 * 2**30
     monkeypatch.setattr(memory_mod, "available_memory", lambda: 500 * 2**30)
     assert solvers.basis_budget() == solvers.MAX_BASIS_BUDGET
+
+
+@pytest.mark.parametrize("solver", ["bicgstab", "gmres"])
+def test_solvers_write_into_their_own_buffers(solver):
+    """matvec(x, out) and precond(r, out) always get an ``out`` distinct from their input, and a real
+    (Jacobi) preconditioner writing into those buffers still gives the dense solution."""
+    rng = np.random.default_rng(7)
+    n = 60
+    q = rng.random((n, n)) * (rng.random((n, n)) < 0.2)
+    q *= 0.95 / np.maximum(q.sum(axis=1, keepdims=True), 1e-300)
+    a = np.eye(n) * rng.uniform(1.0, 3.0, n) - q
+    b = rng.normal(size=n)
+    outs = set()
+
+    def matvec(v, out):
+        assert out.shape == v.shape and not np.shares_memory(out, v)
+        outs.add(id(out))
+        return np.matmul(a, v, out=out)
+
+    def precond(r, out):
+        assert not np.shares_memory(out, r)
+        np.divide(r, np.diag(a), out=out)
+        return out
+
+    solve = solvers.bicgstab if solver == "bicgstab" else solvers.gmres
+    x, info = solve(matvec, b, precond, _accept_to(1e-12), max_matvecs=2000)
+    assert info.converged
+    np.testing.assert_allclose(x, np.linalg.solve(a, b), rtol=0, atol=1e-10)
+    assert len(outs) <= 2  # the products land in the solver's few buffers, not in a new vector each

@@ -191,9 +191,10 @@ class GreedyFactor:
             if self.lu is None:
                 self.cyc = np.zeros(0, dtype=np.int64)
 
-    def solve_col(self, b: np.ndarray, zero: np.ndarray | None = None) -> np.ndarray:
-        """x = (I - G)^{-1} b (a new vector), with b's entries at the indices ``zero`` taken as 0."""
-        x = np.array(b, dtype=np.float64, copy=True)
+    def solve_col(self, b: np.ndarray, zero: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        """x = (I - G)^{-1} b (into ``out`` if given, else a new vector), with b's entries at the indices
+        ``zero`` taken as 0."""
+        x = np.array(b, dtype=np.float64, copy=True) if out is None else _copy_into(out, b)
         if zero is not None:
             x[zero] = 0.0
         if self.cyc.size:
@@ -207,9 +208,9 @@ class GreedyFactor:
                 x[act] += wt * x[tgt]
         return x
 
-    def solve_row(self, r: np.ndarray) -> np.ndarray:
-        """v = r (I - G)^{-1} (a new vector)."""
-        v = np.array(r, dtype=np.float64, copy=True)
+    def solve_row(self, r: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """v = r (I - G)^{-1} (into ``out`` if given, else a new vector)."""
+        v = np.array(r, dtype=np.float64, copy=True) if out is None else _copy_into(out, r)
         if self._sweep is not None:
             compiled.row_sweep(*self._sweep, v)
         for act, tgt, wt in self.levels:  # (no levels when swept)
@@ -217,6 +218,11 @@ class GreedyFactor:
         if self.cyc.size:
             v[self.cyc] = self.lu.solve(v[self.cyc], trans="T")
         return v
+
+
+def _copy_into(out: np.ndarray, x: np.ndarray) -> np.ndarray:
+    np.copyto(out, x)
+    return out
 
 
 def _row_argmax(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -304,13 +310,16 @@ class ChainKernels:
                 out[dst.start:dst.stop] += (y[src.start:src.stop, None] * self.probs[src.start:src.stop]).ravel()
         return out
 
-    def shifted_push(self, y: np.ndarray, c: float = 0.0, u: np.ndarray | None = None) -> np.ndarray:
-        """e * y - y P_off + c u (e = ``exits``): the row product of the Krylov systems, in one pass where it can."""
+    def shifted_push(self, y: np.ndarray, c: float = 0.0, u: np.ndarray | None = None,
+                     out: np.ndarray | None = None) -> np.ndarray:
+        """e * y - y P_off + c u (e = ``exits``): the row product of the Krylov systems, in one pass where it can
+        (into ``out`` if given, which must not be y or u)."""
         if u is None:
             c, u = 0.0, y  # no rank-one term
         if not (compiled.AVAILABLE and self.full_only):
-            return compiled.shift_combine(self.push_off(y), self.exits, y, c, u)
-        out = np.empty(self.size)
+            return compiled.shift_combine(self.push_off(y, out), self.exits, y, c, u)
+        if out is None:
+            out = np.empty(self.size)
         compiled.shifted_push(self._full3, self.exits, y, c, u, out)
         for t, tok in zip(self.loop_states, self.loop_tok):  # the product included the self-loop there
             out[t] = self.exits[t] * y[t] - self._loop_inflow(y, t, tok) + c * u[t]
@@ -422,9 +431,11 @@ class BlockKernels:
         out[:] = res
         return out
 
-    def shifted_push(self, y: np.ndarray, c: float = 0.0, u: np.ndarray | None = None) -> np.ndarray:
+    def shifted_push(self, y: np.ndarray, c: float = 0.0, u: np.ndarray | None = None,
+                     out: np.ndarray | None = None) -> np.ndarray:
         """e * y - y P_off + c u (as :meth:`ChainKernels.shifted_push`)."""
-        return compiled.shift_combine(self.push_off(y), self.exits, y, c if u is not None else 0.0, y if u is None else u)
+        return compiled.shift_combine(self.push_off(y, out), self.exits, y, c if u is not None else 0.0,
+                                      y if u is None else u)
 
     def shifted_pull(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """e * x - P_off x (as :meth:`ChainKernels.shifted_pull`)."""
@@ -505,8 +516,8 @@ def stationary_krylov(op, members: np.ndarray, tol: float = 1e-12, max_matvecs: 
     if form == "rank_one":
         u = start if start is not None else np.where(inside, 1.0 / members.size, 0.0)
 
-        def matvec(x):  # x (I - P) + (x 1) u
-            return kern.shifted_push(x, float(x.sum()), u)
+        def matvec(x, out):  # x (I - P) + (x 1) u
+            return kern.shifted_push(x, float(x.sum()), u, out=out)
 
         def accept(x, r):
             # r = u - x A gives x (I - P) = (1 - x 1) u - r: the L1 residual of x / (x 1) from r
@@ -518,8 +529,8 @@ def stationary_krylov(op, members: np.ndarray, tol: float = 1e-12, max_matvecs: 
         x, info = krylov_solve(solver, matvec, u, factor.solve_row, accept, restart=restart,
                                max_matvecs=max_matvecs, x0=u, info=info)  # (the solver copies x0)
     else:
-        def matvec(y):
-            out = kern.shifted_push(y)
+        def matvec(y, out):
+            kern.shifted_push(y, out=out)
             out[j] = 0.0
             return out
 
@@ -528,8 +539,8 @@ def stationary_krylov(op, members: np.ndarray, tol: float = 1e-12, max_matvecs: 
         b = kern.push_off(ej)  # P[j, .] without its self-loop
         b[j] = 0.0
 
-        def precond(r):
-            out = factor.solve_row(r)
+        def precond(r, out):
+            factor.solve_row(r, out)
             out[j] = 0.0
             return out
 
@@ -671,16 +682,16 @@ def column_solve(kern: ChainKernels, unknown: np.ndarray, rhs: np.ndarray, *, rt
     factor = factor or kern.greedy_factor(u, sink)
     known = np.flatnonzero(~u)  # usually few (a sink): zeroed in place instead of masking every vector
 
-    def matvec(x):  # the known entries are zeroed for the product and put back (no copy of x)
+    def matvec(x, out):  # the known entries are zeroed for the product and put back (no copy of x)
         saved = x[known]
         x[known] = 0.0
-        out = kern.shifted_pull(x)
+        kern.shifted_pull(x, out)
         x[known] = saved
         out[known] = 0.0
         return out
 
-    def precond(r):
-        out = factor.solve_col(r, zero=known)
+    def precond(r, out):
+        factor.solve_col(r, zero=known, out=out)
         out[known] = 0.0
         return out
 
@@ -704,7 +715,7 @@ def column_solve(kern: ChainKernels, unknown: np.ndarray, rhs: np.ndarray, *, rt
             return ri <= rtol * scale, rtol * scale
 
         x, info = krylov_solve(solver, matvec, b, precond, accept, restart=restart, max_matvecs=max_matvecs, info=info)
-        res = matvec(x)
+        res = matvec(x, np.empty_like(x))
         res -= b
         worst = max(worst, float(np.max(np.abs(res, out=res))))
         if out is None:

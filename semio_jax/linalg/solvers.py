@@ -1,7 +1,10 @@
 """Krylov solvers for a linear system A x = b given only as products: BiCGSTAB and restarted GMRES.
 
 Both are right-preconditioned (solve A M^{-1} u = b, x = M^{-1} u) and share one contract:
-``matvec(x)`` returns A x, ``precond(r)`` returns M^{-1} r, and ``accept(x, r)``, called with
+``matvec(x, out)`` writes A x into ``out`` and returns it, ``precond(r, out)`` writes M^{-1} r
+into ``out`` and returns it (``out`` is a buffer the solver owns, never the input: on 2^20
+unknowns a fresh 8 MB vector per product was a page-fault storm a process pays again and
+again, since the allocator hands such blocks back to the kernel), and ``accept(x, r)``, called with
 the iterate and its *true* residual b - A x whenever one is computed, returns (done, tol2):
 stop, or keep going until the solver's own estimate of ||r||_2 drops below tol2. So the caller
 decides convergence in whatever norm it certifies (an L1 residual of pi, an inf-norm residual),
@@ -86,10 +89,13 @@ def gmres(matvec, b: np.ndarray, precond, accept, *, restart: int = 40, max_matv
     x = np.zeros(n) if x0 is None else np.array(x0, dtype=np.float64)
     m = max(2, min(restart, int(basis_budget() // (8 * max(n, 1))) - 1))
     V = np.empty((m + 1, n))
+    w, z = np.empty(n), np.empty(n)  # the product and the preconditioned vector of each step
     while True:
-        r = b - matvec(x) if (x0 is not None or info.restarts) else b.copy()
         if x0 is not None or info.restarts:
+            r = b - matvec(x, w)
             info.matvecs += 1
+        else:
+            r = b.copy()
         converged, tol2, beta = _consult(accept, x, r, info)
         if converged:
             return x, info
@@ -103,7 +109,7 @@ def gmres(matvec, b: np.ndarray, precond, accept, *, restart: int = 40, max_matv
         g[0] = beta
         k = 0
         for k in range(m):
-            w = matvec(precond(V[k]))
+            matvec(precond(V[k], z), w)
             info.matvecs += 1
             info.precond += 1
             w_norm = float(np.linalg.norm(w))
@@ -134,7 +140,7 @@ def gmres(matvec, b: np.ndarray, precond, accept, *, restart: int = 40, max_matv
         kk = int(np.flatnonzero(diag > 0)[-1]) + 1 if (diag > 0).any() else 0
         if kk:
             coef = sla.solve_triangular(H[:kk, :kk], g[:kk])
-            x = x + precond(coef @ V[:kk])
+            x += precond(coef @ V[:kk], z)
             info.precond += 1
 
 
@@ -153,12 +159,13 @@ def bicgstab(matvec, b: np.ndarray, precond, accept, *, check: int = 60, max_mat
     info = info or KrylovInfo()
     n = b.size
     x = np.zeros(n) if x0 is None else np.array(x0, dtype=np.float64)
+    p, v, t = np.zeros(n), np.zeros(n), np.empty(n)
+    ph, sh = np.empty(n), np.empty(n)  # the preconditioned direction and residual of each step
     if x0 is None:
         r = b.copy()
     else:
-        r = b - matvec(x)
+        r = b - matvec(x, t)
         info.matvecs += 1
-    p, v, t = np.zeros(n), np.zeros(n), np.empty(n)
     stalls, best = 0, float("inf")
     while True:
         # --- true residual: accept, replace, restart the recurrences
@@ -183,8 +190,8 @@ def bicgstab(matvec, b: np.ndarray, precond, accept, *, check: int = 60, max_mat
             if rho_new == 0.0 or not np.isfinite(scale):
                 break
             compiled.direction_update(p, r, v, scale, omega)
-            ph = precond(p)
-            v = matvec(ph)
+            precond(p, ph)
+            matvec(ph, v)
             info.matvecs += 1
             info.precond += 1
             den = float(rhat @ v)
@@ -193,8 +200,8 @@ def bicgstab(matvec, b: np.ndarray, precond, accept, *, check: int = 60, max_mat
             alpha = rho_new / den
             if compiled.step_update(x, ph, alpha, r, v) <= tol2:  # x += alpha ph; r -= alpha v (r is now s)
                 break
-            sh = precond(r)
-            t = matvec(sh)
+            precond(r, sh)
+            matvec(sh, t)
             info.matvecs += 1
             info.precond += 1
             tt, tr = compiled.dot_pair(t, r)
@@ -205,7 +212,7 @@ def bicgstab(matvec, b: np.ndarray, precond, accept, *, check: int = 60, max_mat
             rho = rho_new
             if norm_r <= tol2 or info.matvecs >= max_matvecs:
                 break
-        r = b - matvec(x)
+        np.subtract(b, matvec(x, t), out=r)
         info.matvecs += 1
 
 
