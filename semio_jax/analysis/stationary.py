@@ -90,9 +90,10 @@ enough, or as soon as the residual's decay over the last 16 steps projects that
 400 will not be; the Krylov solve then starts from the power iterate. The
 threshold is where the two cost about the same on the 2^20-window benchmark
 chains (compiled loops): a power step costs about 1.3 ms there, a BiCGSTAB product
-with its preconditioner sweep about 7 ms; the random transformer at t=1 (tf2) needs
-730 power steps but 100 products, the fast n-gram 130 steps against 74 products
-(power 0.5 s, Krylov 0.9 s). When power succeeds, tau_j comes from pi as for
+with its preconditioner sweep and its share of the vector updates about 8 ms; the
+random transformer at t=1 (tf2) needs 730 power steps but 91 Krylov products (pi and
+tau_j, after a 40-step trial), the fast n-gram 130 steps against 74 products (power
+0.5 s, Krylov 0.9 s). When power succeeds, tau_j comes from pi as for
 ``power`` (on the fast 2^20 benchmark chain: 66 pulls and a bound within 0.4% of
 the Krylov value).
 """

@@ -35,7 +35,8 @@ Fused vector updates of BiCGSTAB and of the shifted products (one pass where num
 three to five, with a temporary each), each with its numpy form where numba is off:
 
 * ``direction_update(p, r, v, scale, omega)``: p <- r + scale (p - omega v);
-* ``step_update(x, d, alpha, r, q)``: x += alpha d, r -= alpha q; returns ||r||_2;
+* ``step_update(x, d, alpha, r, q, rhat=None)``: x += alpha d, r -= alpha q; returns ||r||_2
+  (with ``rhat``: also rhat . r, BiCGSTAB's next rho, from the same pass);
 * ``dot_pair(t, r)``: (t . t, t . r);
 * ``lazy_step(v, w)``: ||w - v||_1, then v <- (v + w) / 2 (power iteration's checked lazy step);
 * ``shift_combine(out, e, x, c, u)``: out <- e * x - out + c u (c = 0: no u term).

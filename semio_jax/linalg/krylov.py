@@ -42,6 +42,11 @@ solve because G is a functional graph:
   is factorised once by sparse LU; tails feed the cycles and never the reverse,
   so the two parts are solved one after the other.
 
+On the full windows (ChainKernels) the factor is built by one compiled pass over the table
+(:func:`semio_jax.linalg.compiled.greedy_forest`: argmax, masks, topological order and edge
+lists, int32 work arrays): 16-35 ms at 2^20 windows, where the numpy construction took 50-180 ms
+and made about 130 MB of temporaries.
+
 Then A M^{-1} = I - R M^{-1}: the greedy transients (tails of length up to
 hundreds, the rotation along a cycle) are removed exactly and what is left is
 the leakage R (small at low temperature) and a few near-singular directions,
