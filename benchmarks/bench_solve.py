@@ -659,6 +659,8 @@ def main(argv=None) -> int:
         wanted = set(args.peers.split(","))
         peers_pi = [p for p in peers_pi if p in wanted]
         peers_h = [p for p in peers_h if p in wanted]
+    if args.repeat < 1:
+        ap.error(f"--repeat must be at least 1 (got {args.repeat})")
     chains = [c for c in args.chains.split(",") if c in CHAINS]
     bandwidth = copy_bandwidth()
     print(f"copy bandwidth of this machine: {bandwidth / 1e9:.1f} GB/s (read + write)", flush=True)
@@ -725,6 +727,8 @@ def main(argv=None) -> int:
                         r = median_run(runs[peer])
                         if len(runs[peer]) > 1:
                             rec["cpu_runs"] = [x["solve_cpu_s"] for x in runs[peer] if x["status"] == "ok"]
+                            if r["status"] != "ok":  # failed in a later round: the row fails, and says when
+                                rec["failed_round"] = len(runs[peer])
                         rec.update(status=r["status"], setup_s=r.get("setup_s"), solve_s=r.get("solve_s"),
                                    solve_cpu_s=r.get("solve_cpu_s"), rss_peak_mib=r.get("rss_peak_mib"), rss_setup_mib=r.get("rss_setup_mib"))
                         if r["status"] == "ok":
@@ -754,6 +758,10 @@ def main(argv=None) -> int:
                             rec["note"] = {"DNF": f"did not finish in {limit:g} CPU s",
                                            "OOM": f"over the {args.mem_gib:g} GiB memory cap"}.get(
                                 r["status"], r.get("error", ""))
+                            if rec.get("failed_round"):
+                                ok_txt = ", ".join(f"{c:.3g}" for c in rec["cpu_runs"])
+                                rec["note"] += (f" (in round {rec['failed_round']} of {args.repeat}; "
+                                                f"the rounds before: ok, CPU s {ok_txt})")
                     records.append(rec)
                     rows.append(row(rec))
                     print(rows[-1], flush=True)

@@ -135,7 +135,12 @@ def notes(limit, mem_gib, methods, env_desc, fig, extra: bool = False, bandwidth
 
 
 def median_run(runs: list[dict]) -> dict:
-    """The run of median solve CPU time among the successful ones (the lower middle for an even count);
-    the last run if none succeeded."""
-    ok = sorted((r for r in runs if r["status"] == "ok"), key=lambda r: r["solve_cpu_s"])
-    return ok[(len(ok) - 1) // 2] if ok else runs[-1]
+    """The run of median solve CPU time (the lower middle for an even count) if every run succeeded;
+    otherwise the first failed run: a peer that fails in any round is reported as failing."""
+    if not runs:
+        raise ValueError("no runs to summarise")
+    failed = [r for r in runs if r["status"] != "ok"]
+    if failed:
+        return failed[0]
+    ok = sorted(runs, key=lambda r: r["solve_cpu_s"])
+    return ok[(len(ok) - 1) // 2]

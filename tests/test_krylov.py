@@ -493,6 +493,20 @@ def test_column_solve_ignores_rhs_off_the_unknowns_and_matches_a_dense_solve(use
     off = np.setdiff1d(np.arange(kern.size), u)
     assert not x2[off].any() and not x1[off].any()
     assert res1 <= 1e-12 and res2 <= 1e-12
+    # a right-hand side already zero off U is used in place (no copy): a strided column of a 2-D rhs,
+    # and an integer one, which the solve must still read as float64; neither is modified
+    on_u = np.zeros(kern.size, dtype=bool)
+    on_u[u] = True
+    clean = np.where(on_u[:, None], rhs, 0.0)
+    kept = clean.copy()
+    x2, _, _ = krylov.column_solve(kern, unknown, clean, rtol=1e-13, sink=sink)
+    np.testing.assert_array_equal(clean, kept)
+    np.testing.assert_allclose(x2[u], want, rtol=1e-9, atol=1e-11)
+    ints = on_u.astype(np.int64)
+    x1, _, _ = krylov.column_solve(kern, unknown, ints, rtol=1e-13, sink=sink)
+    np.testing.assert_allclose(x1[u], np.linalg.solve(np.eye(u.size) - dense[np.ix_(u, u)], np.ones(u.size)),
+                               rtol=1e-9, atol=1e-11)
+    assert ints.dtype == np.int64 and (ints == on_u).all()
 
 
 @pytest.mark.skipif(not krylov.compiled.AVAILABLE, reason="numba is off")

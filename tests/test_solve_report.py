@@ -106,10 +106,12 @@ def test_worker_environment_sets_the_thread_counts(bench, monkeypatch):
     assert bench.worker_env(0)["OMP_NUM_THREADS"] == "7"
 
 
-def test_median_run_picks_the_middle_successful_run():
+def test_median_run_picks_the_middle_run_and_never_hides_a_failure():
     report = _load("solve_report")
     runs = [{"status": "ok", "solve_cpu_s": 0.9, "tag": "a"}, {"status": "DNF", "solve_cpu_s": None, "tag": "b"},
             {"status": "ok", "solve_cpu_s": 0.5, "tag": "c"}, {"status": "ok", "solve_cpu_s": 0.7, "tag": "d"}]
-    assert report.median_run(runs)["tag"] == "d"  # 0.5, 0.7, 0.9: the failed run does not count
-    assert report.median_run(runs[:1] + runs[2:3])["tag"] == "c"  # two runs: the lower middle
-    assert report.median_run([runs[1]])["tag"] == "b"  # none succeeded: the last run, with its status
+    assert report.median_run([runs[0], runs[2], runs[3]])["tag"] == "d"  # 0.5, 0.7, 0.9
+    assert report.median_run([runs[0], runs[2]])["tag"] == "c"  # two runs: the lower middle
+    assert report.median_run(runs)["tag"] == "b"  # a failure in any round is the row's verdict
+    with pytest.raises(ValueError):
+        report.median_run([])

@@ -687,11 +687,10 @@ def column_solve(kern: ChainKernels, unknown: np.ndarray, rhs: np.ndarray, *, rt
     factor = factor or kern.greedy_factor(u, sink)
     known = np.flatnonzero(~u)  # usually few (a sink): zeroed in place instead of masking every vector
 
-    def matvec(x, out):  # the known entries are zeroed for the product and put back (no copy of x)
-        saved = x[known]
-        x[known] = 0.0
+    # Every vector the solver multiplies is zero on the known states: x starts at 0 and only ever
+    # adds preconditioner outputs, which are zeroed there. So the product needs no masking of its input.
+    def matvec(x, out):
         kern.shifted_pull(x, out)
-        x[known] = saved
         out[known] = 0.0
         return out
 
@@ -705,8 +704,8 @@ def column_solve(kern: ChainKernels, unknown: np.ndarray, rhs: np.ndarray, *, rt
     info = KrylovInfo()
     worst = 0.0
     for a in range(cols.shape[1]):
-        b = cols[:, a]
-        if b[known].any():  # (no copy where rhs is already zero off U, as it usually is)
+        b = np.asarray(cols[:, a], dtype=np.float64)
+        if b[known].any():  # (no copy where rhs is already float64 and zero off U, as it usually is)
             b = np.where(u, b, 0.0)
         scale = float(np.max(np.abs(b))) if b.size else 0.0
         if scale == 0.0:
