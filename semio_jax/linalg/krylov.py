@@ -196,12 +196,9 @@ class GreedyFactor:
             if self.lu is None:
                 self.cyc = np.zeros(0, dtype=np.int64)
 
-    def solve_col(self, b: np.ndarray, zero: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
-        """x = (I - G)^{-1} b (into ``out`` if given, else a new vector), with b's entries at the indices
-        ``zero`` taken as 0."""
+    def solve_col(self, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """x = (I - G)^{-1} b (into ``out`` if given, else a new vector)."""
         x = np.array(b, dtype=np.float64, copy=True) if out is None else _copy_into(out, b)
-        if zero is not None:
-            x[zero] = 0.0
         if self.cyc.size:
             x[self.cyc] = self.lu.solve(x[self.cyc])
         if self._sweep is not None:
@@ -687,15 +684,16 @@ def column_solve(kern: ChainKernels, unknown: np.ndarray, rhs: np.ndarray, *, rt
     factor = factor or kern.greedy_factor(u, sink)
     known = np.flatnonzero(~u)  # usually few (a sink): zeroed in place instead of masking every vector
 
-    # Every vector the solver multiplies is zero on the known states: x starts at 0 and only ever
-    # adds preconditioner outputs, which are zeroed there. So the product needs no masking of its input.
+    # Every vector the solver hands over is zero on the known states: b is, the products and the
+    # preconditioner solves are zeroed there, and x, r and the directions are combinations of these.
+    # So neither needs its input masked, only its output.
     def matvec(x, out):
         kern.shifted_pull(x, out)
         out[known] = 0.0
         return out
 
     def precond(r, out):
-        factor.solve_col(r, zero=known, out=out)
+        factor.solve_col(r, out=out)
         out[known] = 0.0
         return out
 
