@@ -17,12 +17,14 @@ against 23 ms for five truncated doubling levels).
   algorithm, then sorted by height and by state: the sweeps then move through memory
   nearly in order, 2x faster on a random transformer's greedy forest); the states it
   leaves out are exactly those on cycles;
-* ``greedy_forest(t2, m, usable)``: the greedy graph of a full-window table t2 [S, N] (m = S / N),
-  s -> f(s) = (s mod m) N + argmax_y t2[s, y] with weight w(s) = max_y t2[s, y], an edge kept where
-  both ends are ``usable``; returns its tail edges in sweep order (src, dst, wt: as the sweeps
-  take them) and its cyclic states with their edges (cyc, f(cyc), w(cyc)). One pass and int32
-  work arrays: the numpy form made about 130 MB of temporaries at 2^20 states, each page of
-  which a fresh process must fault in;
+* ``forest_parts(f, w)``: what the sweeps need of the weighted graph s -> f(s) (w = 0: no
+  edge): its tail edges in sweep order (src, dst, wt, of f's integer type) and its cyclic states
+  with their edges (cyc, f(cyc), w(cyc));
+* ``greedy_forest(t2, m, usable)``: ``forest_parts`` of the greedy graph of a full-window table
+  t2 [S, N] (m = S / N), s -> f(s) = (s mod m) N + argmax_y t2[s, y] with weight
+  w(s) = max_y t2[s, y], an edge kept where both ends are ``usable``. One pass and int32 work
+  arrays: the numpy form made about 130 MB of temporaries at 2^20 states, each page of which a
+  fresh process must fault in;
 * ``row_sweep(src, dst, wt, v)``: v <- v (I - X)^{-1} for X the tail edges src[i] -> dst[i]
   with weights wt[i], listed in that order, in place: v[dst[i]] += wt[i] v[src[i]] (a state's
   value is final before it is passed on). The edges are stored in sweep order (src = the
@@ -56,7 +58,7 @@ import os
 
 import numpy as np
 
-__all__ = ["AVAILABLE", "warm_up", "push_full", "pull_full", "shifted_push", "shifted_pull", "tail_order", "greedy_forest", "row_sweep", "col_sweep", "direction_update",
+__all__ = ["AVAILABLE", "warm_up", "push_full", "pull_full", "shifted_push", "shifted_pull", "tail_order", "forest_parts", "greedy_forest", "row_sweep", "col_sweep", "direction_update",
            "step_update", "dot_pair", "lazy_step", "shift_combine"]
 
 
@@ -297,15 +299,20 @@ def greedy_forest(t2, m, usable):
         f[s] = t
         if best > 0.0 and usable[s] and usable[t]:
             w[s] = best
+    return forest_parts(f, w)
+
+
+@_jit
+def forest_parts(f, w):
     order = tail_order(f, w)
-    listed = np.zeros(size, np.bool_)
+    listed = np.zeros(f.size, np.bool_)
     n_edges = 0
     for i in range(order.size):
         listed[order[i]] = True
         if w[order[i]] > 0.0:
             n_edges += 1
-    src = np.empty(n_edges, np.int32)
-    dst = np.empty(n_edges, np.int32)
+    src = np.empty_like(order[:n_edges])
+    dst = np.empty_like(order[:n_edges])
     wt = np.empty(n_edges)
     k = 0
     for i in range(order.size):
@@ -314,14 +321,14 @@ def greedy_forest(t2, m, usable):
             src[k], dst[k], wt[k] = s, f[s], w[s]
             k += 1
     n_cyc = 0
-    for s in range(size):
+    for s in range(f.size):
         if not listed[s] and w[s] > 0.0:
             n_cyc += 1
     cyc = np.empty(n_cyc, np.int64)
     cyc_dst = np.empty(n_cyc, np.int64)
     cyc_w = np.empty(n_cyc)
     k = 0
-    for s in range(size):
+    for s in range(f.size):
         if not listed[s] and w[s] > 0.0:
             cyc[k], cyc_dst[k], cyc_w[k] = s, f[s], w[s]
             k += 1
@@ -458,6 +465,7 @@ def warm_up() -> None:
             shifted_pull(z, v, v, v.copy())
     tail_order(np.arange(4, dtype=np.int64), v)
     tail_order(np.arange(4, dtype=np.int32), v)
+    forest_parts(np.arange(4, dtype=np.int32), v)
     for writable in (True, False):
         t2 = np.full((4, 2), 0.5)
         t2.setflags(write=writable)

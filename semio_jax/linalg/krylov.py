@@ -106,35 +106,32 @@ class GreedyFactor:
         n = f.size
         self.n = n
         w = np.where(w > 0, w, 0.0)
-        idx = np.arange(n, dtype=np.int64)
-        f_eff = np.where(w > 0, f, idx).astype(np.int64)
+        idx_t = np.int32 if n < 2**31 else np.int64
+        f_eff = np.where(w > 0, f, np.arange(n)).astype(idx_t)
+        if compiled.AVAILABLE if sweep is None else sweep:
+            # one compiled pass over the tails in topological order: exact, nothing dropped
+            self._from_parts(*compiled.forest_parts(f_eff, w), loop_exit)
+            return
         self.levels = []
         self._sweep = None
-        if sweep is None:
-            sweep = compiled.AVAILABLE
-        if sweep:
-            # one compiled pass over the tails in topological order: exact, nothing dropped
-            order = compiled.tail_order(f_eff, w)
-            on_cycle = np.ones(n, dtype=bool)
-            on_cycle[order] = False
-            src = order[w[order] > 0]  # the tail edges, in sweep order
-            idx_t = np.int32 if n < 2**31 else np.int64
-            self._sweep = (src.astype(idx_t), f_eff[src].astype(idx_t), w[src])
-        else:
-            on_cycle, _ = cycle_states(f_eff)  # only this is needed: tails and cycle lists are not
-            self._doubling_levels(f_eff, w, ~on_cycle, min_level_weight)
+        on_cycle, _ = cycle_states(f_eff)  # only this is needed: tails and cycle lists are not
+        self._doubling_levels(f_eff, w, ~on_cycle, min_level_weight)
         cyc = np.flatnonzero(on_cycle & (w > 0))
         self._factor_cycles(cyc, f_eff[cyc], w[cyc], loop_exit)
 
     @classmethod
     def from_forest(cls, n: int, src, dst, wt, cyc, cyc_dst, cyc_w, loop_exit: np.ndarray) -> "GreedyFactor":
-        """The swept factor from the parts :func:`semio_jax.linalg.compiled.greedy_forest` returns
+        """The swept factor from the parts :func:`semio_jax.linalg.compiled.forest_parts` returns
         (tail edges in sweep order; cyclic states with their edges), without the full-size arrays of
         the constructor."""
         self = cls.__new__(cls)
-        self.n, self.levels, self._sweep = n, [], (src, dst, wt)
-        self._factor_cycles(cyc, cyc_dst, cyc_w, loop_exit)
+        self.n = n
+        self._from_parts(src, dst, wt, cyc, cyc_dst, cyc_w, loop_exit)
         return self
+
+    def _from_parts(self, src, dst, wt, cyc, cyc_dst, cyc_w, loop_exit: np.ndarray) -> None:
+        self.levels, self._sweep = [], (src, dst, wt)
+        self._factor_cycles(cyc, cyc_dst, cyc_w, loop_exit)
 
     def _doubling_levels(self, f_eff: np.ndarray, w: np.ndarray, tail: np.ndarray, min_level_weight: float) -> None:
         # doubling levels of the tail part: X^(2^i) as (states, targets, weights)
