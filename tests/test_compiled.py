@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -117,3 +121,16 @@ def test_warm_up_covers_read_only_tables():
     compiled.shifted_push(table, v, v, 1.0, v, np.empty(8))
     compiled.shifted_pull(table, v, v, np.empty(8))
     assert [len(fn.signatures) for fn in loops] == before
+
+
+@pytest.mark.skipif(not compiled.AVAILABLE, reason="numba is off")
+def test_cache_goes_to_its_directory_even_when_numba_was_imported_first(tmp_path):
+    # numba reads NUMBA_CACHE_DIR only when it is imported; a user who imported it before semio_jax
+    # must not get cache files written next to the package's source
+    code = ("import numba, numpy as np\n"
+            "from semio_jax.linalg import compiled\n"
+            "compiled.lazy_step(np.zeros(3), np.ones(3))\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["SEMIO_JAX_NUMBA_CACHE"] = str(tmp_path / "cache")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
+    assert any(p.suffix == ".nbi" for p in (tmp_path / "cache").rglob("*"))

@@ -81,6 +81,10 @@ try:
     import numba
 except ImportError:  # pragma: no cover - numba is a dependency; this keeps a broken install usable
     numba = None
+if numba is not None and _CACHE is not None and not numba.config.CACHE_DIR:
+    # numba was imported before us (so it never read the variable above) and nobody chose a
+    # directory: without this it would write its cache next to this source file
+    numba.config.CACHE_DIR = _CACHE
 
 AVAILABLE = numba is not None and os.environ.get("SEMIO_JAX_NUMBA", "on").lower() not in ("off", "0")
 
