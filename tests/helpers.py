@@ -193,3 +193,21 @@ def period_by_traces(op, members) -> int:
         if np.trace(power):
             g = math.gcd(g, k)
     return g
+
+
+# ------------------------------------------------------------------ memory
+def traced_peak(fn, *args, **kwargs):
+    """(fn's result, the most bytes numpy and Python held at once during the call beyond what was held
+    before it) by tracemalloc, which sees every numpy buffer: a test can then say how many vectors
+    a routine keeps at its peak, deterministically (RSS would add the allocator's and the OS's noise)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        out = fn(*args, **kwargs)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    return out, peak

@@ -134,3 +134,23 @@ def test_cache_goes_to_its_directory_even_when_numba_was_imported_first(tmp_path
     env["SEMIO_JAX_NUMBA_CACHE"] = str(tmp_path / "cache")
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
     assert any(p.suffix == ".nbi" for p in (tmp_path / "cache").rglob("*"))
+
+
+@pytest.mark.parametrize("use_compiled", [True, False])
+def test_certify_rows_matches_its_definition(use_compiled, monkeypatch):
+    """min over the rows of (e t - off) - margin (e t + off), max t, and the bad-entry flag, against the
+    masked numpy expressions; rows outside the mask (here with NaN and -1 in t) are ignored."""
+    monkeypatch.setattr(compiled, "AVAILABLE", use_compiled)
+    rng = np.random.default_rng(11)
+    e, t, off = rng.random(500), rng.random(500) * 10, rng.random(500)
+    rows = rng.random(500) < 0.7
+    t[np.flatnonzero(~rows)[:2]] = [np.nan, -1.0]
+    c, tmax, bad = compiled.certify_rows(e, t, off, rows, 1e-3)
+    d = e[rows] * t[rows]
+    assert c == pytest.approx(np.min((d - off[rows]) - 1e-3 * (d + off[rows])), rel=1e-14)
+    assert tmax == np.max(t[rows]) and not bad
+    for poison in (-0.5, np.nan, np.inf):
+        t2 = t.copy()
+        t2[np.flatnonzero(rows)[3]] = poison
+        assert compiled.certify_rows(e, t2, off, rows, 1e-3)[2]
+    assert compiled.certify_rows(e, t, off, np.zeros(500, bool), 1e-3) == (np.inf, -np.inf, False)

@@ -536,3 +536,44 @@ def test_kernels_greedy_factor_is_the_greedy_graph_of_the_table():
     b = rng.normal(size=kern.size)
     np.testing.assert_allclose(a @ fac.solve_col(b), b, atol=1e-11)
     np.testing.assert_allclose(fac.solve_row(b) @ a, b, atol=1e-11)
+
+
+# ------------------------------------------------------------ memory at the peak
+def _fresh_with_classes(op):
+    """A new Operator on the same table with its class structure and support already computed (cached
+    results, not part of a solve's working memory)."""
+    fresh = sj.Operator(op.space, op.probs)
+    sj.class_structure(fresh)
+    return fresh
+
+
+@pytest.mark.parametrize("method,most", [("power", 5.25), ("krylov", 13.5)])
+def test_stationary_solve_keeps_few_vectors(method, most):
+    """Working memory of a certified solve on 2^14 windows, in vectors of the state count, numpy's
+    buffers counted by tracemalloc: power iteration (two iterates, then the hitting-time certificate's
+    two vectors beside pi and the off-loop row sums) at most 5.25; Krylov (BiCGSTAB's seven vectors,
+    the greedy factor, the start, then the certificate's solve) at most 13.5. Before the certificate
+    kept its weights, 1_U and A 1_U as vectors and pi was copied out of the solve, both took 14.5."""
+    from helpers import traced_peak
+
+    op = window_operator(np.random.default_rng(5).normal(size=(2**14, 2)), 2, 14, 1.0)
+    sj.stationary_result(_fresh_with_classes(op), method=method)  # (numba's first-call loading)
+    res, peak = traced_peak(sj.stationary_result, _fresh_with_classes(op), method=method)
+    assert res.error_bounds[0] is not None and res.error_bounds[0] < 1e-6
+    assert peak <= most * 8 * op.num_states, peak / (8 * op.num_states)
+
+
+def test_hitting_time_certificate_keeps_two_vectors():
+    """t and r: A 1_U is stored sparse (the sink's N predecessors), 1_U and the weights on U never."""
+    from helpers import traced_peak
+
+    op = window_operator(np.random.default_rng(5).normal(size=(2**14, 2)), 2, 14, 1.0)
+    pi = sj.stationary_result(op, method="power").distribution(0)
+    kern = krylov.ChainKernels(op, full_only=True)
+    inside = np.ones(kern.size, dtype=bool)
+    sink = np.zeros(kern.size, dtype=bool)
+    sink[int(np.argmax(pi))] = True
+    krylov.hitting_time_certificate(kern, inside, sink, pi)  # (numba's first-call loading)
+    (tau, steps), peak = traced_peak(krylov.hitting_time_certificate, kern, inside, sink, pi)
+    assert tau is not None and tau > 1.0
+    assert peak <= 2.5 * 8 * kern.size, peak / (8 * kern.size)

@@ -86,3 +86,23 @@ def test_solvers_write_into_their_own_buffers(solver):
     assert info.converged
     np.testing.assert_allclose(x, np.linalg.solve(a, b), rtol=0, atol=1e-10)
     assert len(outs) <= 2  # the products land in the solver's few buffers, not in a new vector each
+
+
+def test_bicgstab_keeps_seven_vectors():
+    """x, r, r^, p, v, t and one buffer for the preconditioned direction and residual: at most
+    seven vectors beside b at the peak (with a product and a preconditioner that allocate nothing);
+    eight (a separate buffer for the preconditioned residual) fails."""
+    from helpers import traced_peak
+
+    n = 1 << 16
+    diag = np.linspace(1.0, 3.0, n)
+    b = np.random.default_rng(0).normal(size=n)
+
+    def matvec(v, out):
+        return np.multiply(diag, v, out=out)
+
+    solvers.bicgstab(matvec, b, _identity, _accept_to(1e-10), max_matvecs=200)  # (numba's first-call loading)
+    (x, info), peak = traced_peak(solvers.bicgstab, matvec, b, _identity, _accept_to(1e-10), max_matvecs=200)
+    assert info.converged
+    np.testing.assert_allclose(x, b / diag, rtol=1e-9)
+    assert peak <= 7.5 * 8 * n, peak / (8 * n)

@@ -401,7 +401,8 @@ def _solve_power(kern, members: np.ndarray, tol: float, max_iter: int,
             continue
         res = compiled.lazy_step(v, w)  # ||w - v||_1 = ||v P - v||_1, and v <- (v + w) / 2 for the next block
         if res <= tol:
-            return w / w.sum(), it
+            w /= w.sum()
+            return w, it
         if give_up_early:
             history.append(res)
             back = _PROBE // CHECK
@@ -457,9 +458,9 @@ def _tau_certified(kern, members: np.ndarray, j: int, pi: np.ndarray, factor=Non
     if richardson:
         tau, mv = krylov.hitting_time_certificate(kern, inside, sink, pi[: kern.size])
     if tau is None:
-        t_hat, _, tinfo = krylov.column_solve(kern, inside, np.where(inside & ~sink, 1.0, 0.0), rtol=TAU_RTOL,
-                                              sink=sink, factor=factor)
-        tau = krylov.certified_max_time_structured(kern, inside, sink, t_hat)
+        ones = np.where(inside & ~sink, 1.0, 0.0)
+        t_hat, _, tinfo = krylov.column_solve(kern, inside, ones, rtol=TAU_RTOL, sink=sink, factor=factor)
+        tau = krylov.certified_max_time_structured(kern, inside, sink, t_hat, out=ones)  # (ones: a buffer now)
         mv += tinfo.matvecs + 1
     return tau, mv
 
@@ -513,8 +514,11 @@ def _solve_iterative(op, members: np.ndarray, m: str, method: str, tol: float, m
         pi_loc, jl, tau, mv = _solve_krylov(kern, local, tol, min(max_iter, 5000), start=trial.pop("iterate", None))
         mv += trial.get("steps", 0)  # the trial's pushes count too
     j = int(members[jl]) if isinstance(kern, krylov.BlockKernels) else jl
-    pi_full = np.zeros(op.num_states)
-    pi_full[members] = pi_loc[local]
+    if local is members and pi_loc.size == op.num_states:
+        pi_full = pi_loc  # the structured kernels' own law: already zero off the class, no copy
+    else:
+        pi_full = np.zeros(op.num_states)
+        pi_full[members] = pi_loc[local]
     if tau is None:  # no certificate from the solves: exact n-step hitting probabilities (weaker)
         tau = hitting_time_bound(op, members, j)
     return pi_full, j, tau, m, mv

@@ -41,7 +41,11 @@ three to five, with a temporary each), each with its numpy form where numba is o
   (with ``rhat``: also rhat . r, BiCGSTAB's next rho, from the same pass);
 * ``dot_pair(t, r)``: (t . t, t . r);
 * ``lazy_step(v, w)``: ||w - v||_1, then v <- (v + w) / 2 (power iteration's checked lazy step);
-* ``shift_combine(out, e, x, c, u)``: out <- e * x - out + c u (c = 0: no u term).
+* ``shift_combine(out, e, x, c, u)``: out <- e * x - out + c u (c = 0: no u term);
+* ``certify_rows(e, t, off, rows, margin)``: over the states where ``rows`` is True, the
+  smallest of (e t - off) - margin (e t + off) and the largest t, and whether some t there is
+  negative or not finite (the M-matrix certificate of a hitting-time bound, one pass and no
+  temporaries).
 
 The sweeps are exact to rounding (no path weight is dropped, unlike the numpy doubling
 levels of :class:`semio_jax.linalg.krylov.GreedyFactor`). Compiled code is cached on disk in
@@ -59,7 +63,7 @@ import os
 import numpy as np
 
 __all__ = ["AVAILABLE", "warm_up", "push_full", "pull_full", "shifted_push", "shifted_pull", "tail_order", "forest_parts", "greedy_forest", "row_sweep", "col_sweep", "direction_update",
-           "step_update", "dot_pair", "lazy_step", "shift_combine"]
+           "step_update", "dot_pair", "lazy_step", "shift_combine", "certify_rows"]
 
 
 def _cache_dir() -> str | None:
@@ -401,6 +405,37 @@ def shift_combine(out, e, x, c, u):
     return out
 
 
+def certify_rows(e, t, off, rows, margin):
+    """(c, t_max, bad) over ``rows``: c = min (e t - off) - margin (e t + off), t_max = max t, bad = some t
+    there is negative or not finite (then c and t_max mean nothing). No rows: (inf, -inf, False)."""
+    if AVAILABLE:
+        c, tmax, bad = _certify_rows(e, t, off, rows, float(margin))
+        return float(c), float(tmax), bool(bad)
+    tr, d, o = t[rows], e[rows] * t[rows], off[rows]
+    if not tr.size:
+        return float("inf"), float("-inf"), False
+    if not (np.all(np.isfinite(tr)) and tr.min() >= 0):
+        return float("nan"), float("nan"), True
+    return float(np.min((d - o) - margin * (d + o))), float(tr.max()), False
+
+
+@_jit
+def _certify_rows(e, t, off, rows, margin):
+    c, tmax, bad = np.inf, -np.inf, False
+    for i in range(t.size):
+        if rows[i]:
+            ti = t[i]
+            if not (ti >= 0.0 and ti < np.inf):
+                bad = True
+            d = e[i] * ti
+            low = (d - off[i]) - margin * (d + off[i])
+            if low < c:
+                c = low
+            if ti > tmax:
+                tmax = ti
+    return c, tmax, bad
+
+
 @_jit
 def _direction_update(p, r, v, scale, omega):
     for i in range(p.size):
@@ -484,3 +519,4 @@ def warm_up() -> None:
     dot_pair(v, v)
     lazy_step(v.copy(), v)
     shift_combine(v.copy(), v, v, 1.0, v)
+    certify_rows(v, v, v, np.ones(4, np.bool_), 1e-15)

@@ -11,7 +11,7 @@ solve, 545 s at 87,380 states for basins):
 * hitting times: (I - Q_UU) k = 1.
 
 All are solved here (with :mod:`semio_jax.linalg.solvers`) by **BiCGSTAB** with right
-preconditioning: two products and two preconditioner solves a step and eight vectors in
+preconditioning: two products and two preconditioner solves a step and seven vectors in
 all, the true residual recomputed whenever the recursion says the target is met. Where it
 breaks down or stalls, **restarted GMRES(m)** takes over from its last iterate. On the
 2^20-window benchmark chains the two needed about as many products, but GMRES's
@@ -81,6 +81,7 @@ __all__ = ["GreedyFactor", "KrylovInfo", "basis_budget", "gmres", "bicgstab", "k
            "certified_max_time_structured", "hitting_time_certificate"]
 
 _EPS = float(np.finfo(np.float64).eps)
+
 #: path weights of the greedy factor's doubling levels below this are dropped (see GreedyFactor)
 TINY_WEIGHT = 2.0**-30
 #: a doubling level whose path weights average below this (over the states with a tail edge) ends the
@@ -555,12 +556,19 @@ def stationary_krylov(op, members: np.ndarray, tol: float = 1e-12, max_matvecs: 
             y0[j] = 0.0
         x, info = krylov_solve(solver, matvec, b, precond, accept, restart=restart, max_matvecs=max_matvecs,
                                x0=y0, info=info)
-        x = x.copy()
-        x[j] = 1.0
-    x = np.where(inside, np.maximum(x, 0.0), 0.0)
-    pi = np.zeros(size if op is None else op.num_states)  # op None: a BlockKernels class of its own
-    pi[:size] = x / x.sum()
-    res = float(np.abs(kern.exits * pi[:size] - kern.push_off(pi[:size])).sum())
+        x[j] = 1.0  # (x is the solver's own vector: the solvers copy x0)
+    np.maximum(x, 0.0, out=x)  # (x is the solver's own vector)
+    if members.size != size:
+        np.copyto(x, 0.0, where=~inside)
+    x /= x.sum()
+    if op is None or op.num_states == size:  # op None: a BlockKernels class of its own
+        pi = x
+    else:
+        pi = np.zeros(op.num_states)
+        pi[:size] = x
+    q = kern.shifted_push(pi[:size])  # pi (I - P) with the self-loops split off: the residual, one vector
+    res = float(np.abs(q, out=q).sum())
+    del q
     if not (res <= tol):
         raise ConvergenceError(
             f"the Krylov solve did not reach the stationary residual {tol:g} within {info.matvecs} matvecs (last "
@@ -599,38 +607,51 @@ def hitting_time_certificate(kern: ChainKernels, inside: np.ndarray, sink: np.nd
     u = inside & ~sink
     if not u.any():
         return 0.0, 0
+    # Two vectors (t, r) and e = A 1_U kept sparse: 1_U, the weights restricted to U and the
+    # coarse correction's increments are never stored (r and e are zero off U, so pi r = pi_U r),
+    # and e is non-zero only where U can be left in one step (on a whole de Bruijn class: the N
+    # predecessors of the sink).
     full = bool(inside.all())
-    bu = u.astype(np.float64)
-    pu = np.where(u, np.asarray(weights, dtype=np.float64), 0.0)
-    q = np.empty(kern.size)
-    r = np.empty(kern.size)
+    outside = None if full else ~u
+    w = np.asarray(weights, dtype=np.float64)[: kern.size]
+
+    def restrict(v):  # v <- v on U, 0 elsewhere
+        if full:
+            v[sink] = 0.0
+        else:
+            np.copyto(v, 0.0, where=outside)
+        return v
 
     def residual(t):  # r = 1 - A t on U, 0 elsewhere; one shifted pull (A t = e * t - P_off t) and one pass
         kern.shifted_pull(t, out=r)
-        np.subtract(bu, r, out=r)
-        if full:
-            r[sink] = 0.0
-        else:
-            np.multiply(r, bu, out=r)
-        return r
+        np.subtract(1.0, r, out=r)
+        return restrict(r)
 
-    e = bu - residual(bu)  # A 1_U
-    pe = float(pu @ e)
+    def add_on_u(t, d):  # t <- t + d 1_U
+        if full:
+            t += d
+            t[sink] = 0.0
+        else:
+            np.add(t, d, out=t, where=u)
+
+    t = restrict(np.ones(kern.size))  # 1_U, for now
+    r = restrict(kern.shifted_pull(t))  # A 1_U, for now
+    e_at = np.flatnonzero(r)
+    e_val = r[e_at]
+    pe = float(w[e_at] @ e_val)
     if not pe > 0.0:
         return None, 1
-    t = bu * (float(pu.sum()) / pe)
+    t *= float(np.sum(w, where=u)) / pe
     history = []
     steps = 1
     for k in range(1, max_steps + 1):
         residual(t)
         steps += 1
         if k % check == 0:
-            d = float(pu @ r) / pe
-            np.multiply(e, d, out=q)
-            r -= q  # the residual of t + d 1_U
-            np.multiply(bu, d, out=q)
-            t += q
-            worst = float(np.max(np.abs(r)))
+            d = float(w @ r) / pe
+            r[e_at] -= d * e_val  # the residual of t + d 1_U
+            add_on_u(t, d)
+            worst = max(float(r.max()), -float(r.min()))
             if worst <= target:
                 break
             history.append(worst)
@@ -642,29 +663,31 @@ def hitting_time_certificate(kern: ChainKernels, inside: np.ndarray, sink: np.nd
         t += r
     else:
         return None, steps
-    return certified_max_time_structured(kern, inside, sink, t), steps + 1
+    return certified_max_time_structured(kern, inside, sink, t, out=r), steps + 1
 
 
 def certified_max_time_structured(kern: ChainKernels, inside: np.ndarray, sink: np.ndarray,
-                                  t_hat: np.ndarray) -> float | None:
+                                  t_hat: np.ndarray, out: np.ndarray | None = None) -> float | None:
     """Certified upper bound on max over ``inside`` of (I - Q)^{-1} 1 from an approximate t_hat, or None.
 
     Q: the chain restricted to ``inside`` (edges to states outside it, or into ``sink``, dropped).
     I - Q is a non-singular M-matrix, so t_hat >= 0 with (I - Q) t_hat >= c 1, c > 0, gives
     (I - Q)^{-1} 1 <= t_hat / c. (I - Q) t_hat and |I - Q| t_hat are evaluated with the
     structured pull; the rounding of each row (at most N + 1 products and sums) is allowed for.
+    One pull (into ``out`` when given, a float64[size] buffer) and one compiled pass
+    (:func:`compiled.certify_rows`); t_hat is copied only where it is not already zero off the rows.
     """
     rows = inside & ~sink
-    t = np.where(rows, np.asarray(t_hat, dtype=np.float64), 0.0)
     if not rows.any():
         return 0.0
-    if not np.all(np.isfinite(t)) or t[rows].min() < 0:
+    t = np.asarray(t_hat, dtype=np.float64)
+    if t.shape != (kern.size,) or np.any(t, where=~rows):
+        t = np.where(rows, t, 0.0)  # Q drops the edges leaving the rows: the pull must see zeros there
+    off = kern.pull_off(t, out)
+    c, tmax, bad = compiled.certify_rows(kern.exits, t, off, rows, 2 * (kern.n_tok + 3) * _EPS)
+    if bad:
         return None
-    off = kern.pull_off(t)
-    diag = kern.exits * t
-    low = (diag - off) - 2 * (kern.n_tok + 3) * _EPS * (diag + off)
-    c = float(np.min(low[rows]))
-    return float(np.max(t[rows])) / c if c > 0 else None
+    return tmax / c if c > 0 else None
 
 
 def column_solve(kern: ChainKernels, unknown: np.ndarray, rhs: np.ndarray, *, rtol: float = 1e-14,
@@ -710,7 +733,7 @@ def column_solve(kern: ChainKernels, unknown: np.ndarray, rhs: np.ndarray, *, rt
         info = KrylovInfo()
 
         def accept(x, r, scale=scale):
-            ri = float(np.max(np.abs(r)))
+            ri = max(float(r.max()), -float(r.min()))  # ||r||_inf without an |r| temporary
             return ri <= rtol * scale, rtol * scale
 
         x, info = krylov_solve(solver, matvec, b, precond, accept, restart=restart, max_matvecs=max_matvecs, info=info)

@@ -11,11 +11,12 @@ decides convergence in whatever norm it certifies (an L1 residual of pi, an inf-
 and a solver's recursively updated residual never passes for the real one.
 
 * **BiCGSTAB** (van der Vorst 1992): two products and two preconditioner solves a step,
-  eight vectors in all. Its recursive residual drifts from the true one in floating point;
-  it is replaced by the true residual each time the recursion reports the target (or every
-  ``check`` steps), which also restarts the recurrences. Breakdowns ((r^, r) or (r^, v)
-  exactly 0, a non-finite scalar) restart it; two restarts without progress end the solve
-  unconverged.
+  seven vectors in all (x, r, r^, p, v, t, and one buffer that holds the preconditioned
+  direction, then the preconditioned residual). Its recursive residual drifts from the
+  true one in floating point; it is replaced by the true residual each time the recursion
+  reports the target (or every ``check`` steps), which also restarts the recurrences.
+  Breakdowns ((r^, r) or (r^, v) exactly 0, a non-finite scalar) restart it; two restarts
+  without progress end the solve unconverged.
 * **GMRES(m)**: minimises ||b - A M^{-1} u||_2 over the Krylov space, restarted every m steps;
   classical Gram-Schmidt with one re-orthogonalisation where it cancels (the DGKS test).
   Robust where BiCGSTAB stalls, but each step costs a pass over the whole basis: on 2^20
@@ -149,7 +150,7 @@ def bicgstab(matvec, b: np.ndarray, precond, accept, *, check: int = 60, max_mat
     """Right-preconditioned BiCGSTAB with residual replacement; the same contract as :func:`gmres`.
 
     Each step costs two products with A and two preconditioner solves, and a fixed handful of
-    vector operations (no growing basis: eight vectors in all). The recursively updated
+    vector operations (no growing basis: seven vectors in all). The recursively updated
     residual drifts from the true one, so whenever it reaches the target ``tol2`` (or after
     ``check`` steps) the true residual b - A x is computed and handed to ``accept``, and it
     replaces the recursive one. A breakdown (rho or (r^, v) exactly 0, a non-finite scalar)
@@ -160,7 +161,8 @@ def bicgstab(matvec, b: np.ndarray, precond, accept, *, check: int = 60, max_mat
     n = b.size
     x = np.zeros(n) if x0 is None else np.array(x0, dtype=np.float64)
     p, v, t = np.zeros(n), np.zeros(n), np.empty(n)
-    ph, sh = np.empty(n), np.empty(n)  # the preconditioned direction and residual of each step
+    # the preconditioned direction of each step, then (once x has taken it) the preconditioned residual
+    ph = sh = np.empty(n)
     if x0 is None:
         r = b.copy()
     else:
