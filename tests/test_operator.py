@@ -333,3 +333,42 @@ def test_push_full_is_push_restricted_to_full_states():
     x[: space.num_full] = rng.random(space.num_full)
     np.testing.assert_allclose(op.push_full(x[: space.num_full]), op.push(x)[: space.num_full], rtol=1e-14)
     assert op.push(x)[space.num_full:].sum() == 0.0  # full states never feed prefix states
+
+
+def test_copy_false_takes_the_table_over():
+    """copy=False shares the caller's float64 table and makes it read-only; the default copies it."""
+    space = sj.StateSpace(2, 3)
+    lp = np.log(np.full((space.num_states, 2), 0.5))
+    op = sj.Operator(space, log_probs=lp, copy=False)
+    assert np.shares_memory(op.log_probs, lp) and not lp.flags.writeable
+    lp2 = np.log(np.full((space.num_states, 2), 0.5))
+    op2 = sj.Operator(space, log_probs=lp2)
+    assert not np.shares_memory(op2.log_probs, lp2) and lp2.flags.writeable
+
+
+def test_logit_rounding_without_copies_matches_the_masked_formula():
+    """The bound reads the largest finite |log q| through masks, not a copy of the finite entries:
+    the same value as the formula on the copied entries (a table with -inf off its support)."""
+    from semio_jax.core.operator import EPS, logit_rounding
+
+    lp = np.log(np.random.default_rng(3).dirichlet(np.ones(4), size=50))
+    lp[::7, 1] = -np.inf
+    lp[3, 2] = -700.0
+    finite = lp[np.isfinite(lp)]
+    delta = (4.0 * np.max(np.abs(finite)) + 4.0 * np.log(4) + 2 * 4 + 8) * EPS
+    assert logit_rounding(lp) == np.expm1(delta) + EPS
+    assert logit_rounding(np.full((2, 3), -np.inf)) == np.expm1((4.0 * np.log(3) + 14) * EPS) + EPS
+
+
+def test_from_logits_holds_two_tables_at_its_peak():
+    """From a float32 logit table: the log-probabilities and their exp, nothing a table's size beside
+    them (the computed table is taken over, not copied; the rounding bound copies nothing)."""
+    from helpers import traced_peak
+
+    space = sj.StateSpace(2, 19, prefixes=False)  # 2^19 rows: the procedure's batches are an eighth of it
+    logits = np.random.default_rng(0).normal(size=(space.num_states, 2)).astype(np.float32)
+    proc = S.parse("temperature=0.7")
+    sj.Operator.from_logits(space, proc, logits[:8].repeat(space.num_states // 8, axis=0))  # (first-call set-up)
+    op, peak = traced_peak(sj.Operator.from_logits, space, proc, logits)
+    table = op.probs.nbytes
+    assert peak <= 2.5 * table, peak / table  # 2.2 now; 4.1 when the table was copied and its entries too

@@ -70,18 +70,23 @@ class Operator:
       logits: the model's logits float32[num_states, N] when kept (lets
         :meth:`with_procedure` re-derive the operator without the model).
       model_info: JSON-able description of the model.
+
+    The table (``probs`` or ``log_probs``) is copied unless ``copy=False``: then a float64 array is
+    taken over as it is and made read-only (the caller must not write to it again).
     """
 
     def __init__(self, space: StateSpace, probs=None, procedure: Procedure | None = None,
                  logits=None, model_info: dict | None = None, validate: bool = True, *,
-                 log_probs=None, table_rounding: float = 0.0):
+                 log_probs=None, table_rounding: float = 0.0, copy: bool = True):
         self.space = space
         table = log_probs if log_probs is not None else probs
         if table is None:
             raise ValueError("give the transition table as probs or as log_probs")
         if np.iscomplexobj(table):
             raise NotStochasticError("the probability table is complex; transition probabilities are real numbers")
-        table = np.array(table, dtype=np.float64, copy=True)
+        # copy=False: the operator takes over a float64 table nobody else writes to (and makes it
+        # read-only), as from_logits does with the table it has just computed: a table less at the peak
+        table = np.array(table, dtype=np.float64, copy=copy)
         if table.shape != (space.num_states, space.n_tokens):
             raise LogitsShapeError(
                 f"probability table has shape {table.shape}, expected "
@@ -115,25 +120,32 @@ class Operator:
         float64 log-probabilities, and the rounding bound of :func:`logit_rounding`."""
         log_probs = apply_procedure(procedure, np.asarray(logits))
         return cls(space, procedure=procedure, logits=logits if keep_logits else None, model_info=model_info,
-                   log_probs=log_probs, table_rounding=logit_rounding(log_probs))
+                   log_probs=log_probs, table_rounding=logit_rounding(log_probs), copy=False)
 
     # -------------------------------------------------------------- checks
     def validate(self, tol: float = ROW_SUM_TOL) -> "Operator":
-        """Check rows are probability vectors; raise NotStochasticError naming the worst row."""
-        p = self.probs
-        if (p < 0).any():
-            s = int(np.argwhere(p < 0)[0, 0])
-            raise NotStochasticError(f"row {s} (state {self.space.label(s)}) has a negative entry: {p[s]}")
-        bad = ~np.isfinite(p) | np.isnan(self.log_probs) | np.isposinf(self.log_probs)
-        if bad.any():
-            s = int(np.argwhere(bad)[0, 0])
-            raise NotStochasticError(f"row {s} (state {self.space.label(s)}) contains NaN/inf: {p[s]}")
-        dev = np.abs(p.sum(axis=1) - 1.0)
-        worst = int(np.argmax(dev)) if dev.size else 0
-        if dev.size and dev[worst] > tol:
+        """Check rows are probability vectors; raise NotStochasticError naming the worst row.
+
+        Done in blocks of APPLY_BATCH rows, so its temporaries stay a block's size, not the table's."""
+        p, lp = self.probs, self.log_probs
+        worst, worst_dev = 0, -1.0
+        for lo in range(0, p.shape[0], APPLY_BATCH):
+            pb, lb = p[lo:lo + APPLY_BATCH], lp[lo:lo + APPLY_BATCH]
+            if (pb < 0).any():
+                s = lo + int(np.argwhere(pb < 0)[0, 0])
+                raise NotStochasticError(f"row {s} (state {self.space.label(s)}) has a negative entry: {p[s]}")
+            bad = ~np.isfinite(pb) | np.isnan(lb) | np.isposinf(lb)
+            if bad.any():
+                s = lo + int(np.argwhere(bad)[0, 0])
+                raise NotStochasticError(f"row {s} (state {self.space.label(s)}) contains NaN/inf: {p[s]}")
+            dev = np.abs(pb.sum(axis=1) - 1.0)
+            k = int(np.argmax(dev)) if dev.size else 0
+            if dev.size and dev[k] > worst_dev:
+                worst, worst_dev = lo + k, float(dev[k])
+        if worst_dev > tol:
             raise NotStochasticError(
                 f"row {worst} (state {self.space.label(worst)}) sums to {p[worst].sum()!r}, "
-                f"off by {dev[worst]:.3e} > {tol:g}; normalise the table or check the model's logits"
+                f"off by {worst_dev:.3e} > {tol:g}; normalise the table or check the model's logits"
             )
         return self
 
@@ -324,8 +336,8 @@ def logit_rounding(log_probs: np.ndarray) -> float:
     |log q| + log N), and exp(log q) carries a relative error of at most expm1(delta) + eps.
     """
     lp = np.asarray(log_probs)
-    finite = lp[np.isfinite(lp)]
+    finite = np.isfinite(lp)  # (a bool mask: no copy of the table's finite entries)
     n = lp.shape[-1]
-    big = float(np.max(np.abs(finite))) if finite.size else 0.0
+    big = max(-float(np.min(lp, where=finite, initial=0.0)), float(np.max(lp, where=finite, initial=0.0)))
     delta = (4.0 * big + 4.0 * np.log(max(n, 1)) + 2 * n + 8) * EPS
     return float(np.expm1(delta) + EPS)
