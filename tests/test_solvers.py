@@ -102,7 +102,13 @@ def test_bicgstab_keeps_seven_vectors():
         return np.multiply(diag, v, out=out)
 
     solvers.bicgstab(matvec, b, _identity, _accept_to(1e-10), max_matvecs=200)  # (numba's first-call loading)
-    (x, info), peak = traced_peak(solvers.bicgstab, matvec, b, _identity, _accept_to(1e-10), max_matvecs=200)
+    x0 = np.zeros(n)
+    (x, info), peak = traced_peak(solvers.bicgstab, matvec, b, _identity, _accept_to(1e-10), max_matvecs=200, x0=x0)
     assert info.converged
     np.testing.assert_allclose(x, b / diag, rtol=1e-9)
     assert peak <= 7.5 * 8 * n, peak / (8 * n)
+    # from x = 0 (no x0) the first shadow residual is b itself: six vectors, and the same iterates
+    (x1, info1), peak1 = traced_peak(solvers.bicgstab, matvec, b, _identity, _accept_to(1e-10), max_matvecs=200)
+    assert peak1 <= 6.5 * 8 * n, peak1 / (8 * n)
+    assert info1.matvecs + 1 == info.matvecs  # (x0 given: one product for its residual)
+    np.testing.assert_array_equal(x1, x)

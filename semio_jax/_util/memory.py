@@ -11,8 +11,10 @@ halfway through. Budgets are fractions of ``available_memory()``:
 Counting convention (:func:`estimate_memory`): per state and token, the
 float64 probability table (8 bytes), the float64 log-probabilities that carry
 the exact support (8 bytes), the model's float32 logits when kept (4 bytes); plus
-8 float64 work vectors of length |S| for the analyses. Successors are arithmetic
-and never stored.
+15 vectors of 8 bytes per state for the analyses: a certified Krylov solve peaks at 12
+(BiCGSTAB's six, its right-hand side, the greedy factor's two, pi and the row sums;
+tests/test_krylov.py measures it) beside the class structure's three int64 vectors.
+Successors are arithmetic and never stored.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def estimate_memory(space, keep_logits: bool = True) -> dict:
         "probs (float64)": 8 * s * n,
         "log-probs (float64)": 8 * s * n,
         "logits (float32)": 4 * s * n if keep_logits else 0,
-        "work vectors": 8 * 8 * s,
+        "work vectors": 15 * 8 * s,
     }
     items["total"] = sum(items.values())
     return items

@@ -71,6 +71,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from scipy.linalg import blas as _blas
 
 from ..errors import ConvergenceError
 from . import compiled
@@ -81,6 +82,13 @@ __all__ = ["GreedyFactor", "KrylovInfo", "basis_budget", "gmres", "bicgstab", "k
            "certified_max_time_structured", "hitting_time_certificate"]
 
 _EPS = float(np.finfo(np.float64).eps)
+
+
+def _l1(r: np.ndarray) -> float:
+    """||r||_1 without an |r| temporary (BLAS dasum) where r is a contiguous float64 vector."""
+    if r.dtype == np.float64 and r.ndim == 1 and r.flags.c_contiguous:
+        return float(_blas.dasum(r))
+    return float(np.abs(r).sum())
 
 #: path weights of the greedy factor's doubling levels below this are dropped (see GreedyFactor)
 TINY_WEIGHT = 2.0**-30
@@ -502,6 +510,7 @@ def stationary_krylov(op, members: np.ndarray, tol: float = 1e-12, max_matvecs: 
         for _ in range(8):
             v = v * (1.0 - kern.exits) + kern.push_off(v)
         reference = int(np.argmax(v))
+        del v  # (not kept beside the solve)
     j = int(reference)
     sink = np.zeros(size, dtype=bool)
     sink[j] = True
@@ -510,7 +519,7 @@ def stationary_krylov(op, members: np.ndarray, tol: float = 1e-12, max_matvecs: 
     target = 0.5 * tol  # leave room for the clipping and normalisation that follow
 
     def tol2(r, total):  # the 2-norm target of the recursion that makes the L1 target likely
-        ratio = float(np.abs(r).sum()) / max(float(np.linalg.norm(r)), 1e-300)
+        ratio = _l1(r) / max(float(np.linalg.norm(r)), 1e-300)
         return 0.5 * target * max(total, 1e-300) / (2.0 * max(ratio, 1.0))
 
     if form == "rank_one":
@@ -522,7 +531,7 @@ def stationary_krylov(op, members: np.ndarray, tol: float = 1e-12, max_matvecs: 
         def accept(x, r):
             # r = u - x A gives x (I - P) = (1 - x 1) u - r: the L1 residual of x / (x 1) from r
             total = abs(float(x.sum()))
-            l1 = (abs(1.0 - float(x.sum())) + float(np.abs(r).sum())) / max(total, 1e-300)
+            l1 = (abs(1.0 - float(x.sum())) + _l1(r)) / max(total, 1e-300)
             info.history.append(l1)
             return l1 <= target, tol2(r, total)
 
@@ -546,7 +555,7 @@ def stationary_krylov(op, members: np.ndarray, tol: float = 1e-12, max_matvecs: 
 
         def accept(y, r):
             total = 1.0 + float(y.sum())
-            l1 = (float(np.abs(r).sum()) + abs(float(r.sum()))) / max(total, 1e-300)
+            l1 = (_l1(r) + abs(float(r.sum()))) / max(total, 1e-300)
             info.history.append(l1)
             return l1 <= target, tol2(r, total)
 

@@ -12,7 +12,7 @@ and a solver's recursively updated residual never passes for the real one.
 
 * **BiCGSTAB** (van der Vorst 1992): two products and two preconditioner solves a step,
   seven vectors in all (x, r, r^, p, v, t, and one buffer that holds the preconditioned
-  direction, then the preconditioned residual). Its recursive residual drifts from the
+  direction, then the preconditioned residual; from x = 0 the first r^ is b itself: six). Its recursive residual drifts from the
   true one in floating point; it is replaced by the true residual each time the recursion
   reports the target (or every ``check`` steps), which also restarts the recurrences.
   Breakdowns ((r^, r) or (r^, v) exactly 0, a non-finite scalar) restart it; two restarts
@@ -169,6 +169,7 @@ def bicgstab(matvec, b: np.ndarray, precond, accept, *, check: int = 60, max_mat
         r = b - matvec(x, t)
         info.matvecs += 1
     stalls, best = 0, float("inf")
+    first = x0 is None  # r is still b, unchanged
     while True:
         # --- true residual: accept, replace, restart the recurrences
         converged, tol2, beta = _consult(accept, x, r, info)
@@ -181,7 +182,10 @@ def bicgstab(matvec, b: np.ndarray, precond, accept, *, check: int = 60, max_mat
         if stalls >= 2:
             return x, info
         info.restarts += 1
-        rhat = r.copy()
+        # the shadow residual r^ = r at each restart; on the first from x = 0 that is b itself,
+        # which the caller keeps and nothing here writes to: no copy (a vector less at the peak)
+        rhat = b if first and b.dtype == np.float64 and b.flags.c_contiguous else r.copy()
+        first = False
         p.fill(0.0)
         v.fill(0.0)
         rho = alpha = omega = 1.0
