@@ -578,3 +578,13 @@ def test_hitting_time_certificate_keeps_two_vectors():
     (tau, steps), peak = traced_peak(krylov.hitting_time_certificate, kern, inside, sink, pi)
     assert tau is not None and tau > 1.0
     assert peak <= 2.5 * 8 * kern.size, peak / (8 * kern.size)
+
+
+def test_direct_solves_of_a_class_never_build_the_whole_matrix():
+    """GTH and LU take the class's block from op.block (O(|C| N)), not by slicing op.csr, which would
+    build and cache the whole operator's matrix (about three probability tables)."""
+    op = window_operator(ngram_logits(10, order=3, seed=4), 2, 10, 0.7)
+    for method in ("gth", "lu"):
+        fresh = sj.Operator(op.space, op.probs)
+        res = sj.stationary_result(fresh, method=method)
+        assert res.error_bounds[0] is not None and "csr" not in fresh.__dict__

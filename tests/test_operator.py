@@ -138,6 +138,27 @@ def test_to_scipy_equals_dense_reference(op):
 
 @pytest.mark.property
 @given(operators(), st.integers(0, 2**32 - 1))
+def test_block_is_the_dense_matrix_restricted(op, seed):
+    """op.block(states) = the hand-built dense matrix's rows and columns at ``states``, in their order
+    (a random subset, shuffled), with no explicit zeros; and it never builds the whole CSR."""
+    rng = np.random.default_rng(seed)
+    states = rng.permutation(op.num_states)[: rng.integers(0, op.num_states + 1)]
+    blk = op.block(states)
+    assert "csr" not in op.__dict__
+    np.testing.assert_array_equal(blk.toarray(), dense_reference(op)[np.ix_(states, states)])
+    assert (blk.data != 0).all() and blk.has_sorted_indices
+
+
+def test_block_refuses_repeated_or_foreign_states(ngram3):
+    op = sj.build_operator(ngram3, sj.StateSpace(3, 3), "temperature=1")
+    with pytest.raises(ValueError, match="distinct"):
+        op.block([1, 2, 1])
+    with pytest.raises(IndexError):
+        op.block([0, op.num_states])
+
+
+@pytest.mark.property
+@given(operators(), st.integers(0, 2**32 - 1))
 def test_push_pull_equal_dense_products(op, seed):
     rng = np.random.default_rng(seed)
     dense = dense_reference(op)

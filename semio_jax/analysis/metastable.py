@@ -391,7 +391,7 @@ def metastable_sets(op, k: int | None = None, attractor: int | None = None, thre
     if n < 2:
         raise ValueError(f"attractor {attractor} has a single state: nothing to partition")
     pi = stationary_result(op).distribution(attractor)[members]
-    block = op.csr[members][:, members].tocsr()
+    block = op.block(members)
 
     def matvec(f):
         full = np.zeros(op.num_states)

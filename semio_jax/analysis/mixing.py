@@ -168,7 +168,7 @@ def _split_perron(vals: np.ndarray, left: np.ndarray) -> tuple[int, np.ndarray]:
 
 
 def _dense_spectrum(op, a: int, members: np.ndarray, period: int) -> ClassSpectrum:
-    block = op.csr[members][:, members].toarray()
+    block = op.block(members).toarray()
     vals, vl = sla.eig(block, left=True, right=False)
     left = vl.conj()  # x P = lambda x  <=>  vl^H P = lambda vl^H
     j, rest = _split_perron(vals, left)

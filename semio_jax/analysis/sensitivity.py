@@ -200,7 +200,7 @@ def _transient_radius(op, starts: np.ndarray) -> float | None:
         return 0.0
     if tr.size > DENSE_MAX:
         return None
-    block = op.csr[tr][:, tr].toarray()
+    block = op.block(tr).toarray()
     return float(np.max(np.abs(sla.eigvals(block)))) if tr.size else 0.0
 
 

@@ -302,7 +302,7 @@ class StationaryResult:
 
 
 def _class_matrix(op, members: np.ndarray) -> sp.csr_matrix:
-    return op.csr[members][:, members].tocsr()
+    return op.block(members)
 
 
 def _reference_state(block: sp.csr_matrix, iters: int = 200) -> int:

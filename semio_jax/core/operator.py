@@ -223,6 +223,32 @@ class Operator:
         mat.eliminate_zeros()
         return mat
 
+    def block(self, states) -> sp.csr_matrix:
+        """P restricted to ``states`` (distinct indices, any order): CSR [m, m], row and column i are
+        ``states[i]``, moves leaving the set dropped; the same matrix as ``csr[states][:, states]``.
+
+        Built from the arithmetic successors of the m rows alone (O(m N) memory): unlike slicing
+        :attr:`csr` it never builds the whole operator's matrix, which costs about three probability
+        tables and stays cached (on a trained 27-token model, a 4856-state class in a 551,880-state
+        space: 460 MiB at the peak).
+        """
+        st = np.asarray(states, dtype=np.int64).ravel()
+        m, n = st.size, self.n_tokens
+        if m and (st.min() < 0 or st.max() >= self.num_states):
+            raise IndexError(f"states must lie in [0, {self.num_states}); got {st.min()}..{st.max()}")
+        order = np.argsort(st, kind="stable")
+        srt = st[order]
+        if m > 1 and not np.all(srt[1:] > srt[:-1]):
+            raise ValueError("states must be distinct")
+        probs = self.probs[st]  # [m, N]
+        succ = self.space.successors_of(st[:, None], np.arange(n, dtype=np.int64)[None, :])  # [m, N]
+        pos = np.minimum(np.searchsorted(srt, succ), max(m - 1, 0))  # [m, N]
+        hit = (probs != 0.0) & (srt[pos] == succ) if m else np.zeros((0, n), dtype=bool)
+        rows = np.broadcast_to(np.arange(m)[:, None], (m, n))[hit]
+        out = sp.csr_matrix((probs[hit], (rows, order[pos[hit]])), shape=(m, m))
+        out.sort_indices()
+        return out
+
     def to_scipy(self, fmt: str = "csr") -> sp.spmatrix:
         """The operator as a new scipy.sparse matrix [num_states, num_states] (zero entries dropped)."""
         return self.csr.copy().asformat(fmt)
