@@ -179,3 +179,29 @@ def test_check_hitting_mean_row_needs_enough_chains_for_its_skewness(op3, ngram3
     need = int(few.reasons()[0].split("C >= ")[1].split(" ")[0])
     enough = check_hitting(op3, ngram3, target, [1], n_chains=need, seed=0)
     assert any("E[min" in r.quantity for r in enough.rows) and not enough.inconclusive, enough.table()
+
+
+def test_small_solves_in_a_big_space_never_build_the_whole_matrix(split_ngram):
+    """Hitting times, committors and basins by sparse LU take the unknown states' rows (op.rows), not
+    slices of op.csr, which would build and cache the whole operator's matrix (three tables)."""
+    op = sj.build_operator(split_ngram, sj.StateSpace(4, 4), "temperature=1")
+    members = sj.attractors(op)
+    target = members[0][:3]
+    h = hitting_times(op, target)
+    c = committor(op, members[0][:2], members[1][:2])
+    assert "csr" not in op.__dict__
+    # two absorbing windows (0000, 1111) and a token 2 that can lead to either: basins has states to solve
+    table = np.random.default_rng(3).normal(size=(3, 3))
+    table[0, 1:] = -np.inf
+    table[1, [0, 2]] = -np.inf
+    bop = sj.build_operator(sj.NGramModel(table, context_length=4), sj.StateSpace(3, 4), "temperature=1")
+    b = sj.basins_result(bop)
+    assert b.n_solved > 0 and "csr" not in bop.__dict__
+    from helpers import exact_absorption
+
+    exact = exact_absorption(bop, sj.attractors(bop))[0]
+    assert np.max(np.abs(b.probabilities - exact)) <= b.error_bound
+    succ = op.successors
+    np.testing.assert_allclose(h, hitting_times_reference(op.probs, succ, state_set(op, target)), rtol=1e-10)
+    ref = committor_reference(op.probs, succ, state_set(op, members[0][:2]), state_set(op, members[1][:2]))
+    np.testing.assert_allclose(c, ref, atol=1e-12)

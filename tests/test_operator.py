@@ -149,6 +149,26 @@ def test_block_is_the_dense_matrix_restricted(op, seed):
     assert (blk.data != 0).all() and blk.has_sorted_indices
 
 
+@pytest.mark.property
+@given(operators(), st.integers(0, 2**32 - 1))
+def test_rows_are_the_dense_rows_and_lose_their_diagonal_exactly(op, seed):
+    """op.rows(states) = the hand-built dense matrix's rows at ``states`` over all columns; off_diagonal
+    with the rows' own columns as diagonal removes exactly P[s, s] and sums the rest (no 1 - p_ss)."""
+    from semio_jax.linalg.mmatrix import off_diagonal
+
+    rng = np.random.default_rng(seed)
+    states = rng.permutation(op.num_states)[: rng.integers(0, op.num_states + 1)]
+    dense = dense_reference(op)
+    got = op.rows(states)
+    assert "csr" not in op.__dict__ and (got.data != 0).all()
+    np.testing.assert_array_equal(got.toarray(), dense[states])
+    off, exits = off_diagonal(got, states)
+    want = dense[states].copy()
+    want[np.arange(states.size), states] = 0.0
+    np.testing.assert_array_equal(off.toarray(), want)
+    np.testing.assert_allclose(exits, want.sum(axis=1), rtol=1e-15, atol=0)
+
+
 def test_block_refuses_repeated_or_foreign_states(ngram3):
     op = sj.build_operator(ngram3, sj.StateSpace(3, 3), "temperature=1")
     with pytest.raises(ValueError, match="distinct"):

@@ -264,15 +264,15 @@ def basins_result(op) -> BasinsResult:
     if unknown.size > KRYLOV_MIN:
         x, residual, tmax, bound = _solve_krylov(op, owner, unknown, reach_u)
     elif unknown.size:
-        mat = op.csr
+        rows = op.rows(unknown)  # [U, S]: only the undetermined states' rows, never the whole matrix
         known = np.flatnonzero(owner >= 0)
-        off, exits = off_diagonal(mat)  # P without its diagonal; exits = 1 - p_ii
-        q = off[unknown][:, unknown].tocsc()
+        off, exits = off_diagonal(rows, unknown)  # P_U. without its diagonal; exits = 1 - p_ii
+        q = off[:, unknown].tocsc()
         # rhs[u, a] = P(u -> the states that end in a for sure)
-        flow = mat[unknown][:, known].tocoo()
+        flow = rows[:, known].tocoo()
         rhs = np.zeros((unknown.size, m))
         np.add.at(rhs, (flow.row, owner[known][flow.col]), flow.data)
-        a_mat = (sp.diags(exits[unknown]) - q).tocsc()  # I - Q_UU without cancellation on the diagonal
+        a_mat = (sp.diags(exits) - q).tocsc()  # I - Q_UU without cancellation on the diagonal
         try:
             lu = spla.splu(a_mat, permc_spec="COLAMD")
         except RuntimeError as e:  # "Factor is exactly singular": cancellation on a very stiff chain

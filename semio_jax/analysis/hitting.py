@@ -118,8 +118,10 @@ def _solve(op, unknown: np.ndarray, rhs: np.ndarray, times_rhs: bool = False):
 def _solve_lu(op, unknown: np.ndarray, rhs: np.ndarray, times_rhs: bool = False):
     """(I - Q_UU) x = rhs by sparse LU with two refinement steps."""
 
-    off, exits = off_diagonal(op.csr)  # P without its diagonal; exits = 1 - p_ii without cancellation
-    a_mat = (sp.diags(exits[unknown]) - off[unknown][:, unknown]).tocsc()  # I - Q_UU
+    # the unknown states' rows only (never the whole matrix), without their diagonal; exits = 1 - p_ii
+    # without cancellation
+    off, exits = off_diagonal(op.rows(unknown), unknown)
+    a_mat = (sp.diags(exits) - off[:, unknown]).tocsc()  # I - Q_UU
     try:
         lu = spla.splu(a_mat, permc_spec="COLAMD")
     except RuntimeError as e:  # "Factor is exactly singular": moves below the float64 range decide the times
@@ -270,7 +272,7 @@ def _committor_cached(op, a: bytes, b: bytes) -> CommittorResult:
             rhs = krylov.ChainKernels(op).pull_off(np.where(zero | one, c, 0.0))[unknown]
         else:
             known = np.flatnonzero(zero | one)
-            rhs = op.csr[unknown][:, known] @ c[known]
+            rhs = op.rows(unknown)[:, known] @ c[known]
         x, residual, tmax, bound = _solve(op, unknown, rhs)
         c[unknown] = np.clip(x, 0.0, 1.0)
     c.setflags(write=False)

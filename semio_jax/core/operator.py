@@ -249,6 +249,22 @@ class Operator:
         out.sort_indices()
         return out
 
+    def rows(self, states) -> sp.csr_matrix:
+        """The rows of P at ``states``: CSR [m, num_states], row i is ``states[i]``'s law over all
+        states (zeros dropped); the same matrix as ``csr[states]``, built from those rows alone
+        (O(m N) memory, no whole-operator matrix)."""
+        st = np.asarray(states, dtype=np.int64).ravel()
+        m, n = st.size, self.n_tokens
+        if m and (st.min() < 0 or st.max() >= self.num_states):
+            raise IndexError(f"states must lie in [0, {self.num_states}); got {st.min()}..{st.max()}")
+        probs = self.probs[st]  # [m, N]
+        succ = self.space.successors_of(st[:, None], np.arange(n, dtype=np.int64)[None, :])  # [m, N]
+        hit = probs != 0.0
+        rows = np.broadcast_to(np.arange(m)[:, None], (m, n))[hit]
+        out = sp.csr_matrix((probs[hit], (rows, succ[hit])), shape=(m, self.num_states))
+        out.sort_indices()
+        return out
+
     def to_scipy(self, fmt: str = "csr") -> sp.spmatrix:
         """The operator as a new scipy.sparse matrix [num_states, num_states] (zero entries dropped)."""
         return self.csr.copy().asformat(fmt)

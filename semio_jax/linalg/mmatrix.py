@@ -27,15 +27,21 @@ __all__ = ["off_diagonal", "certified_max_time", "EPS"]
 EPS = float(np.finfo(np.float64).eps)
 
 
-def off_diagonal(mat: sp.spmatrix) -> tuple[sp.csr_matrix, np.ndarray]:
+def off_diagonal(mat: sp.spmatrix, diag_cols: np.ndarray | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
     """(mat without its diagonal, its row sums): for a stochastic row the sum is 1 - p_ii.
 
     I - Q is built as diag(exits) - offdiag(Q) so that a state that stays put with
     probability 1 - 1e-20 (its diagonal rounds to 1.0) keeps its true exit rate
-    instead of a cancelled 0 that makes the matrix singular.
+    instead of a cancelled 0 that makes the matrix singular. ``diag_cols``: for a block of
+    rows [m, S] of a square matrix, row i's diagonal entry is in column ``diag_cols[i]``.
     """
-    off = (mat - sp.diags(mat.diagonal())).tocsr()  # x - x == 0 exactly: removes the diagonal
-    off.eliminate_zeros()
+    if diag_cols is None:
+        off = (mat - sp.diags(mat.diagonal())).tocsr()  # x - x == 0 exactly: removes the diagonal
+        off.eliminate_zeros()
+    else:
+        coo = mat.tocoo()
+        keep = coo.col != np.asarray(diag_cols, dtype=np.int64)[coo.row]
+        off = sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=mat.shape)
     return off, np.asarray(off.sum(axis=1)).ravel()
 
 
