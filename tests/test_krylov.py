@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import semio_jax as sj
-from semio_jax.linalg import krylov
+from semio_jax.linalg import compiled, krylov
 from semio_jax.analysis.greedy import functional_graph
 from semio_jax.testing import operators, spaces
 
@@ -588,3 +588,73 @@ def test_direct_solves_of_a_class_never_build_the_whole_matrix():
         fresh = sj.Operator(op.space, op.probs)
         res = sj.stationary_result(fresh, method=method)
         assert res.error_bounds[0] is not None and "csr" not in fresh.__dict__
+
+
+def _certificate_cases():
+    """(kernels, inside, sink, dense P on the kernels' states) for the structured kernels on a whole
+    space and for a sparse block (a 32-state closed class among 1024 windows)."""
+    from helpers import dense_reference
+
+    op = window_operator(np.random.default_rng(110).normal(size=(2**6, 2)), 2, 6, 1.0)
+    kern = krylov.ChainKernels(op, full_only=True)
+    sink = np.arange(kern.size) % 2 == 0  # every window ending in 0: each row can step into the sink
+    inside = np.ones(kern.size, dtype=bool)
+    yield kern, inside, sink, dense_reference(op)
+    big = _group_chain()  # two 32-state closed classes among 1024 windows
+    members = sj.attractors(big)[0]
+    block = krylov.BlockKernels(big, members)
+    sink2 = np.zeros(block.size, dtype=bool)
+    sink2[5] = True
+    yield block, np.ones(block.size, dtype=bool), sink2, big.block(members).toarray()
+
+
+@pytest.mark.parametrize("use_compiled", [True, False])
+def test_certified_max_time_is_sound_whatever_lies_off_the_rows(use_compiled, monkeypatch):
+    """The M-matrix certificate against the exact max E[T] = max (I - Q)^{-1} 1: at least it, and
+    within 1e-9 for the exact t; the same value whatever t_hat holds off the rows (negative, NaN, inf:
+    the pull must see zeros there); None for a NaN, inf or negative t on a row; sound for half of t;
+    and the same when ``out`` is t_hat itself (the pull must not overwrite what it reads)."""
+    monkeypatch.setattr(compiled, "AVAILABLE", use_compiled)
+    for kern, inside, sink, dense in _certificate_cases():
+        rows = inside & ~sink
+        q = np.where(np.outer(rows, rows), dense, 0.0)[np.ix_(rows, rows)]
+        t_exact = np.zeros(kern.size)
+        t_exact[rows] = np.linalg.solve(np.eye(rows.sum()) - q, np.ones(rows.sum()))
+        exact = float(t_exact.max())
+        tau = krylov.certified_max_time_structured(kern, inside, sink, t_exact)
+        assert exact <= tau <= exact * (1 + 1e-9), (exact, tau)
+        for junk in (-1e6, np.nan, np.inf):
+            t = t_exact.copy()
+            t[~rows] = junk
+            assert krylov.certified_max_time_structured(kern, inside, sink, t) == tau
+        tiny = np.where(rows, 1e-3, -1e6)  # small on the rows, hugely negative at the sink
+        got = krylov.certified_max_time_structured(kern, inside, sink, tiny)
+        assert got is None or got >= exact
+        assert krylov.certified_max_time_structured(kern, inside, sink, 0.5 * t_exact) >= exact
+        for bad in (np.nan, np.inf, -1e-3):
+            t = t_exact.copy()
+            t[np.flatnonzero(rows)[1]] = bad
+            assert krylov.certified_max_time_structured(kern, inside, sink, t) is None
+        t = t_exact.copy()
+        assert krylov.certified_max_time_structured(kern, inside, sink, t, out=t) == tau
+        np.testing.assert_array_equal(t, t_exact)
+
+
+def test_hitting_time_certificate_ignores_weights_off_the_unknowns():
+    """Only the weights on U = inside minus sink enter: a NaN or inf at the sink gives the same tau as
+    pi itself (it used to make every inner product NaN and the iteration give up)."""
+    op = CERT_CHAINS["random-N3"]()
+    members = sj.attractors(op)[0]
+    pi = _exact_pi(op, members)
+    kern = krylov.ChainKernels(op, full_only=True)
+    inside = np.zeros(kern.size, dtype=bool)
+    inside[members] = True
+    sink = np.zeros(kern.size, dtype=bool)
+    j = int(members[np.argmax(pi[members])])
+    sink[j] = True
+    tau, _ = krylov.hitting_time_certificate(kern, inside, sink, pi[: kern.size])
+    assert tau is not None
+    for junk in (np.nan, np.inf):
+        w = pi[: kern.size].copy()
+        w[j] = junk
+        assert krylov.hitting_time_certificate(kern, inside, sink, w)[0] == tau

@@ -385,6 +385,10 @@ def test_copy_false_takes_the_table_over():
     lp2 = np.log(np.full((space.num_states, 2), 0.5))
     op2 = sj.Operator(space, log_probs=lp2)
     assert not np.shares_memory(op2.log_probs, lp2) and lp2.flags.writeable
+    p32 = np.full((space.num_states, 2), 0.5, dtype=np.float32)  # not float64: converted, the caller's untouched
+    op3 = sj.Operator(space, p32, copy=False)
+    assert op3.probs.dtype == np.float64 and p32.flags.writeable and not np.shares_memory(op3.probs, p32)
+    assert sj.Operator(space, p32.tolist(), copy=False).probs.dtype == np.float64
 
 
 def test_logit_rounding_without_copies_matches_the_masked_formula():
@@ -413,3 +417,18 @@ def test_from_logits_holds_two_tables_at_its_peak():
     op, peak = traced_peak(sj.Operator.from_logits, space, proc, logits)
     table = op.probs.nbytes
     assert peak <= 2.5 * table, peak / table  # 2.2 now; 4.1 when the table was copied and its entries too
+
+
+def test_validate_finds_bad_rows_past_the_first_block():
+    """validate works in blocks of APPLY_BATCH rows: a bad row in the third block is found and named
+    (its index counted from the table's start), for each kind of defect."""
+    from semio_jax.core.operator import APPLY_BATCH
+
+    space = sj.StateSpace(2, 18, prefixes=False)
+    row = 2 * APPLY_BATCH + 12345
+    assert row < space.num_states
+    for value, msg in ((np.nan, "NaN"), (-0.25, "negative"), (0.75, "sums to")):
+        probs = np.full((space.num_states, 2), 0.5)
+        probs[row, 0] = value
+        with pytest.raises(sj.NotStochasticError, match=rf"row {row} .*{msg}"):
+            sj.Operator(space, probs)

@@ -72,7 +72,8 @@ class Operator:
       model_info: JSON-able description of the model.
 
     The table (``probs`` or ``log_probs``) is copied unless ``copy=False``: then a float64 array is
-    taken over as it is and made read-only (the caller must not write to it again).
+    taken over as it is and made read-only (the caller must not write to it again); any other
+    array or sequence is converted (a copy, as with ``copy=True``).
     """
 
     def __init__(self, space: StateSpace, probs=None, procedure: Procedure | None = None,
@@ -86,7 +87,7 @@ class Operator:
             raise NotStochasticError("the probability table is complex; transition probabilities are real numbers")
         # copy=False: the operator takes over a float64 table nobody else writes to (and makes it
         # read-only), as from_logits does with the table it has just computed: a table less at the peak
-        table = np.array(table, dtype=np.float64, copy=copy)
+        table = np.array(table, dtype=np.float64, copy=True) if copy else np.asarray(table, dtype=np.float64)
         if table.shape != (space.num_states, space.n_tokens):
             raise LogitsShapeError(
                 f"probability table has shape {table.shape}, expected "

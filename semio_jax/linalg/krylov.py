@@ -623,6 +623,8 @@ def hitting_time_certificate(kern: ChainKernels, inside: np.ndarray, sink: np.nd
     full = bool(inside.all())
     outside = None if full else ~u
     w = np.asarray(weights, dtype=np.float64)[: kern.size]
+    if not np.isfinite(w).all():  # (a weight off U is never read as such, but NaN * 0 would be)
+        w = np.where(u & np.isfinite(w), w, 0.0)
 
     def restrict(v):  # v <- v on U, 0 elsewhere
         if full:
@@ -692,6 +694,8 @@ def certified_max_time_structured(kern: ChainKernels, inside: np.ndarray, sink: 
     t = np.asarray(t_hat, dtype=np.float64)
     if t.shape != (kern.size,) or np.any(t, where=~rows):
         t = np.where(rows, t, 0.0)  # Q drops the edges leaving the rows: the pull must see zeros there
+    if out is not None and np.shares_memory(out, t):
+        out = None  # (the pull would overwrite t while reading it)
     off = kern.pull_off(t, out)
     c, tmax, bad = compiled.certify_rows(kern.exits, t, off, rows, 2 * (kern.n_tok + 3) * _EPS)
     if bad:
