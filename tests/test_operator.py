@@ -432,3 +432,17 @@ def test_validate_finds_bad_rows_past_the_first_block():
         probs[row, 0] = value
         with pytest.raises(sj.NotStochasticError, match=rf"row {row} .*{msg}"):
             sj.Operator(space, probs)
+
+
+@pytest.mark.parametrize("n,rows", [(2, 65536), (4, 65536), (16, 16384), (27, 9709), (32, 8192), (4096, 1024)])
+def test_procedure_chunks_hold_a_bounded_number_of_bytes(n, rows, monkeypatch):
+    """from_logits applies the procedure in chunks of APPLY_BYTES of float64 (at most APPLY_BATCH rows,
+    at least 1024): at N = 27 a 65536-row chunk's temporaries kept the build ~110 MiB above its output."""
+    import importlib
+
+    opm = importlib.import_module("semio_jax.core.operator")
+    seen = []
+    monkeypatch.setattr(opm, "exact_log_probabilities", lambda proc, z, batch: seen.append(batch) or
+                        np.log(np.full(np.shape(z), 1.0 / np.shape(z)[-1])))
+    opm.apply_procedure(S.parse("temperature=1"), np.zeros((3, n), np.float32))
+    assert seen == [rows]

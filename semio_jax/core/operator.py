@@ -54,7 +54,11 @@ ROW_SUM_TOL = 1e-12
 EPS = float(np.finfo(np.float64).eps)
 #: below this a positive float64 is near the subnormal range, where relative rounding bounds fail
 TINY = 1e-290
-APPLY_BATCH = 65536  # logit rows per compiled procedure call
+APPLY_BATCH = 65536  # logit rows per compiled procedure call (at most)
+#: bytes of one float64 [rows, N] array per procedure call: each call's temporaries (JAX's buffers and
+#: numpy's) stay near this size whatever N is; at N = 27 and 65536 rows they were 14 MB each and kept
+#: the build's peak about 110 MiB above its output (8192 rows: 10-20 MiB, at the same speed)
+APPLY_BYTES = 1 << 21
 
 
 class Operator:
@@ -364,9 +368,13 @@ class Operator:
         return f"Operator({self.space!r}, procedure={proc}, max_row_error={self.max_row_error:.1e})"
 
 
-def apply_procedure(procedure: Procedure, logits: np.ndarray, batch: int = APPLY_BATCH) -> np.ndarray:
+def apply_procedure(procedure: Procedure, logits: np.ndarray, batch: int | None = None) -> np.ndarray:
     """float64 log-probabilities of ``procedure`` on a logit table, in chunks, with the exact support
-    (:func:`semio_jax.core.procedure.exact_log_probabilities`)."""
+    (:func:`semio_jax.core.procedure.exact_log_probabilities`). ``batch``: rows per chunk (default:
+    APPLY_BYTES of float64 per chunk, at most APPLY_BATCH rows)."""
+    if batch is None:
+        n = max(int(np.shape(logits)[-1]), 1) if np.ndim(logits) else 1
+        batch = int(min(APPLY_BATCH, max(1024, APPLY_BYTES // (8 * n))))
     return exact_log_probabilities(procedure, logits, batch=batch)
 
 
