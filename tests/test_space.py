@@ -178,3 +178,23 @@ def test_successors_are_arithmetic_and_never_stored(space, seed):
         assert int(t) == space.index(tokens[-space.length:])
     assert space.successor_table() is not space.successor_table()  # computed on demand
     assert not any("succ" in k for k in vars(space))
+
+
+def test_successors_of_applies_the_prefix_rule_to_the_prefix_states_alone():
+    """The prefix states' rule is evaluated on them alone: the whole [S, N] broadcast costs its output
+    and one temporary at most (1.4 output sizes; 3.1 when the rule ran over every state and np.where
+    picked), and agrees with the definition (tokens, append, drop the oldest, index) on sampled states."""
+    from helpers import traced_peak
+
+    sp_ = sj.StateSpace(16, 4)
+    s = np.arange(sp_.num_states, dtype=np.int64)[:, None]
+    y = np.arange(16, dtype=np.int64)[None, :]
+    out, peak = traced_peak(sp_.successors_of, s, y)
+    assert peak <= 2.0 * out.nbytes, peak / out.nbytes
+    picks = np.concatenate([np.random.default_rng(0).integers(0, sp_.num_states, 100),
+                            np.arange(sp_.num_full, sp_.num_states, 97)])  # some of them prefix states
+    for i in picks:
+        toks = tuple(sp_.tokens(int(i)).tolist())
+        for tok in (0, 15):
+            nxt = toks[1:] + (tok,) if len(toks) == sp_.length else toks + (tok,)
+            assert out[i, tok] == sp_.index(nxt)

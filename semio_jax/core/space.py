@@ -202,13 +202,21 @@ class StateSpace:
         s = np.asarray(states, dtype=np.int64)
         y = np.asarray(tokens, dtype=np.int64)
         n, nf = self.n_tokens, self.num_full
-        out = (s % n ** (self.length - 1)) * n + y  # the full-state rule
+        out = np.asarray((s % n ** (self.length - 1)) * n + y)  # the full-state rule
         if not self.prefixes or self.length == 1:
             return out
+        pre = np.broadcast_to(s >= nf, out.shape)
+        if not pre.any():
+            return out
+        # the prefix states' rule, on them alone (a few per cent of the states: no temporaries the
+        # size of the whole broadcast)
+        sp_, yp = np.broadcast_to(s, out.shape)[pre], np.broadcast_to(y, out.shape)[pre]
         starts = np.array([self.group_offsets[k] for k in range(1, self.length)], dtype=np.int64)  # [L-1]
         nexts = np.array([self.group_offsets[k + 1] for k in range(1, self.length)], dtype=np.int64)  # [L-1]
-        g = np.clip(np.searchsorted(starts, s, side="right") - 1, 0, None)  # group of each prefix state
-        return np.where(s >= nf, nexts[g] + (s - starts[g]) * n + y, out)
+        g = np.searchsorted(starts, sp_, side="right") - 1  # group of each prefix state
+        out = out.copy() if not out.flags.writeable or out.ndim == 0 else out
+        out[pre] = nexts[g] + (sp_ - starts[g]) * n + yp
+        return out
 
     def successor_table(self) -> np.ndarray:
         """int64[num_states, N]: ``table[s, y]`` is the successor of state s under token y.
