@@ -48,7 +48,7 @@ from scipy.sparse import csgraph
 
 from .._util.memory import refuse_if_over
 from ..linalg import krylov
-from ..linalg.mmatrix import certified_max_time, off_diagonal
+from ..linalg.mmatrix import certified_max_time, killed_generator
 from ..errors import ConvergenceError, UnrepresentableWarning
 from ._cache import cached_analysis
 from .greedy import functional_graph
@@ -266,13 +266,11 @@ def basins_result(op) -> BasinsResult:
     elif unknown.size:
         rows = op.rows(unknown)  # [U, S]: only the undetermined states' rows, never the whole matrix
         known = np.flatnonzero(owner >= 0)
-        off, exits = off_diagonal(rows, unknown)  # P_U. without its diagonal; exits = 1 - p_ii
-        q = off[:, unknown].tocsc()
         # rhs[u, a] = P(u -> the states that end in a for sure)
         flow = rows[:, known].tocoo()
         rhs = np.zeros((unknown.size, m))
         np.add.at(rhs, (flow.row, owner[known][flow.col]), flow.data)
-        a_mat = (sp.diags(exits) - q).tocsc()  # I - Q_UU without cancellation on the diagonal
+        a_mat = killed_generator(rows, unknown)  # I - Q_UU without cancellation on the diagonal
         try:
             lu = spla.splu(a_mat, permc_spec="COLAMD")
         except RuntimeError as e:  # "Factor is exactly singular": cancellation on a very stiff chain

@@ -49,7 +49,7 @@ from scipy.sparse import csgraph
 
 from ..errors import ConvergenceError, UnrepresentableWarning
 from ..linalg import krylov
-from ..linalg.mmatrix import off_diagonal
+from ..linalg.mmatrix import killed_generator
 from ._cache import cached_analysis
 
 #: above this many unknown states the solves use BiCGSTAB/GMRES instead of sparse LU
@@ -118,10 +118,7 @@ def _solve(op, unknown: np.ndarray, rhs: np.ndarray, times_rhs: bool = False):
 def _solve_lu(op, unknown: np.ndarray, rhs: np.ndarray, times_rhs: bool = False):
     """(I - Q_UU) x = rhs by sparse LU with two refinement steps."""
 
-    # the unknown states' rows only (never the whole matrix), without their diagonal; exits = 1 - p_ii
-    # without cancellation
-    off, exits = off_diagonal(op.rows(unknown), unknown)
-    a_mat = (sp.diags(exits) - off[:, unknown]).tocsc()  # I - Q_UU
+    a_mat = killed_generator(op.rows(unknown), unknown)  # I - Q_UU from the unknown states' rows alone
     try:
         lu = spla.splu(a_mat, permc_spec="COLAMD")
     except RuntimeError as e:  # "Factor is exactly singular": moves below the float64 range decide the times

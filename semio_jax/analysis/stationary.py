@@ -301,10 +301,6 @@ class StationaryResult:
         ]
 
 
-def _class_matrix(op, members: np.ndarray) -> sp.csr_matrix:
-    return op.block(members)
-
-
 def _reference_state(block: sp.csr_matrix, iters: int = 200) -> int:
     """A state with large stationary mass, from a short lazy power run."""
     n = block.shape[0]
@@ -613,7 +609,7 @@ def _solve_direct(op, members: np.ndarray, m: str):
     LU on such a class is flagged unrepresentable.
     """
     tiny = op.tiny_moves(members)
-    block = _class_matrix(op, members)
+    block = op.block(members)
     jl = _reference_state(block) if members.size > 1 else 0
     extra: dict = {}
     if m == "gth" and not tiny:

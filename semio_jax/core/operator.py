@@ -237,38 +237,30 @@ class Operator:
         tables and stays cached (on a trained 27-token model, a 4856-state class in a 551,880-state
         space: 460 MiB at the peak).
         """
-        st = np.asarray(states, dtype=np.int64).ravel()
-        m, n = st.size, self.n_tokens
-        if m and (st.min() < 0 or st.max() >= self.num_states):
-            raise IndexError(f"states must lie in [0, {self.num_states}); got {st.min()}..{st.max()}")
+        st, probs, succ = self._moves(states)
+        m = st.size
         order = np.argsort(st, kind="stable")
         srt = st[order]
         if m > 1 and not np.all(srt[1:] > srt[:-1]):
             raise ValueError("states must be distinct")
-        probs = self.probs[st]  # [m, N]
-        succ = self.space.successors_of(st[:, None], np.arange(n, dtype=np.int64)[None, :])  # [m, N]
-        pos = np.minimum(np.searchsorted(srt, succ), max(m - 1, 0))  # [m, N]
-        hit = (probs != 0.0) & (srt[pos] == succ) if m else np.zeros((0, n), dtype=bool)
-        rows = np.broadcast_to(np.arange(m)[:, None], (m, n))[hit]
-        out = sp.csr_matrix((probs[hit], (rows, order[pos[hit]])), shape=(m, m))
-        out.sort_indices()
-        return out
+        pos = np.minimum(np.searchsorted(srt, succ), max(m - 1, 0))  # [m, N]: where succ would sit among st
+        inside = srt[pos] == succ if m else np.zeros(succ.shape, dtype=bool)
+        return _csr_from_moves(probs, np.where(inside, order[pos], -1), m)
 
     def rows(self, states) -> sp.csr_matrix:
         """The rows of P at ``states``: CSR [m, num_states], row i is ``states[i]``'s law over all
         states (zeros dropped); the same matrix as ``csr[states]``, built from those rows alone
         (O(m N) memory, no whole-operator matrix)."""
+        _, probs, succ = self._moves(states)
+        return _csr_from_moves(probs, succ, self.num_states)
+
+    def _moves(self, states) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(states int64[m], their rows probs[m, N], successors int64[m, N]), the states range-checked."""
         st = np.asarray(states, dtype=np.int64).ravel()
-        m, n = st.size, self.n_tokens
-        if m and (st.min() < 0 or st.max() >= self.num_states):
+        if st.size and (st.min() < 0 or st.max() >= self.num_states):
             raise IndexError(f"states must lie in [0, {self.num_states}); got {st.min()}..{st.max()}")
-        probs = self.probs[st]  # [m, N]
-        succ = self.space.successors_of(st[:, None], np.arange(n, dtype=np.int64)[None, :])  # [m, N]
-        hit = probs != 0.0
-        rows = np.broadcast_to(np.arange(m)[:, None], (m, n))[hit]
-        out = sp.csr_matrix((probs[hit], (rows, succ[hit])), shape=(m, self.num_states))
-        out.sort_indices()
-        return out
+        succ = self.space.successors_of(st[:, None], np.arange(self.n_tokens, dtype=np.int64)[None, :])
+        return st, self.probs[st], succ
 
     def to_scipy(self, fmt: str = "csr") -> sp.spmatrix:
         """The operator as a new scipy.sparse matrix [num_states, num_states] (zero entries dropped)."""
@@ -366,6 +358,16 @@ class Operator:
     def __repr__(self) -> str:
         proc = self.procedure.spec if self.procedure is not None else "given table"
         return f"Operator({self.space!r}, procedure={proc}, max_row_error={self.max_row_error:.1e})"
+
+
+def _csr_from_moves(probs: np.ndarray, cols: np.ndarray, width: int) -> sp.csr_matrix:
+    """CSR [m, width]: row i holds probs[i, y] at column cols[i, y], for the non-zero entries with a
+    column (cols < 0: a move the matrix leaves out); indices sorted, no explicit zeros."""
+    keep = (probs != 0.0) & (cols >= 0)  # [m, N]
+    rows = np.broadcast_to(np.arange(probs.shape[0])[:, None], probs.shape)[keep]
+    out = sp.csr_matrix((probs[keep], (rows, cols[keep])), shape=(probs.shape[0], width))
+    out.sort_indices()
+    return out
 
 
 def apply_procedure(procedure: Procedure, logits: np.ndarray, batch: int | None = None) -> np.ndarray:

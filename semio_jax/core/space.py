@@ -214,8 +214,7 @@ class StateSpace:
         starts = np.array([self.group_offsets[k] for k in range(1, self.length)], dtype=np.int64)  # [L-1]
         nexts = np.array([self.group_offsets[k + 1] for k in range(1, self.length)], dtype=np.int64)  # [L-1]
         g = np.searchsorted(starts, sp_, side="right") - 1  # group of each prefix state
-        out = out.copy() if not out.flags.writeable or out.ndim == 0 else out
-        out[pre] = nexts[g] + (sp_ - starts[g]) * n + yp
+        out[pre] = nexts[g] + (sp_ - starts[g]) * n + yp  # (out is the fresh result of the rule above)
         return out
 
     def successor_table(self) -> np.ndarray:

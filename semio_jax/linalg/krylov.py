@@ -575,9 +575,7 @@ def stationary_krylov(op, members: np.ndarray, tol: float = 1e-12, max_matvecs: 
     else:
         pi = np.zeros(op.num_states)
         pi[:size] = x
-    q = kern.shifted_push(pi[:size])  # pi (I - P) with the self-loops split off: the residual, one vector
-    res = float(np.abs(q, out=q).sum())
-    del q
+    res = _l1(kern.shifted_push(pi[:size]))  # ||pi (I - P)||_1, the self-loops split off: one vector
     if not (res <= tol):
         raise ConvergenceError(
             f"the Krylov solve did not reach the stationary residual {tol:g} within {info.matvecs} matvecs (last "

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["off_diagonal", "certified_max_time", "EPS"]
+__all__ = ["off_diagonal", "killed_generator", "certified_max_time", "EPS"]
 
 EPS = float(np.finfo(np.float64).eps)
 
@@ -43,6 +43,13 @@ def off_diagonal(mat: sp.spmatrix, diag_cols: np.ndarray | None = None) -> tuple
         keep = coo.col != np.asarray(diag_cols, dtype=np.int64)[coo.row]
         off = sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=mat.shape)
     return off, np.asarray(off.sum(axis=1)).ravel()
+
+
+def killed_generator(rows: sp.spmatrix, unknown: np.ndarray) -> sp.csc_matrix:
+    """I - Q_UU (CSC [U, U]) from the rows of P at the states ``unknown`` (CSR [U, S], row i is
+    state unknown[i]): the chain killed on leaving U, its diagonal without cancellation."""
+    off, exits = off_diagonal(rows, unknown)
+    return (sp.diags(exits) - off[:, unknown]).tocsc()
 
 
 def certified_max_time(a_mat, t_hat: np.ndarray) -> float | None:

@@ -12,11 +12,11 @@ and a solver's recursively updated residual never passes for the real one.
 
 * **BiCGSTAB** (van der Vorst 1992): two products and two preconditioner solves a step,
   seven vectors in all (x, r, r^, p, v, t, and one buffer that holds the preconditioned
-  direction, then the preconditioned residual; from x = 0 the first r^ is b itself: six). Its recursive residual drifts from the
-  true one in floating point; it is replaced by the true residual each time the recursion
-  reports the target (or every ``check`` steps), which also restarts the recurrences.
-  Breakdowns ((r^, r) or (r^, v) exactly 0, a non-finite scalar) restart it; two restarts
-  without progress end the solve unconverged.
+  direction, then the preconditioned residual; from x = 0 the first r^ is b itself: six).
+  Its recursive residual drifts from the true one in floating point; it is replaced by the
+  true residual each time the recursion reports the target (or every ``check`` steps),
+  which also restarts the recurrences. Breakdowns ((r^, r) or (r^, v) exactly 0, a
+  non-finite scalar) restart it; two restarts without progress end the solve unconverged.
 * **GMRES(m)**: minimises ||b - A M^{-1} u||_2 over the Krylov space, restarted every m steps;
   classical Gram-Schmidt with one re-orthogonalisation where it cancels (the DGKS test).
   Robust where BiCGSTAB stalls, but each step costs a pass over the whole basis: on 2^20
