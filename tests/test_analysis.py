@@ -22,7 +22,7 @@ from semio_jax.analysis.stationary import gth
 from semio_jax.testing.references import stationary_reference
 from semio_jax.testing import operators, spaces, token_permutations
 
-from helpers import dense_reference, exact_absorption, exact_stationary, period_by_traces, relabel
+from helpers import dense_reference, exact_absorption, exact_stationary, period_by_traces, relabel, traced_peak
 
 EPS = np.finfo(np.float64).eps
 any_operator = st.one_of(operators(), operators(kind="multi"), operators(kind="deterministic"))
@@ -61,6 +61,17 @@ def test_full_support_shortcut_matches_reference(n, length, prefixes):
     space = sj.StateSpace(n, length, prefixes=prefixes)
     probs = np.random.default_rng(n * 10 + length).dirichlet(np.ones(n), size=space.num_states)
     check_classes(sj.Operator(space, probs))
+
+
+def test_full_support_shortcut_holds_one_vector():
+    # without prefix states the shortcut keeps the class's index array and nothing else of size S:
+    # labels and attractor_of are zero-stride views (they were two more int64 vectors)
+    space = sj.StateSpace(2, 16, prefixes=False)
+    op = sj.Operator(space, np.random.default_rng(3).dirichlet(np.ones(2), size=space.num_states))
+    _ = op.support  # (the operator's own cached mask, not the decomposition's)
+    cs, peak = traced_peak(sj.class_structure, op)
+    assert peak <= 1.25 * 8 * space.num_states
+    assert not cs.labels.flags.writeable and not cs.attractor_of.flags.writeable
 
 
 def check_classes(op):

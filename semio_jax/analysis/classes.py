@@ -41,7 +41,9 @@ class ClassStructure:
     """Result of the class decomposition.
 
     Attributes:
-      labels: int64[S], communicating-class id of each state.
+      labels: int64[S], communicating-class id of each state. (The structure is cached on the
+        operator: do not write to its arrays. On a whole de Bruijn class without prefix states
+        ``labels`` and ``attractor_of`` are read-only zero-stride views.)
       n_classes: number of communicating classes.
       attractors: list of sorted int64 arrays, the closed classes.
       attractor_of: int64[S], index of the attractor containing s, or -1.
@@ -92,8 +94,14 @@ def _full_de_bruijn(op) -> ClassStructure:
     # Every full window can emit every token: the support graph on the full windows is the whole
     # de Bruijn graph B(N, L), which is strongly connected (any window reaches any other by writing
     # it, in L steps) and aperiodic (the window 0...0 has a self-loop). No graph search is needed.
-    # Prefix states only grow, so each is a transient class of its own.
+    # Prefix states only grow, so each is a transient class of its own. Without prefix states
+    # every state has label 0 and attractor 0: those two tables are then read-only views of one
+    # zero (no memory; at 2^20 states they were 16 MiB of constants).
     nf, s = op.space.num_full, op.num_states
+    if s == nf:
+        zero = np.broadcast_to(np.zeros(1, dtype=np.int64), (s,))
+        return ClassStructure(labels=zero, n_classes=1, attractors=[np.arange(nf, dtype=np.int64)],
+                              attractor_of=zero, transient=np.arange(0, dtype=np.int64), periods=[1])
     labels = np.zeros(s, dtype=np.int64)
     labels[nf:] = 1 + np.arange(s - nf)
     attractor_of = np.full(s, -1, dtype=np.int64)
