@@ -580,6 +580,28 @@ def test_hitting_time_certificate_keeps_two_vectors():
     assert peak <= 2.5 * 8 * kern.size, peak / (8 * kern.size)
 
 
+def test_basins_krylov_solve_keeps_one_column_at_a_time(monkeypatch):
+    """The absorption solve by Krylov works one attractor at a time: beside its result ([U, m]) it holds
+    one solve's vectors (BiCGSTAB's and its right-hand side, the greedy factor, the row sums, one
+    buffer), at most 12 vectors of the state count. It used to hold m right-hand sides and m
+    solutions over the whole space besides (18 vectors here, with m = 2), and the answer is the same."""
+    from helpers import traced_peak
+
+    monkeypatch.setattr(basins_mod, "KRYLOV_MIN", 0)
+    op0 = _group_chain(4, 7)
+
+    def fresh():  # the exact reachability is a cached analysis of its own, not the solve's memory
+        op = sj.Operator(op0.space, op0.probs)
+        basins_mod._reachability(op)
+        return op
+
+    sj.basins_result(fresh())  # (numba's first-call loading)
+    res, peak = traced_peak(sj.basins_result, fresh())
+    size, m = op0.num_states, res.split_probabilities.shape[1]
+    assert m == 2 and res.n_solved > 0.9 * size and res.error_bound < 1e-10
+    assert peak - res.split_probabilities.nbytes <= 12 * 8 * size, peak / (8 * size)
+
+
 def test_direct_solves_of_a_class_never_build_the_whole_matrix():
     """GTH and LU take the class's block from op.block (O(|C| N)), not by slicing op.csr, which would
     build and cache the whole operator's matrix (about three probability tables)."""

@@ -259,7 +259,6 @@ def basins_result(op) -> BasinsResult:
     m = len(class_structure(op).attractors)
     owner, unknown, reach_u = _reachability(op)
     strict = [np.flatnonzero(owner == a) for a in range(m)]
-    x = np.zeros((unknown.size, m))
     residual, tmax, bound = 0.0, None, 0.0
     if unknown.size > KRYLOV_MIN:
         x, residual, tmax, bound = _solve_krylov(op, owner, unknown, reach_u)
@@ -288,6 +287,8 @@ def basins_result(op) -> BasinsResult:
         # h and its estimate lie in [0, 1], so 1.0 is always a valid bound (used when tmax is not certified)
         eps = float(np.finfo(np.float64).eps)
         bound = 1.0 if tmax is None else min(1.0, tmax * (residual + 4 * (op.n_tokens + 3) * eps + 2 * op.table_rounding))
+    else:
+        x = np.zeros((0, m))
     row_err = float(np.max(np.abs(x.sum(axis=1) - 1.0))) if unknown.size else 0.0
     tiny = bool(unknown.size) and op.tiny_moves(unknown)
     if tiny:
@@ -303,26 +304,36 @@ def basins_result(op) -> BasinsResult:
 
 
 def _solve_krylov(op, owner: np.ndarray, unknown: np.ndarray, reach_u: np.ndarray):
-    """h on the split states by a Krylov solve with structured pulls (linalg.krylov); (x, residual, tmax, bound)."""
+    """h on the split states by a Krylov solve with structured pulls (linalg.krylov); (x, residual, tmax, bound).
+
+    One attractor at a time: its right-hand side P 1_{owner = a} on U, the solve, and the residual
+    of the clipped column, then only the column's values on U are kept. Beside the result ([U, m])
+    the working memory is one solve's (BiCGSTAB's vectors, the greedy factor, the row sums), not m
+    columns of right-hand sides and solutions over the whole space.
+    """
 
     kern = krylov.ChainKernels(op)
     m = reach_u.shape[1]
     u = np.zeros(op.num_states, dtype=bool)
     u[unknown] = True
-    rhs = np.zeros((op.num_states, m))
-    for a in range(m):
-        rhs[:, a] = np.where(u, kern.pull_off((owner == a).astype(np.float64)), 0.0)
     factor = kern.greedy_factor(u)
-    xf, _, _ = krylov.column_solve(kern, u, rhs, factor=factor)
-    x = np.where(reach_u, np.clip(xf[unknown], 0.0, 1.0), 0.0)  # exact zeros where unreachable
+    x = np.empty((unknown.size, m))
+    col = np.empty(op.num_states)  # the attractor's indicator, then the clipped column, then A of it
     residual = 0.0
     for a in range(m):
-        col = np.zeros(op.num_states)
+        np.equal(owner, a, out=col, casting="unsafe")
+        b = kern.pull_off(col)  # P 1_{owner = a} on U: the flow into the states that end in a for sure
+        np.copyto(b, 0.0, where=~u)
+        xa = np.ascontiguousarray(krylov.column_solve(kern, u, b, factor=factor)[0])
+        x[:, a] = np.where(reach_u[:, a], np.clip(xa[unknown], 0.0, 1.0), 0.0)  # exact zeros where unreachable
+        col.fill(0.0)
         col[unknown] = x[:, a]
-        ax = kern.exits * col - kern.pull_off(col)
-        residual = max(residual, float(np.max(np.abs(ax[unknown] - rhs[unknown, a]))))
-    t_hat, _, _ = krylov.column_solve(kern, u, np.where(u, 1.0, 0.0), factor=factor, rtol=1e-8)
-    tmax = krylov.certified_max_time_structured(kern, u, np.zeros_like(u), t_hat)
+        ax = kern.shifted_pull(col, out=xa)  # (I - Q) of the clipped column on U (xa is spent)
+        residual = max(residual, float(np.max(np.abs(ax[unknown] - b[unknown]))))
+        del b, xa, ax
+    np.copyto(col, u)  # 1_U: the expected time to absorption
+    t_hat, _, _ = krylov.column_solve(kern, u, col, factor=factor, rtol=1e-8)
+    tmax = krylov.certified_max_time_structured(kern, u, np.zeros_like(u), t_hat, out=col)
     eps = float(np.finfo(np.float64).eps)
     bound = 1.0 if tmax is None else min(1.0, tmax * (residual + 4 * (op.n_tokens + 3) * eps + 2 * op.table_rounding))
     return x, residual, tmax, bound
