@@ -5,14 +5,15 @@ procedure before any model call, evaluates the model on every state of the
 space (:mod:`.logits`: plain batches or the shared-prefix walk; :mod:`.checkpointed`:
 the same loops with every chunk saved and resumable; :mod:`.sharded`: spread
 over a device mesh), applies the procedure in float64 and returns the
-:class:`~semio_jax.core.operator.Operator`.
+:class:`~semio_jax.core.operator.Operator`, after handing the freed temporaries'
+pages back to the operating system (:func:`~semio_jax._util.memory.release_free_memory`).
 """
 
 from __future__ import annotations
 
 import os
 
-from .._util.memory import check_fits
+from .._util.memory import check_fits, release_free_memory
 from ..core.model import describe_model
 from ..core.operator import Operator
 from ..core.procedure import Procedure, parse
@@ -56,9 +57,11 @@ def build_operator(model, space: StateSpace, procedure: Procedure | str | None =
     if mesh is not None:
         if checkpoint_dir is not None:
             raise ValueError("a sharded build (mesh=...) does not write checkpoints; drop checkpoint_dir")
-        return build_operator_sharded(model, space, procedure, mesh=mesh, batch_size=batch_size,
-                                      memory_limit=memory_limit, keep_logits=keep_logits, progress=progress,
-                                      method=method)
+        op = build_operator_sharded(model, space, procedure, mesh=mesh, batch_size=batch_size,
+                                    memory_limit=memory_limit, keep_logits=keep_logits, progress=progress,
+                                    method=method)
+        release_free_memory()  # (the build's freed temporaries stay mapped otherwise; see _util.memory)
+        return op
     check_fits(space, memory_limit, keep_logits)
     checkpoint_dir = checkpoint_dir if checkpoint_dir is not None else default_checkpoint_dir()
     if checkpoint_dir is not None:
@@ -66,4 +69,7 @@ def build_operator(model, space: StateSpace, procedure: Procedure | str | None =
                                            method=method)
     else:
         logits = evaluate_logits(model, space, batch_size=batch_size, progress=progress, method=method)
-    return Operator.from_logits(space, procedure, logits, keep_logits=keep_logits, model_info=describe_model(model))
+    op = Operator.from_logits(space, procedure, logits, keep_logits=keep_logits, model_info=describe_model(model))
+    del logits
+    release_free_memory()  # (the build's freed temporaries stay mapped otherwise; see _util.memory)
+    return op
