@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import semio_jax as sj
-from semio_jax.linalg import compiled, krylov
+from semio_jax.linalg import compiled, greedy_factor, krylov
 from semio_jax.analysis.greedy import functional_graph
 from semio_jax.testing import operators, spaces
 
@@ -278,7 +278,7 @@ def test_greedy_factor_drops_only_negligible_path_weights():
     g[np.arange(n - 1), f[:-1]] = 0.5
     a = np.eye(n) - g
     b = np.random.default_rng(0).normal(size=n)
-    tol = 2 * krylov.TINY_WEIGHT * np.abs(b).max() * 4
+    tol = 2 * greedy_factor.TINY_WEIGHT * np.abs(b).max() * 4
     np.testing.assert_allclose(a @ fac.solve_col(b), b, atol=tol)
     np.testing.assert_allclose(fac.solve_row(b) @ a, b, atol=tol)
     assert np.abs(a @ fac.solve_col(b) - b).max() > 1e-14  # the dropped terms are there (not exact to rounding)

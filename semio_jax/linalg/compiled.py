@@ -48,7 +48,7 @@ three to five, with a temporary each), each with its numpy form where numba is o
   temporaries).
 
 The sweeps are exact to rounding (no path weight is dropped, unlike the numpy doubling
-levels of :class:`semio_jax.linalg.krylov.GreedyFactor`). Compiled code is cached on disk in
+levels of :class:`semio_jax.linalg.greedy_factor.GreedyFactor`). Compiled code is cached on disk in
 $SEMIO_JAX_NUMBA_CACHE or ~/.cache/semio_jax/numba (``off``: compile in memory each run);
 a process then loads it instead of compiling for a second. The first call in a
 process still costs about 0.3-0.4 s (numba's own start-up and the loading of every loop):
