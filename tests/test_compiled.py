@@ -154,3 +154,41 @@ def test_certify_rows_matches_its_definition(use_compiled, monkeypatch):
         t2[np.flatnonzero(rows)[3]] = poison
         assert compiled.certify_rows(e, t2, off, rows, 1e-3)[2]
     assert compiled.certify_rows(e, t, off, np.zeros(500, bool), 1e-3) == (np.inf, -np.inf, False)
+
+
+@pytest.mark.parametrize("n,length", [(1, 3), (2, 6), (3, 4), (4, 4), (5, 3)])
+@pytest.mark.parametrize("use_compiled", [True, False])
+def test_row_sums_added_inline_are_the_stored_ones(n, length, use_compiled, monkeypatch):
+    """The column product and the certificate that add each row's sum as they read it (no exits vector)
+    give bit for bit what the stored sums give: row_sums adds in index order, as the kernels do. The
+    entries span many binades, so another order of addition would round differently somewhere."""
+    rng = np.random.default_rng(n * 10 + length)
+    nf = n**length
+    t3 = rng.random((n, nf // n, n)) ** 6  # [a, m, y]
+    t2 = t3.reshape(nf, n)
+    ref = t2[:, 0].copy()
+    for k in range(1, n):
+        ref += t2[:, k]
+    monkeypatch.setattr(compiled, "AVAILABLE", use_compiled)
+    e = compiled.row_sums(t2, np.empty(nf))
+    np.testing.assert_array_equal(e, ref)
+    x = rng.normal(size=nf)
+    inline, stored = np.empty(nf), np.empty(nf)
+    monkeypatch.setattr(compiled, "AVAILABLE", True)  # (the e=None product runs compiled or as plain Python)
+    compiled.shifted_pull(t3, None, x, inline)
+    compiled.shifted_pull(t3, e, x, stored)
+    np.testing.assert_array_equal(inline, stored)
+    # the certificate: at the constant windows e is the off-loop sum, passed apart
+    ones = sum(n**i for i in range(length))
+    loops = np.arange(n, dtype=np.int64) * ones if nf > 1 else np.zeros(1, dtype=np.int64)
+    loop_exits = rng.random(loops.size)
+    e_loops = e.copy()
+    e_loops[loops] = loop_exits
+    t, off = rng.random(nf) * 100, rng.random(nf)
+    rows = rng.random(nf) < 0.8
+    rows[loops] = True
+    off[loops] += 200.0  # the minimum sits at a constant window: its e must be the one passed apart
+    monkeypatch.setattr(compiled, "AVAILABLE", use_compiled)
+    got = compiled.certify_rows_table(t2, loops, loop_exits, t, off, rows, 1e-3)
+    assert got == compiled.certify_rows(e_loops, t, off, rows, 1e-3)
+    assert got[0] != compiled.certify_rows(e, t, off, rows, 1e-3)[0]

@@ -547,11 +547,13 @@ def _fresh_with_classes(op):
     return fresh
 
 
-@pytest.mark.parametrize("method,most", [("power", 5.25), ("krylov", 12.0)])
+@pytest.mark.skipif(not compiled.AVAILABLE, reason="the budgets are the compiled loops'; numpy's forms make temporaries")
+@pytest.mark.parametrize("method,most", [("power", 4.25), ("krylov", 12.0)])
 def test_stationary_solve_keeps_few_vectors(method, most):
     """Working memory of a certified solve on 2^14 windows, in vectors of the state count, numpy's
     buffers counted by tracemalloc: power iteration (two iterates, then the hitting-time certificate's
-    two vectors beside pi and the off-loop row sums) at most 5.25; Krylov (at its peak the
+    two vectors beside pi; the off-loop row sums are added as the rows are read, 4.7 when they were
+    stored) at most 4.25; Krylov (at its peak the
     certificate's solve: BiCGSTAB's six vectors and its right-hand side beside pi, the greedy factor
     and the row sums) at most 12. Before the certificate kept its weights, 1_U and A 1_U as vectors,
     pi was copied out of the solve and the residual norms made |r| temporaries, both took 14.5."""
@@ -564,6 +566,7 @@ def test_stationary_solve_keeps_few_vectors(method, most):
     assert peak <= most * 8 * op.num_states, peak / (8 * op.num_states)
 
 
+@pytest.mark.skipif(not compiled.AVAILABLE, reason="the budgets are the compiled loops'; numpy's forms make temporaries")
 def test_hitting_time_certificate_keeps_two_vectors():
     """t and r: A 1_U is stored sparse (the sink's N predecessors), 1_U and the weights on U never."""
     from helpers import traced_peak
@@ -580,6 +583,7 @@ def test_hitting_time_certificate_keeps_two_vectors():
     assert peak <= 2.5 * 8 * kern.size, peak / (8 * kern.size)
 
 
+@pytest.mark.skipif(not compiled.AVAILABLE, reason="the budgets are the compiled loops'; numpy's forms make temporaries")
 def test_basins_krylov_solve_keeps_one_column_at_a_time(monkeypatch):
     """The absorption solve by Krylov works one attractor at a time: beside its result ([U, m]) it holds
     one solve's vectors (BiCGSTAB's and its right-hand side, the greedy factor, the row sums, one

@@ -37,6 +37,8 @@ residual).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import blas as _blas
@@ -82,7 +84,10 @@ class ChainKernels:
     states always grow), so the loop-free products are the full products with those N
     entries recomputed from their off-loop terms, never by subtracting the loop (which
     would cancel where p_ss = 1 - 1e-20). ``exits``: float64[size], the off-loop row sums
-    (1 - p_ss without cancellation).
+    (1 - p_ss without cancellation), made on first use: the column products and the
+    certificate on the full states add each row as they read it (the same numbers, see
+    :func:`compiled.row_sums`), so a power solve and its certificate never store them.
+    ``loop_exits``: exits at ``loop_states``.
     """
 
     def __init__(self, op, full_only: bool = False):
@@ -101,10 +106,21 @@ class ChainKernels:
         rows = self.probs[self.loop_states]  # [N, N]
         off = rows.copy()
         off[np.arange(off.shape[0]), self.loop_tok] = 0.0
-        self.exits = self.probs.sum(axis=1)
-        self.exits[self.loop_states] = off.sum(axis=1)  # 1 - p_ss without cancellation
+        self.loop_exits = off.sum(axis=1)  # 1 - p_ss without cancellation
         self._full3 = op.probs[:nf].reshape(n, nf // n, n)  # [a, m, y]: state a*M + m, successor m*N + y
         self._m = nf // n
+
+    @functools.cached_property
+    def exits(self) -> np.ndarray:
+        e = compiled.row_sums(self.probs, np.empty(self.size))
+        e[self.loop_states] = self.loop_exits
+        return e
+
+    def certify(self, t: np.ndarray, off: np.ndarray, rows: np.ndarray, margin: float):
+        """:func:`compiled.certify_rows` with these kernels' exits (on the full states: from the table)."""
+        if compiled.AVAILABLE and self.full_only:
+            return compiled.certify_rows_table(self.probs, self.loop_states, self.loop_exits, t, off, rows, margin)
+        return compiled.certify_rows(self.exits, t, off, rows, margin)
 
     def loop_prob(self) -> np.ndarray:
         """float64[size]: p_ss (non-zero only at the constant windows)."""
@@ -154,8 +170,8 @@ class ChainKernels:
         if out is None:
             out = np.empty(self.size)
         compiled.shifted_push(self._full3, self.exits, y, c, u, out)
-        for t, tok in zip(self.loop_states, self.loop_tok):  # the product included the self-loop there
-            out[t] = self.exits[t] * y[t] - self._loop_inflow(y, t, tok) + c * u[t]
+        for t, tok, e in zip(self.loop_states, self.loop_tok, self.loop_exits):  # the product included the loop
+            out[t] = e * y[t] - self._loop_inflow(y, t, tok) + c * u[t]
         return out
 
     def shifted_pull(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -165,9 +181,9 @@ class ChainKernels:
             return compiled.shift_combine(self.pull_off(x, out), self.exits, x, 0.0, x)
         if out is None:
             out = np.empty(self.size)
-        compiled.shifted_pull(self._full3, self.exits, x, out)
-        for s, tok in zip(self.loop_states, self.loop_tok):  # the product included the self-loop there
-            out[s] = self.exits[s] * x[s] - self._loop_outflow(x, s, tok)
+        compiled.shifted_pull(self._full3, None, x, out)  # (row sums added inline: no exits read)
+        for s, tok, e in zip(self.loop_states, self.loop_tok, self.loop_exits):  # the product included the loop
+            out[s] = e * x[s] - self._loop_outflow(x, s, tok)
         return out
 
     def push(self, y: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -251,6 +267,10 @@ class BlockKernels:
         self.exits = np.asarray(self.off.sum(axis=1)).ravel()
         tok = np.argmax(probs, axis=1)
         self._greedy = (local[np.arange(m), tok], probs[np.arange(m), tok])
+
+    def certify(self, t: np.ndarray, off: np.ndarray, rows: np.ndarray, margin: float):
+        """:func:`compiled.certify_rows` with the class's exits."""
+        return compiled.certify_rows(self.exits, t, off, rows, margin)
 
     def push(self, y: np.ndarray, out: np.ndarray) -> np.ndarray:
         out[:] = self.off_t @ y
@@ -520,7 +540,7 @@ def certified_max_time_structured(kern: ChainKernels, inside: np.ndarray, sink: 
     if out is not None and np.shares_memory(out, t):
         out = None  # (the pull would overwrite t while reading it)
     off = kern.pull_off(t, out)
-    c, tmax, bad = compiled.certify_rows(kern.exits, t, off, rows, 2 * (kern.n_tok + 3) * _EPS)
+    c, tmax, bad = kern.certify(t, off, rows, 2 * (kern.n_tok + 3) * _EPS)
     if bad:
         return None
     return tmax / c if c > 0 else None
