@@ -46,3 +46,26 @@ def median_time(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return float(np.median(times))
+
+
+def proc_status_mib(key: str) -> float | None:
+    """A memory line of /proc/self/status ("VmRSS", "VmHWM") in MiB, or None where it cannot be read."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Set the high-water mark VmHWM back to the current RSS (Linux >= 4.0), so that the next reading
+    of VmHWM is the peak of what follows; False where that is refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False

@@ -42,23 +42,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-
-
-def _status(key: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+from _common import proc_status_mib, reset_peak_rss  # noqa: E402
 
 
 def parse_case(case: str) -> tuple[str, int | None, int | None]:
@@ -98,12 +82,12 @@ def worker(case: str, procedure: str, scale: float, seed: int) -> dict:
     state = {}
 
     def phase(name, fn, describe):
-        reset = _reset_peak()
-        rss0 = _status("VmRSS")
+        reset = reset_peak_rss()
+        rss0 = proc_status_mib("VmRSS")
         w, c = time.perf_counter(), time.process_time()
         out = fn()
         rec = {"phase": name, "wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c,
-               "added_mib": (_status("VmHWM") - rss0) if reset else None, "what": describe(out)}
+               "added_mib": (proc_status_mib("VmHWM") - rss0) if reset else None, "what": describe(out)}
         phases.append(rec)
         print(json.dumps(rec), file=sys.stderr, flush=True)
         return out
@@ -122,7 +106,7 @@ def worker(case: str, procedure: str, scale: float, seed: int) -> dict:
           lambda b: f"{b.n_solved:,} states solved; bound {b.error_bound:.1e}")
     del cs
     return {"case": case, "n": n, "length": length, "states": space.num_states, "full": space.num_full,
-            "table_mib": state["table_mib"], "phases": phases, "peak_rss_mib": _status("VmHWM")}
+            "table_mib": state["table_mib"], "phases": phases, "peak_rss_mib": proc_status_mib("VmHWM")}
 
 
 def _label(rec: dict) -> str:

@@ -31,10 +31,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_table  # noqa: E402
+from _common import proc_status_mib, reset_peak_rss, write_table  # noqa: E402
 
 import jax  # noqa: E402
 
@@ -44,27 +42,6 @@ from semio_models.transformer import TransformerConfig, TransformerModel  # noqa
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
-def _status_mib(key: str) -> float | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024.0  # kB
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak() -> bool:
-    """Set the high-water mark VmHWM back to the current RSS (Linux >= 4.0); False where that is refused."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def main(argv=None) -> int:
@@ -84,14 +61,14 @@ def main(argv=None) -> int:
     spec = args.procedure
     rows = []
     t_all, c_all = time.perf_counter(), time.process_time()
-    base_rss = _status_mib("VmRSS")
+    base_rss = proc_status_mib("VmRSS")
     clock = {}
 
     table = {"mib": None}  # the float64 probability table, once built
 
     def started():
-        clock["reset"] = reset_peak()
-        clock["rss"] = _status_mib("VmRSS")
+        clock["reset"] = reset_peak_rss()
+        clock["rss"] = proc_status_mib("VmRSS")
         clock["wall"], clock["cpu"] = time.perf_counter(), time.process_time()
 
     def in_tables(mib: float | None) -> str:
@@ -101,7 +78,7 @@ def main(argv=None) -> int:
 
     def lap() -> list:
         times = [f"{time.perf_counter() - clock['wall']:.1f}", f"{time.process_time() - clock['cpu']:.1f}"]
-        hwm = _status_mib("VmHWM") if clock["reset"] else None
+        hwm = proc_status_mib("VmHWM") if clock["reset"] else None
         added = None if hwm is None or clock["rss"] is None else max(hwm - clock["rss"], 0.0)
         return times + [in_tables(clock["rss"]), in_tables(added)]
 
