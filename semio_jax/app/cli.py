@@ -32,9 +32,11 @@ budget would; see semio_jax.agreement), 130 on Ctrl-C.
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -448,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     args.command_line = "semio " + shlex.join(sys.argv[1:] if argv is None else list(argv))  # for provenance
     enable_compilation_cache()
     previous = _catch_ctrl_c()
+    hook = sys.unraisablehook
+    sys.unraisablehook = _quiet_ctrl_c(hook)
     try:
         if args.command == "train":
             from semio_models.train import run as train_run
@@ -475,10 +479,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         where = getattr(args, "report_dir", None)
         done = getattr(args, "finished", 0)
-        print(f"\nsemio: interrupted" + (f"; {done} finished procedure(s) kept in {where}" if where and done else ""),
+        print("\nsemio: interrupted" + (f"; {done} finished procedure(s) kept in {where}" if where and done else ""),
               file=sys.stderr)
         return 130
     finally:
+        sys.unraisablehook = hook
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
     return 2
@@ -507,6 +512,22 @@ def _catch_ctrl_c():
         return signal.signal(signal.SIGINT, handler)
     except ValueError:
         return None
+
+
+def _quiet_ctrl_c(previous):
+    """An unraisable-exception hook for a Ctrl-C that landed in a finalizer or a callback (JAX's and
+    numba's clean-up, garbage collection), where Python cannot raise it and would print "Exception
+    ignored in" with a traceback: nothing is printed and the interrupt is delivered again to the main
+    thread a millisecond later (from a timer thread: delivered now, it would land in this hook and be
+    dropped in turn), where it stops the run with its one line. Anything else goes to ``previous``."""
+
+    def hook(unraisable):
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            threading.Timer(0.001, _thread.interrupt_main).start()  # (runs the SIGINT handler again)
+            return
+        previous(unraisable)
+
+    return hook
 
 
 def _stop_if_interrupted() -> None:
