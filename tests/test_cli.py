@@ -240,3 +240,39 @@ def test_ctrl_c_inside_a_finalizer_prints_nothing_and_still_interrupts(capsys):
         signal.signal(signal.SIGINT, previous_handler)
     err = capsys.readouterr().err
     assert "Traceback" not in err and "Exception ignored" not in err
+
+
+def test_a_ctrl_c_dropped_in_a_finalizer_is_not_delivered_again_after_main_returns(monkeypatch, capsys):
+    """The hook's re-delivery must not outlive the run: when the handler's flag stops the run first (the
+    dropped Ctrl-C came just before a check between procedures), main returns 130 and no KeyboardInterrupt
+    reaches its caller afterwards (at exit it printed "Exception ignored in: <module 'threading'>" and a
+    traceback)."""
+    from semio_jax.app import cli
+
+    class Finalized:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)  # a Ctrl-C whose KeyboardInterrupt lands in this finalizer
+            for _ in range(100):
+                pass
+
+    def run_then_check():
+        obj = Finalized()
+        del obj
+        cli._stop_if_interrupted()  # the check between procedures: the handler's flag is set
+        return 0
+
+    monkeypatch.setattr(cli, "_run_zoo", run_then_check)
+    before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    stray = False
+    try:
+        assert main(["zoo"]) == 130
+        try:
+            for _ in range(200):
+                time.sleep(0.001)
+        except KeyboardInterrupt:
+            stray = True
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert not stray, "a KeyboardInterrupt arrived after main() had returned"
+    assert "Traceback" not in capsys.readouterr().err

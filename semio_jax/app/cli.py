@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     enable_compilation_cache()
     previous = _catch_ctrl_c()
     hook = sys.unraisablehook
-    sys.unraisablehook = _quiet_ctrl_c(hook)
+    quiet = sys.unraisablehook = _quiet_ctrl_c(hook)
     try:
         if args.command == "train":
             from semio_models.train import run as train_run
@@ -483,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     finally:
+        quiet.stop()  # (a re-delivery still pending would interrupt main's caller)
         sys.unraisablehook = hook
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
@@ -519,14 +520,26 @@ def _quiet_ctrl_c(previous):
     numba's clean-up, garbage collection), where Python cannot raise it and would print "Exception
     ignored in" with a traceback: nothing is printed and the interrupt is delivered again to the main
     thread a millisecond later (from a timer thread: delivered now, it would land in this hook and be
-    dropped in turn), where it stops the run with its one line. Anything else goes to ``previous``."""
+    dropped in turn), where it stops the run with its one line. Anything else goes to ``previous``.
+    ``hook.stop()`` (once the run is over) cancels the re-deliveries still pending."""
+    lock, running = threading.Lock(), [True]
+
+    def deliver():
+        with lock:
+            if running[0]:
+                _thread.interrupt_main()  # (runs the SIGINT handler again)
 
     def hook(unraisable):
         if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
-            threading.Timer(0.001, _thread.interrupt_main).start()  # (runs the SIGINT handler again)
+            threading.Timer(0.001, deliver).start()
             return
         previous(unraisable)
 
+    def stop():
+        with lock:
+            running[0] = False
+
+    hook.stop = stop
     return hook
 
 
