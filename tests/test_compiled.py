@@ -192,3 +192,17 @@ def test_row_sums_added_inline_are_the_stored_ones(n, length, use_compiled, monk
     got = compiled.certify_rows_table(t2, loops, loop_exits, t, off, rows, 1e-3)
     assert got == compiled.certify_rows(e_loops, t, off, rows, 1e-3)
     assert got[0] != compiled.certify_rows(e, t, off, rows, 1e-3)[0]
+
+
+@pytest.mark.parametrize("use_compiled", [True, False])
+def test_certify_rows_table_refuses_unsorted_loop_states(use_compiled, monkeypatch):
+    """The compiled pass finds the loop states in one ascending sweep: given out of order it would read
+    state 0's e as its whole row sum (0.99 of it the loop) and certify 10x too small a bound (c = 10
+    instead of 1 here), so unsorted loop states are refused."""
+    monkeypatch.setattr(compiled, "AVAILABLE", use_compiled)
+    t2 = np.array([[0.99, 0.01], [0.01, 0.99]])  # both states stay with probability 0.99
+    t, off, rows = np.array([100.0, 1000.0]), np.zeros(2), np.ones(2, bool)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        compiled.certify_rows_table(t2, np.array([1, 0]), np.array([0.01, 0.01]), t, off, rows, 1e-15)
+    c, tmax, bad = compiled.certify_rows_table(t2, np.array([0, 1]), np.array([0.01, 0.01]), t, off, rows, 1e-15)
+    assert c == pytest.approx(1.0, rel=1e-12) and tmax == 1000.0 and not bad

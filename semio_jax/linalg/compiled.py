@@ -483,6 +483,8 @@ def certify_rows(e, t, off, rows, margin):
 def certify_rows_table(t2, loop_states, loop_exits, t, off, rows, margin):
     """:func:`certify_rows` with e[s] the sum of row s of ``t2`` (as :func:`row_sums` adds it), except at the
     sorted ``loop_states``, where it is ``loop_exits`` (the off-loop sums): no e vector is stored."""
+    if np.any(loop_states[1:] <= loop_states[:-1]):  # the compiled pass finds them in one ascending sweep
+        raise ValueError("certify_rows_table: loop_states must be strictly increasing")
     if AVAILABLE:
         c, tmax, bad = _certify_rows_table(t2, loop_states, loop_exits, t, off, rows, float(margin))
         return float(c), float(tmax), bool(bad)
