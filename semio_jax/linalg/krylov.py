@@ -87,6 +87,9 @@ class ChainKernels:
     (1 - p_ss without cancellation), made on first use: the column products and the
     certificate on the full states add each row as they read it (the same numbers, see
     :func:`compiled.row_sums`), so a power solve and its certificate never store them.
+    Every row sum here is added in index order; numpy's ``sum`` (used before) adds rows of
+    eight or more entries pairwise, which differs in the last bit on some rows at N >= 8,
+    far inside the certificates' rounding margin of 2 (N + 3) eps.
     ``loop_exits``: exits at ``loop_states``.
     """
 
@@ -106,7 +109,7 @@ class ChainKernels:
         rows = self.probs[self.loop_states]  # [N, N]
         off = rows.copy()
         off[np.arange(off.shape[0]), self.loop_tok] = 0.0
-        self.loop_exits = off.sum(axis=1)  # 1 - p_ss without cancellation
+        self.loop_exits = compiled.row_sums(off, np.empty(off.shape[0]))  # 1 - p_ss without cancellation
         self._full3 = op.probs[:nf].reshape(n, nf // n, n)  # [a, m, y]: state a*M + m, successor m*N + y
         self._m = nf // n
 
