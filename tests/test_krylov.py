@@ -666,6 +666,34 @@ def test_certified_max_time_is_sound_whatever_lies_off_the_rows(use_compiled, mo
         np.testing.assert_array_equal(t, t_exact)
 
 
+@pytest.mark.parametrize("use_compiled", [True, False])
+def test_certified_max_time_binds_at_a_sticky_constant_window(use_compiled, monkeypatch):
+    """The exit rate of a constant window (its off-loop row sum, 1 - p_ss) where the certificate is decided
+    there: t_hat solves (I - Q) t = b with b = 1 at the two windows that stay put with probability 0.999 and
+    2 elsewhere, so those rows bind (c = 1). Taking the whole row sum (the loop included) as the exit
+    rate there would make c = 2 and certify about half the exact max E[T]."""
+    from helpers import dense_reference
+
+    space = sj.StateSpace(2, 4, prefixes=False)
+    probs = np.random.default_rng(31).dirichlet(np.ones(2), size=space.num_states)
+    for s, y in ((0, 0), (space.num_states - 1, 1)):  # 0000 -> 0000 and 1111 -> 1111
+        probs[s, y], probs[s, 1 - y] = 0.999, 0.001
+    op = sj.Operator(space, probs)
+    monkeypatch.setattr(compiled, "AVAILABLE", use_compiled)
+    kern = krylov.ChainKernels(op, full_only=True)
+    inside = np.ones(kern.size, dtype=bool)
+    sink = np.zeros(kern.size, dtype=bool)
+    sink[5] = True
+    rows = inside & ~sink
+    a = np.eye(rows.sum()) - dense_reference(op)[np.ix_(rows, rows)]
+    b = np.where(np.isin(np.flatnonzero(rows), kern.loop_states), 1.0, 2.0)
+    exact = float(np.linalg.solve(a, np.ones(rows.sum())).max())
+    t_hat = np.zeros(kern.size)
+    t_hat[rows] = np.linalg.solve(a, b)
+    tau = krylov.certified_max_time_structured(kern, inside, sink, t_hat)
+    assert exact > 900 and exact <= tau <= t_hat.max() * (1 + 1e-9), (exact, tau, t_hat.max())
+
+
 def test_hitting_time_certificate_ignores_weights_off_the_unknowns():
     """Only the weights on U = inside minus sink enter: a NaN or inf at the sink gives the same tau as
     pi itself (it used to make every inner product NaN and the iteration give up)."""
