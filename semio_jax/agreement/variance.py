@@ -51,7 +51,6 @@ MIN_EXCURSIONS = 100.0  # budget rule: smallest C n m / t_rel (rarest token mass
 
 def class_matrix(op, members: np.ndarray) -> sp.csr_matrix:
     """The operator restricted to a closed class: float64 CSR [|A|, |A|] (rows sum to 1)."""
-    members = np.asarray(members, dtype=np.int64)
     return op.block(members)
 
 

@@ -146,7 +146,7 @@ def _solve_krylov(op, unknown: np.ndarray, rhs: np.ndarray, times_rhs: bool):
     b[unknown] = rhs
     factor = kern.greedy_factor(u)
     x_full, _, _ = krylov.column_solve(kern, u, b, factor=factor)
-    residual = float(np.max(np.abs((kern.exits * x_full - kern.pull_off(x_full)) - b)[unknown]))
+    residual = float(np.max(np.abs(kern.shifted_pull(x_full) - b)[unknown]))  # (I - Q) x - b on U
     times = x_full if times_rhs else krylov.column_solve(kern, u, np.where(u, 1.0, 0.0), factor=factor)[0]
     tmax = float(np.max(times[unknown]))
     bound = tmax * residual / (1.0 - residual) if residual < 1.0 else None

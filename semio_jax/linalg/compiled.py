@@ -134,12 +134,18 @@ def row_sums(t2, out):
 
 
 @_jit
+def _row_sum(t2, s):
+    # the one order of addition every stored or inline row sum follows (the N = 2, 4 products spell it out)
+    acc = t2[s, 0]
+    for k in range(1, t2.shape[1]):
+        acc += t2[s, k]
+    return acc
+
+
+@_jit
 def _row_sums(t2, out):
     for s in range(t2.shape[0]):
-        acc = t2[s, 0]
-        for k in range(1, t2.shape[1]):
-            acc += t2[s, k]
-        out[s] = acc
+        out[s] = _row_sum(t2, s)
 
 
 @_jit
@@ -501,21 +507,8 @@ def _certify_rows_table(t2, loop_states, loop_exits, t, off, rows, margin):
         while j < loop_states.size and loop_states[j] < i:
             j += 1
         if rows[i]:
-            if j < loop_states.size and loop_states[j] == i:
-                ei = loop_exits[j]
-            else:
-                ei = t2[i, 0]
-                for k in range(1, t2.shape[1]):
-                    ei += t2[i, k]
-            ti = t[i]
-            if not (ti >= 0.0 and ti < np.inf):
-                bad = True
-            d = ei * ti
-            low = (d - off[i]) - margin * (d + off[i])
-            if low < c:
-                c = low
-            if ti > tmax:
-                tmax = ti
+            ei = loop_exits[j] if j < loop_states.size and loop_states[j] == i else _row_sum(t2, i)
+            c, tmax, bad = _certify_row(ei, t[i], off[i], margin, c, tmax, bad)
     return c, tmax, bad
 
 
@@ -524,15 +517,21 @@ def _certify_rows(e, t, off, rows, margin):
     c, tmax, bad = np.inf, -np.inf, False
     for i in range(t.size):
         if rows[i]:
-            ti = t[i]
-            if not (ti >= 0.0 and ti < np.inf):
-                bad = True
-            d = e[i] * ti
-            low = (d - off[i]) - margin * (d + off[i])
-            if low < c:
-                c = low
-            if ti > tmax:
-                tmax = ti
+            c, tmax, bad = _certify_row(e[i], t[i], off[i], margin, c, tmax, bad)
+    return c, tmax, bad
+
+
+@_jit
+def _certify_row(ei, ti, oi, margin, c, tmax, bad):
+    # one row of the certificate folded into (c, tmax, bad)
+    if not (ti >= 0.0 and ti < np.inf):
+        bad = True
+    d = ei * ti
+    low = (d - oi) - margin * (d + oi)
+    if low < c:
+        c = low
+    if ti > tmax:
+        tmax = ti
     return c, tmax, bad
 
 
